@@ -1,0 +1,356 @@
+/*
+ * attn.h — libattn, attention for native programs.
+ *
+ * libattn computes the attention operation of Transformers on the CPU:
+ *
+ *     out = softmax(scale · Q Kᵀ + bias, masked) · V
+ *
+ * (Vaswani et al., "Attention Is All You Need", 2017, eq. 1; D2L §10.3).
+ * Q·Kᵀ and P·V are computed by the BLAS library's cblas_sgemm; libattn adds the
+ * scaling, the masks (valid lengths, boolean keep-masks, additive bias, causal),
+ * a softmax that subtracts the row maximum, grouped-query heads, and a block
+ * schedule whose scratch memory is O(block × len_kv) per thread, never
+ * O(len_q × len_kv).
+ *
+ * A complete program (the worked example of the UvA deep-learning tutorial 6):
+ *
+ *     #include <attn.h>
+ *     #include <stdio.h>
+ *
+ *     int main(void) {
+ *         const float q[] = {0.3367f, 0.1288f, 0.2345f, 0.2303f, -1.1229f, -0.1863f};
+ *         const float k[] = {2.2082f, -0.6380f, 0.4617f, 0.2674f, 0.5349f, 0.8094f};
+ *         const float v[] = {1.1103f, -1.6898f, -0.9890f, 0.9580f, 1.3221f, 0.8172f};
+ *         float out[6], weights[9];
+ *         attn_context *ctx = NULL;
+ *         attn_sdpa *op = NULL;
+ *         attn_status st = attn_context_create(&ctx);
+ *         if (st == ATTN_OK)   // batch 1, 1 head, len_q 3, len_kv 3, dim_qk 2, dim_v 2
+ *             st = attn_sdpa_create(&op, 1, 1, 1, 3, 3, 2, 2);
+ *         if (st == ATTN_OK)
+ *             st = attn_sdpa_forward(ctx, op, q, k, v, NULL, out, weights, NULL);
+ *         if (st != ATTN_OK)
+ *             fprintf(stderr, "%s: %s\n", attn_status_string(st), attn_last_error());
+ *         else
+ *             printf("%.4f %.4f\n", out[0], out[1]);   // 0.5698 -0.1520
+ *         attn_sdpa_destroy(op);
+ *         attn_context_destroy(ctx);
+ *         return st == ATTN_OK ? 0 : 1;
+ *     }
+ *
+ * Build it with:  cc example.c $(pkg-config --cflags --libs attn)
+ *
+ * Tensors. Every tensor is a dense, row-major (C order) array of IEEE-754
+ * binary32 `float` owned by the caller. Shapes are written outermost first:
+ * [B, H, S, D] means element (b, h, s, d) is at ((b·H + h)·S + s)·D + d.
+ * All sizes are int64_t. Counts of things (batch, len_q, len_kv) may be 0;
+ * sizes of things (heads, dims) must be ≥ 1. A data pointer may be NULL only
+ * when its tensor has no elements.
+ *
+ * Ownership and lifetime. Every object made by an attn_*_create function is
+ * owned by the caller and released by the matching attn_*_destroy, which
+ * accepts NULL. libattn keeps no caller pointer after a call returns, except
+ * that an attn_mask references the caller's mask arrays (nothing is copied):
+ * they must stay valid and unchanged until the last forward call that uses
+ * the mask returns.
+ *
+ * Thread-safety. An attn_context holds threads and scratch memory: one thread
+ * at a time may use it. Operation objects (attn_sdpa) and masks are immutable
+ * during a forward call and may be shared by any number of threads at once,
+ * each with its own context, as long as no thread changes them meanwhile.
+ * attn_last_error() is per thread. libattn never changes process-global state
+ * of the BLAS library (such as openblas_set_num_threads): the number of BLAS
+ * threads is the caller's to choose (e.g. OPENBLAS_NUM_THREADS=1 when
+ * libattn's own threads already use every core).
+ *
+ * Errors. Every call that can fail returns an attn_status. It validates every
+ * argument before it writes any output, so a failed call leaves all outputs
+ * untouched; attn_last_error() then says what was wrong, naming the function
+ * and the argument. Successful calls leave attn_last_error() as it was.
+ * libattn never prints, never aborts, and never reads or writes outside the
+ * sizes it is given.
+ *
+ * Versioning. Programs built against major version N run with any library
+ * whose soname is libattn.so.N; the soname changes only on an ABI break. Enum
+ * values are fixed forever; new values and functions are only appended.
+ */
+#ifndef ATTN_H
+#define ATTN_H
+
+#include <stdint.h>
+
+#include "attn_version.h"
+
+#if defined(_WIN32)
+#  define ATTN_API __declspec(dllimport)
+#elif defined(__GNUC__)
+#  define ATTN_API __attribute__((visibility("default")))
+#else
+#  define ATTN_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ======================================================================
+ * Basics: version, status codes, errors, contexts
+ * ====================================================================== */
+
+/* The runtime library's version as MAJOR*10000 + MINOR*100 + PATCH, to compare
+ * with ATTN_VERSION_NUMBER from the header a program was built with.
+ * Never fails; thread-safe. */
+ATTN_API unsigned attn_version_number(void);
+
+/* The runtime library's version as "MAJOR.MINOR.PATCH": a static string,
+ * never NULL, never to be freed. Thread-safe. */
+ATTN_API const char *attn_version_string(void);
+
+/* The result of every call that can fail. The values are fixed forever; new
+ * ones are only appended. */
+typedef enum attn_status {
+    ATTN_OK                   = 0, /* success */
+    ATTN_ERR_NULL_POINTER     = 1, /* a required pointer is NULL */
+    ATTN_ERR_INVALID_ARGUMENT = 2, /* a value outside its domain: negative size,
+                                      unknown enum, non-finite scale */
+    ATTN_ERR_SHAPE_MISMATCH   = 3, /* sizes valid alone but inconsistent together
+                                      (heads_q % heads_kv != 0, mask dims) */
+    ATTN_ERR_SIZE_OVERFLOW    = 4, /* a buffer's byte count does not fit in size_t */
+    ATTN_ERR_OUT_OF_MEMORY    = 5, /* an allocation or a thread creation failed */
+    ATTN_ERR_UNSUPPORTED      = 6, /* a valid request this build does not implement,
+                                      e.g. a size beyond the BLAS integer type (int) */
+    ATTN_ERR_STATE            = 7  /* object not fully configured (e.g. weights not set) */
+} attn_status;
+
+/* A short English name of `status` ("ATTN_ERR_SHAPE_MISMATCH: ...").
+ * A static string, never NULL, also for values outside the enum.
+ * Thread-safe. */
+ATTN_API const char *attn_status_string(attn_status status);
+
+/* The detail of the calling thread's last failed call, for example
+ * "attn_sdpa_create: heads_q (6) is not a multiple of heads_kv (4)", or ""
+ * if no call of this thread has failed. Never NULL. The string is owned by
+ * libattn and stays valid until this thread's next failing libattn call.
+ * Thread-local: other threads' failures do not change it. */
+ATTN_API const char *attn_last_error(void);
+
+/* The execution context: worker threads and scratch memory reused from call
+ * to call. Use one context per thread at a time; the same context may be
+ * handed from one thread to another between calls. */
+typedef struct attn_context attn_context;
+
+/* Creates a context with the default thread count (0: all online cores).
+ * Threads and scratch are made lazily by the first forward call that needs
+ * them, so creation is cheap.
+ * Returns ATTN_OK and sets *ctx; ATTN_ERR_NULL_POINTER if ctx is NULL;
+ * ATTN_ERR_OUT_OF_MEMORY. On failure *ctx is left untouched.
+ * Release with attn_context_destroy. Thread-safe. */
+ATTN_API attn_status attn_context_create(attn_context **ctx);
+
+/* Stops the context's threads and frees its memory. NULL is a no-op.
+ * Must not run while a forward call is using the context. */
+ATTN_API void attn_context_destroy(attn_context *ctx);
+
+/* Sets how many threads forward calls on this context use, the calling
+ * thread included: 0 (the default) means all online cores, 1 means the
+ * calling thread only. The work is split over (batch, head, block of query
+ * rows); results are bitwise identical for any thread count.
+ * Returns ATTN_ERR_NULL_POINTER (ctx NULL), ATTN_ERR_INVALID_ARGUMENT
+ * (n < 0 or n > 1024). Not thread-safe on the same context. */
+ATTN_API attn_status attn_context_set_num_threads(attn_context *ctx, int n);
+
+/* ======================================================================
+ * Masks
+ * ======================================================================
+ *
+ * A mask says which keys each query may attend, per call. It references the
+ * caller's arrays, copies nothing, and is read only by forward calls: the
+ * arrays must stay valid and unchanged until the last forward that uses the
+ * mask returns. All kinds set on one mask combine: a key is attended only if
+ * every kind allows it (and the op's causal setting too), and the bias is
+ * added to the scaled logits of the keys that remain. Setting a kind again
+ * replaces the earlier setting of that kind.
+ *
+ * Broadcasting (bool and bias). The shape is [mb, mh, mq, len_kv] with
+ * mb ∈ {1, batch}, mh ∈ {1, heads}, mq ∈ {1, len_q}; a dimension of 1 is
+ * shared by every index of that dimension (as in NumPy). len_kv must equal the
+ * op's len_kv. These are checked against the op at forward
+ * (ATTN_ERR_SHAPE_MISMATCH). A mask may be used with several ops and by
+ * several threads at once; it must not be changed while in use.
+ *
+ * Polarity. keep != 0 means "attend", as in PyTorch's
+ * F.scaled_dot_product_attention and ONNX Attention. (PyTorch's
+ * nn.MultiheadAttention bool masks mean the opposite: "masked out".)
+ */
+typedef struct attn_mask attn_mask;
+
+/* Creates an empty mask (nothing masked).
+ * Returns ATTN_ERR_NULL_POINTER (mask NULL), ATTN_ERR_OUT_OF_MEMORY; on
+ * failure *mask is untouched. Release with attn_mask_destroy. Thread-safe. */
+ATTN_API attn_status attn_mask_create(attn_mask **mask);
+
+/* Frees the mask (not the caller's arrays it references). NULL is a no-op. */
+ATTN_API void attn_mask_destroy(attn_mask *mask);
+
+/* Removes every kind from the mask. Returns ATTN_ERR_NULL_POINTER if mask is
+ * NULL. */
+ATTN_API attn_status attn_mask_clear(attn_mask *mask);
+
+/* Valid lengths (D2L §10.3.1 masked_softmax, `valid_lens`): for batch row b
+ * (and query i when per_query = 1), keys at positions >= length are masked.
+ *   per_query = 0: lengths is [batch]; len_q is ignored.
+ *   per_query = 1: lengths is [batch, len_q].
+ * Each length is in [0, len_kv] of the op; 0 masks every key of that row,
+ * whose outputs are then zeros (lse -INFINITY).
+ * With per_query = 0, keys at or beyond a batch row's length are never read,
+ * so they may hold anything, NaN included; this is the padding mask of a
+ * batch of sequences of different lengths.
+ * Returns ATTN_ERR_NULL_POINTER (mask NULL, or lengths NULL with a non-empty
+ * shape), ATTN_ERR_INVALID_ARGUMENT (batch < 0, len_q < 0 with per_query = 1,
+ * per_query not 0 or 1, a negative length), ATTN_ERR_SIZE_OVERFLOW. At forward:
+ * ATTN_ERR_SHAPE_MISMATCH if batch (or len_q for per_query = 1) differs from
+ * the op's, ATTN_ERR_INVALID_ARGUMENT if a length is negative or above len_kv.
+ */
+ATTN_API attn_status attn_mask_set_kv_lengths(attn_mask *mask, const int64_t *lengths,
+                                              int64_t batch, int64_t len_q, int per_query);
+
+/* Boolean keep-mask: keep[b][h][i][j] != 0 means query i of head h of batch
+ * row b may attend key j. Shape [mb, mh, mq, len_kv], broadcast as above
+ * (heads is the op's heads_q).
+ * Returns ATTN_ERR_NULL_POINTER (mask NULL, or keep NULL with a non-empty
+ * shape), ATTN_ERR_INVALID_ARGUMENT (mb, mh or mq < 1, len_kv < 0),
+ * ATTN_ERR_SIZE_OVERFLOW. */
+ATTN_API attn_status attn_mask_set_bool(attn_mask *mask, const uint8_t *keep,
+                                        int64_t mb, int64_t mh, int64_t mq, int64_t len_kv);
+
+/* Additive bias: bias[b][h][i][j] is added to scale·q_i·k_j before the
+ * softmax (ALiBi, relative positions, a float attention mask). -INFINITY masks
+ * the key; +INFINITY and NaN are not meaningful and make the row NaN. Shape and
+ * broadcasting as for attn_mask_set_bool; the statuses are the same. */
+ATTN_API attn_status attn_mask_set_bias(attn_mask *mask, const float *bias,
+                                        int64_t mb, int64_t mh, int64_t mq, int64_t len_kv);
+
+/* ======================================================================
+ * Scaled dot-product attention (SDPA)
+ * ======================================================================
+ *
+ * For every batch row b and query head h (Vaswani et al. 2017, eq. 1;
+ * D2L §10.3.3):
+ *
+ *   logits[i][j] = scale · Σ_d Q[b,h,i,d] · K[b,g,j,d] + bias[b,h,i,j]
+ *   weights[i][j] = exp(logits[i][j] − m_i) / Σ_j' exp(logits[i][j'] − m_i)
+ *                   over the visible keys j (0 for masked keys),
+ *                   m_i = max over the visible keys
+ *   out[b,h,i,:]  = Σ_j weights[i][j] · V[b,g,j,:]
+ *   lse[b,h,i]    = m_i + log Σ_j exp(logits[i][j] − m_i)
+ *
+ * where g = h / (heads_q / heads_kv) is the key/value head that query head h
+ * reads (grouped-query attention, Ainslie et al. 2023; multi-query when
+ * heads_kv = 1). A query row with no visible key gives zeros in out and
+ * weights and -INFINITY in lse, never NaN (as FlashAttention, ggml and ONNX
+ * Attention-23 do; PyTorch's nn.MultiheadAttention gives NaN).
+ *
+ * Causal alignment (ATTN_CAUSAL_*): with len_q queries and len_kv keys,
+ *   TOP_LEFT      query i sees keys j <= i                  (PyTorch is_causal,
+ *                                                            ONNX without cache)
+ *   BOTTOM_RIGHT  query i sees keys j <= i + len_kv − len_q (FlashAttention 2;
+ *                                                            the last query sees
+ *                                                            every key: decoding)
+ *
+ * NaN and Inf. A NaN in a query row reaches only that row's outputs. A NaN in
+ * a key or value reaches the rows that can see it, and may reach rows for
+ * which it is masked only through the 0·NaN of the P·V product; keys at or
+ * beyond a batch row's per-batch valid length are never read at all.
+ *
+ * Memory. The work is split into blocks of query rows; scratch is
+ * O(block_q × len_kv) floats per thread, kept in the context. libattn never
+ * allocates a [batch, heads, len_q, len_kv] buffer: only the caller's
+ * `weights` array, when passed, holds one.
+ */
+
+/* Memory layout of q, k, v and out. */
+typedef enum attn_layout {
+    ATTN_LAYOUT_BHSD = 0, /* [batch, heads, seq, dim] (the default) */
+    ATTN_LAYOUT_BSHD = 1  /* [batch, seq, heads, dim], i.e. [B, S, H·D]: the
+                             output of a projection, read in place through the
+                             leading dimension H·D, never copied */
+} attn_layout;
+
+/* Which keys a query may see by position (see the table above). */
+typedef enum attn_causal {
+    ATTN_CAUSAL_NONE         = 0, /* no positional restriction (the default) */
+    ATTN_CAUSAL_TOP_LEFT     = 1, /* query i sees keys j <= i */
+    ATTN_CAUSAL_BOTTOM_RIGHT = 2  /* query i sees keys j <= i + len_kv - len_q */
+} attn_causal;
+
+/* An SDPA operation: shapes and options. Immutable during forward, so one op
+ * may serve many threads at once (each with its own context); the setters
+ * must not run while a forward call uses the op. */
+typedef struct attn_sdpa attn_sdpa;
+
+/* Creates an SDPA operation for
+ *   q   [batch, heads_q,  len_q,  dim_qk]
+ *   k   [batch, heads_kv, len_kv, dim_qk]
+ *   v   [batch, heads_kv, len_kv, dim_v]
+ *   out [batch, heads_q,  len_q,  dim_v]
+ * (BHSD; see attn_sdpa_set_layout for BSHD), with layout BHSD, scale
+ * 1/sqrt(dim_qk) and no causal restriction.
+ * Ranges: batch, len_q, len_kv >= 0; heads_q, heads_kv, dim_qk, dim_v >= 1;
+ * heads_q a multiple of heads_kv.
+ * Returns ATTN_ERR_NULL_POINTER (op NULL), ATTN_ERR_INVALID_ARGUMENT (a size
+ * out of its range), ATTN_ERR_SHAPE_MISMATCH (heads_q % heads_kv != 0),
+ * ATTN_ERR_SIZE_OVERFLOW (a tensor's byte count does not fit in size_t),
+ * ATTN_ERR_UNSUPPORTED (len_kv, a head dim, or heads × dim above INT_MAX,
+ * the largest size the BLAS interface takes), ATTN_ERR_OUT_OF_MEMORY.
+ * On failure *op is untouched. Release with attn_sdpa_destroy. Thread-safe. */
+ATTN_API attn_status attn_sdpa_create(attn_sdpa **op, int64_t batch, int64_t heads_q,
+                                      int64_t heads_kv, int64_t len_q, int64_t len_kv,
+                                      int64_t dim_qk, int64_t dim_v);
+
+/* Frees the operation. NULL is a no-op. */
+ATTN_API void attn_sdpa_destroy(attn_sdpa *op);
+
+/* Sets the layout of q, k, v and out (weights and lse are always
+ * [batch, heads_q, len_q, ...]). Returns ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_INVALID_ARGUMENT (not an attn_layout value). */
+ATTN_API attn_status attn_sdpa_set_layout(attn_sdpa *op, attn_layout layout);
+
+/* Sets the factor applied to q·k (default 1/sqrt(dim_qk), Vaswani et al. §3.2.1).
+ * Any finite value is accepted. Returns ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_INVALID_ARGUMENT (NaN or ±Inf). */
+ATTN_API attn_status attn_sdpa_set_scale(attn_sdpa *op, float scale);
+
+/* Sets the causal alignment. Returns ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_INVALID_ARGUMENT (not an attn_causal value). */
+ATTN_API attn_status attn_sdpa_set_causal(attn_sdpa *op, attn_causal causal);
+
+/* Computes attention (formula above).
+ *   q       [B, Hq, Lq, Dqk]  (or [B, Lq, Hq, Dqk] with ATTN_LAYOUT_BSHD)
+ *   k       [B, Hkv, Lkv, Dqk] (or BSHD)
+ *   v       [B, Hkv, Lkv, Dv]  (or BSHD)
+ *   mask    NULL (no mask beyond the op's causal setting) or a mask whose
+ *           shapes fit this op
+ *   out     [B, Hq, Lq, Dv]   (in the layout of q), written completely
+ *   weights NULL, or [B, Hq, Lq, Lkv] (always this order): the softmax
+ *           probabilities, written completely (0 for masked keys)
+ *   lse     NULL, or [B, Hq, Lq] (always this order): natural log of the
+ *           softmax denominator, log Σ_j exp(scale·q·k_j + bias_j) over the
+ *           visible keys; -INFINITY for a row with no visible key
+ * The inputs must not overlap the outputs.
+ * Returns ATTN_ERR_NULL_POINTER (ctx, op, or a non-empty tensor NULL),
+ * ATTN_ERR_SHAPE_MISMATCH (mask shapes do not fit the op),
+ * ATTN_ERR_INVALID_ARGUMENT (a valid length negative or above len_kv),
+ * ATTN_ERR_SIZE_OVERFLOW (the weights tensor's byte count does not fit in
+ * size_t), ATTN_ERR_OUT_OF_MEMORY (scratch or threads could not be made).
+ * On failure no output byte is written.
+ * Thread-safety: concurrent calls may share op and mask, never ctx. */
+ATTN_API attn_status attn_sdpa_forward(attn_context *ctx, const attn_sdpa *op,
+                                       const float *q, const float *k, const float *v,
+                                       const attn_mask *mask, float *out, float *weights,
+                                       float *lse);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTN_H */

@@ -1,0 +1,150 @@
+/*
+ * attn_internal.h — struct bodies and helpers shared by libattn's modules.
+ * Nothing here is part of the ABI: the public header only names these types.
+ */
+#ifndef ATTN_INTERNAL_H
+#define ATTN_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attn.h"
+
+/* ---- errors (status.c) ------------------------------------------------ */
+
+/* Formats the calling thread's attn_last_error() message as "func: ..." and
+ * returns `status`, so that every check is one line:
+ *     return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "q is NULL"); */
+attn_status attn_fail(attn_status status, const char *func, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* ---- memory (alloc.c) ------------------------------------------------- */
+
+/* Every allocation of the library goes through these two, so that tests can
+ * inject failures in one place and so that nothing is allocated by accident
+ * elsewhere. attn_alloc returns 64-byte aligned memory or NULL. */
+void *attn_alloc(size_t bytes);
+void  attn_free(void *p);
+
+/* ---- size arithmetic (shape.c) ---------------------------------------- */
+
+/* *out = a * b; false if the product does not fit in int64_t. a, b >= 0. */
+bool attn_mul_i64(int64_t a, int64_t b, int64_t *out);
+
+/* Element count of a tensor with n dims, and whether its byte count
+ * (elements × elem_size) fits in size_t. Returns false on overflow. */
+bool attn_tensor_elems(const int64_t *dims, int n, size_t elem_size, int64_t *elems);
+
+/* The largest size the BLAS integer type (cblas `blasint`, int here) takes. */
+#define ATTN_BLAS_INT_MAX 2147483647LL
+
+/* ---- threads (threadpool.c) ------------------------------------------- */
+
+typedef struct attn_pool attn_pool;
+/* One unit of parallel work: item in [0, n_items), worker in [0, n_workers]. */
+typedef void (*attn_task_fn)(void *arg, int64_t item, int worker);
+
+/* Starts n_workers background threads (n_workers >= 1). Returns
+ * ATTN_ERR_OUT_OF_MEMORY if memory or a thread cannot be had. */
+attn_status attn_pool_create(attn_pool **pool, int n_workers);
+void        attn_pool_destroy(attn_pool *pool);
+/* Runs fn for every item on the calling thread (worker 0) and background
+ * workers 1..active (active <= n_workers) and returns when all are done. Items are handed out dynamically; fn must not depend on which worker
+ * runs an item (results stay bitwise identical for any schedule). */
+void attn_pool_run(attn_pool *pool, int active, attn_task_fn fn, void *arg, int64_t n_items);
+
+/* ---- contexts (context.c) --------------------------------------------- */
+
+struct attn_context {
+    int requested_threads;   /* 0 = all online cores */
+    attn_pool *pool;         /* NULL until a forward call needs > 1 thread */
+    int pool_workers;        /* background threads in pool */
+    float **scratch;         /* one buffer per thread (worker index) */
+    size_t *scratch_floats;  /* capacity of each, in floats */
+    int scratch_count;       /* entries in scratch / scratch_floats */
+};
+
+/* The number of threads a forward call on ctx would use, never above
+ * max_useful (the number of independent work items), never below 1. */
+int attn_context_threads(const attn_context *ctx, int64_t max_useful);
+
+/* Makes sure ctx has `threads` threads and `threads` scratch buffers of at
+ * least `floats` floats each. Allocates only what is missing; on failure
+ * returns ATTN_ERR_OUT_OF_MEMORY with the context still usable. */
+attn_status attn_context_reserve(attn_context *ctx, const char *func, int threads,
+                                 size_t floats);
+
+/* Runs fn over n_items on `threads` threads of ctx (reserved before). */
+void attn_context_run(attn_context *ctx, int threads, attn_task_fn fn, void *arg,
+                      int64_t n_items);
+
+/* ---- masks (mask.c) --------------------------------------------------- */
+
+/* A broadcast [mb, mh, mq, len_kv] mask array (bool or bias). */
+typedef struct attn_mask_array {
+    bool set;
+    const void *data;        /* may be NULL when the array is empty */
+    int64_t mb, mh, mq, len_kv;
+} attn_mask_array;
+
+struct attn_mask {
+    bool has_lengths;
+    const int64_t *lengths;  /* may be NULL when batch (× len_q) is 0 */
+    int64_t lengths_batch, lengths_len_q;
+    int per_query;
+    attn_mask_array keep;    /* uint8_t */
+    attn_mask_array bias;    /* float */
+};
+
+/* The shapes a mask is checked against at forward. */
+typedef struct attn_mask_dims {
+    int64_t batch, heads, len_q, len_kv;
+} attn_mask_dims;
+
+/* Checks every kind set on mask against dims (shapes and length values).
+ * mask may be NULL. */
+attn_status attn_mask_validate(const attn_mask *mask, const attn_mask_dims *dims,
+                               const char *func);
+
+/* Row [len_kv] of a broadcast array for (b, h, i), or NULL if the kind is
+ * not set. */
+const void *attn_mask_row(const attn_mask_array *a, int64_t b, int64_t h, int64_t i,
+                          size_t elem_size);
+
+/* Keys >= the returned bound are masked by valid lengths for (b, i);
+ * len_kv if no lengths are set. */
+int64_t attn_mask_kv_limit(const attn_mask *mask, int64_t b, int64_t i, int64_t len_kv);
+
+/* The per-batch bound only (per_query = 0), or len_kv: keys beyond it are
+ * never read for batch row b. */
+int64_t attn_mask_batch_limit(const attn_mask *mask, int64_t b, int64_t len_kv);
+
+/* ---- softmax (softmax.c) ---------------------------------------------- */
+
+/* What a row of logits needs besides the logits themselves. */
+typedef struct attn_row_mask {
+    int64_t visible_end;      /* keys >= this are masked (lengths, causal) */
+    const uint8_t *keep;      /* NULL or [n]: 0 masks the key */
+    const float *bias;        /* NULL or [n]: added to the logit */
+} attn_row_mask;
+
+/* Turns row[0..n) of scaled logits into softmax probabilities in place,
+ * applying m (masked keys get probability 0), and returns the row's
+ * log-sum-exp; a row with no visible key becomes all zeros and returns
+ * -INFINITY. The row maximum is subtracted before exp. */
+float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m);
+
+/* ---- BLAS (blas.c, the only file that includes cblas.h) --------------- */
+
+/* C[m×n] = alpha · A[m×k] · B[n×k]ᵀ (+ beta·C), row-major with leading dims. */
+void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+/* C[m×n] = alpha · A[m×k] · B[k×n] (+ beta·C), row-major with leading dims. */
+void attn_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+#endif /* ATTN_INTERNAL_H */

@@ -1,0 +1,28 @@
+/*
+ * blas.c — the only file that includes cblas.h. Every matrix product of
+ * libattn goes through these wrappers to cblas_sgemm (OpenBLAS, or any CBLAS
+ * found by pkg-config), so the BLAS interface and its integer type stay out of
+ * the rest of the library and out of the public header.
+ *
+ * Callers guarantee that every size fits the BLAS integer type (checked when
+ * an op is created) and that m, n, k > 0: a zero leading dimension would make
+ * the BLAS library report an illegal argument on stderr, and libattn never
+ * prints.
+ */
+#include <cblas.h>
+
+#include "attn_internal.h"
+
+void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, alpha, a,
+                (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+void attn_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, alpha, a,
+                (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}

@@ -1,0 +1,135 @@
+/*
+ * context.c — attn_context: the threads and scratch memory that forward calls
+ * reuse. Both are made lazily, on the first call that needs them, and only
+ * grow, so a steady stream of same-shaped calls allocates nothing.
+ */
+#include <string.h>
+#include <unistd.h>
+
+#include "attn_internal.h"
+
+/* More threads than this is a mistake, not a configuration. */
+#define ATTN_MAX_THREADS 1024
+
+attn_status attn_context_create(attn_context **ctx)
+{
+    if (!ctx)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "ctx is NULL");
+    attn_context *c = attn_alloc(sizeof *c);
+    if (!c)
+        return attn_fail(ATTN_ERR_OUT_OF_MEMORY, __func__, "cannot allocate the context");
+    *c = (attn_context){0};
+    *ctx = c;
+    return ATTN_OK;
+}
+
+void attn_context_destroy(attn_context *ctx)
+{
+    if (!ctx)
+        return;
+    attn_pool_destroy(ctx->pool);
+    for (int i = 0; i < ctx->scratch_count; i++)
+        attn_free(ctx->scratch[i]);
+    attn_free(ctx->scratch);
+    attn_free(ctx->scratch_floats);
+    attn_free(ctx);
+}
+
+attn_status attn_context_set_num_threads(attn_context *ctx, int n)
+{
+    if (!ctx)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "ctx is NULL");
+    if (n < 0 || n > ATTN_MAX_THREADS)
+        return attn_fail(ATTN_ERR_INVALID_ARGUMENT, __func__,
+                         "n (%d) is outside [0, %d]", n, ATTN_MAX_THREADS);
+    ctx->requested_threads = n;
+    return ATTN_OK;
+}
+
+static int online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        return 1;
+    return n > ATTN_MAX_THREADS ? ATTN_MAX_THREADS : (int)n;
+}
+
+int attn_context_threads(const attn_context *ctx, int64_t max_useful)
+{
+    int n = ctx->requested_threads ? ctx->requested_threads : online_cores();
+    if (max_useful < n)
+        n = max_useful < 1 ? 1 : (int)max_useful;
+    return n;
+}
+
+/* Grows the per-thread arrays of scratch pointers to `threads` entries. */
+static attn_status reserve_slots(attn_context *ctx, int threads)
+{
+    if (threads <= ctx->scratch_count)
+        return ATTN_OK;
+    float **scratch = attn_alloc(sizeof *scratch * (size_t)threads);
+    size_t *floats = attn_alloc(sizeof *floats * (size_t)threads);
+    if (!scratch || !floats) {
+        attn_free(scratch);
+        attn_free(floats);
+        return ATTN_ERR_OUT_OF_MEMORY;
+    }
+    for (int i = 0; i < threads; i++) {
+        bool old = i < ctx->scratch_count;
+        scratch[i] = old ? ctx->scratch[i] : NULL;
+        floats[i] = old ? ctx->scratch_floats[i] : 0;
+    }
+    attn_free(ctx->scratch);
+    attn_free(ctx->scratch_floats);
+    ctx->scratch = scratch;
+    ctx->scratch_floats = floats;
+    ctx->scratch_count = threads;
+    return ATTN_OK;
+}
+
+static attn_status reserve_pool(attn_context *ctx, int threads)
+{
+    int workers = threads - 1;
+    if (workers <= ctx->pool_workers)
+        return ATTN_OK;
+    attn_pool *pool = NULL;
+    attn_status st = attn_pool_create(&pool, workers);
+    if (st != ATTN_OK)
+        return st;
+    attn_pool_destroy(ctx->pool);
+    ctx->pool = pool;
+    ctx->pool_workers = workers;
+    return ATTN_OK;
+}
+
+attn_status attn_context_reserve(attn_context *ctx, const char *func, int threads, size_t floats)
+{
+    if (reserve_slots(ctx, threads) != ATTN_OK)
+        return attn_fail(ATTN_ERR_OUT_OF_MEMORY, func, "cannot allocate scratch for %d threads",
+                         threads);
+    for (int i = 0; i < threads; i++) {
+        if (ctx->scratch_floats[i] >= floats)
+            continue;
+        float *buf = attn_alloc(floats * sizeof(float));
+        if (!buf)
+            return attn_fail(ATTN_ERR_OUT_OF_MEMORY, func,
+                             "cannot allocate %zu bytes of scratch", floats * sizeof(float));
+        attn_free(ctx->scratch[i]);
+        ctx->scratch[i] = buf;
+        ctx->scratch_floats[i] = floats;
+    }
+    if (threads > 1 && reserve_pool(ctx, threads) != ATTN_OK)
+        return attn_fail(ATTN_ERR_OUT_OF_MEMORY, func, "cannot start %d threads", threads - 1);
+    return ATTN_OK;
+}
+
+void attn_context_run(attn_context *ctx, int threads, attn_task_fn fn, void *arg,
+                      int64_t n_items)
+{
+    if (threads <= 1 || n_items <= 1) {
+        for (int64_t i = 0; i < n_items; i++)
+            fn(arg, i, 0);
+        return;
+    }
+    attn_pool_run(ctx->pool, threads - 1, fn, arg, n_items);
+}
