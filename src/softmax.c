@@ -25,9 +25,11 @@ static int64_t mask_and_max(float *row, int64_t n, const attn_row_mask *m, float
     if (m->keep)
         for (int64_t j = 0; j < end; j++)
             row[j] = m->keep[j] ? row[j] : -INFINITY;
+    /* A -INFINITY bias masks the key whatever its logit: NaN + -Inf would be
+     * NaN and leak a masked key's NaN into the whole row. */
     if (m->bias)
         for (int64_t j = 0; j < end; j++)
-            row[j] += m->bias[j];
+            row[j] = m->bias[j] == -INFINITY ? -INFINITY : row[j] + m->bias[j];
 
     float max = -INFINITY;
     int64_t visible = 0;

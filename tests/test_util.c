@@ -1,0 +1,256 @@
+/*
+ * test_util.c — the tests' PRNG, float64 SDPA reference and tolerance
+ * comparison (see test_util.h). Depends on libm only; the reference is
+ * written from the formula in attn.h, independently of src/.
+ */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* ---- PRNG ------------------------------------------------------------ */
+
+void tu_rng_seed(tu_rng *rng, uint64_t seed) { rng->state = seed; }
+
+uint64_t tu_rng_next(tu_rng *rng)
+{
+    uint64_t z = (rng->state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+double tu_uniform(tu_rng *rng)
+{
+    return (double)(tu_rng_next(rng) >> 11) * (1.0 / 9007199254740992.0); /* 2^-53 */
+}
+
+double tu_normal(tu_rng *rng)
+{
+    double u1 = tu_uniform(rng), u2 = tu_uniform(rng);
+    if (u1 < 1e-300)
+        u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+int64_t tu_randint(tu_rng *rng, int64_t lo, int64_t hi)
+{
+    uint64_t span = (uint64_t)(hi - lo) + 1u;
+    return lo + (int64_t)(tu_rng_next(rng) % span);
+}
+
+void tu_fill_uniform(tu_rng *rng, float *dst, size_t n, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (float)(lo + (hi - lo) * tu_uniform(rng));
+}
+
+void tu_fill_normal(tu_rng *rng, float *dst, size_t n, float mean, float stddev)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (float)(mean + stddev * tu_normal(rng));
+}
+
+void tu_fill_nan(float *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = NAN;
+}
+
+/* ---- reference SDPA ---------------------------------------------------- */
+
+int64_t ref_index(int layout, int64_t heads, int64_t len, int64_t dim, int64_t b, int64_t h,
+                  int64_t s, int64_t d)
+{
+    if (layout == REF_BSHD)
+        return ((b * len + s) * heads + h) * dim + d;
+    return ((b * heads + h) * len + s) * dim + d;
+}
+
+/* Offset of (b, h, i, 0) in a broadcast [mb, mh, mq, len_kv] mask array. */
+static int64_t mask_row(int64_t mb, int64_t mh, int64_t mq, int64_t len_kv, int64_t b,
+                        int64_t h, int64_t i)
+{
+    int64_t bb = mb == 1 ? 0 : b, hh = mh == 1 ? 0 : h, ii = mq == 1 ? 0 : i;
+    return ((bb * mh + hh) * mq + ii) * len_kv;
+}
+
+/* The number of leading keys query i may see by position and valid length;
+ * keys at or beyond it are never read. */
+static int64_t key_limit(const ref_shape *s, const ref_mask *m, int64_t b, int64_t i)
+{
+    int64_t lim = s->len_kv;
+    if (s->causal == REF_CAUSAL_TOP_LEFT)
+        lim = i + 1;
+    else if (s->causal == REF_CAUSAL_BOTTOM_RIGHT)
+        lim = i + s->len_kv - s->len_q + 1;
+    if (m && m->lengths) {
+        int64_t len = m->per_query ? m->lengths[b * s->len_q + i] : m->lengths[b];
+        if (len < lim)
+            lim = len;
+    }
+    if (lim > s->len_kv)
+        lim = s->len_kv;
+    return lim < 0 ? 0 : lim;
+}
+
+/* One query row (b, h, i): fills logit[j] (scaled, biased) and vis[j] for
+ * j < lim and returns the number of visible keys. */
+static int64_t row_logits(const ref_shape *s, const float *q, const float *k,
+                          const ref_mask *m, int64_t b, int64_t h, int64_t g, int64_t i,
+                          int64_t lim, double *logit, unsigned char *vis)
+{
+    int64_t nvis = 0;
+    const uint8_t *keep = NULL;
+    const float *bias = NULL;
+    if (m && m->keep)
+        keep = m->keep + mask_row(m->keep_b, m->keep_h, m->keep_q, s->len_kv, b, h, i);
+    if (m && m->bias)
+        bias = m->bias + mask_row(m->bias_b, m->bias_h, m->bias_q, s->len_kv, b, h, i);
+    for (int64_t j = 0; j < lim; j++) {
+        vis[j] = 0;
+        if (keep && keep[j] == 0)
+            continue;
+        if (bias && bias[j] == -INFINITY)
+            continue;
+        double dot = 0.0;
+        for (int64_t d = 0; d < s->dim_qk; d++) {
+            double qv = q[ref_index(s->layout, s->heads_q, s->len_q, s->dim_qk, b, h, i, d)];
+            double kv = k[ref_index(s->layout, s->heads_kv, s->len_kv, s->dim_qk, b, g, j, d)];
+            dot += qv * kv;
+        }
+        logit[j] = s->scale * dot + (bias ? (double)bias[j] : 0.0);
+        vis[j] = 1;
+        nvis++;
+    }
+    return nvis;
+}
+
+int ref_sdpa(const ref_shape *s, const float *q, const float *k, const float *v,
+             const ref_mask *mask, double *out, double *weights, double *lse)
+{
+    int64_t Lkv = s->len_kv, group = s->heads_q / s->heads_kv;
+    /* One row of scratch (VLAs are optional in C11). */
+    double *logit = malloc((size_t)(Lkv > 0 ? Lkv : 1) * sizeof *logit);
+    unsigned char *vis = malloc((size_t)(Lkv > 0 ? Lkv : 1));
+    if (!logit || !vis) {
+        free(logit);
+        free(vis);
+        return -1;
+    }
+
+    for (int64_t b = 0; b < s->batch; b++)
+        for (int64_t h = 0; h < s->heads_q; h++)
+            for (int64_t i = 0; i < s->len_q; i++) {
+                int64_t g = h / group;
+                int64_t lim = key_limit(s, mask, b, i);
+                int64_t nvis = row_logits(s, q, k, mask, b, h, g, i, lim, logit, vis);
+                double *w = weights ? weights + ((b * s->heads_q + h) * s->len_q + i) * Lkv
+                                    : NULL;
+                double m = -INFINITY, sum = 0.0;
+                int has_nan = 0;
+                for (int64_t j = 0; j < lim; j++)
+                    if (vis[j]) {
+                        if (isnan(logit[j]))
+                            has_nan = 1;
+                        else if (logit[j] > m)
+                            m = logit[j];
+                    }
+                if (has_nan)
+                    m = NAN;
+                for (int64_t j = 0; j < lim; j++)
+                    if (vis[j]) {
+                        logit[j] = exp(logit[j] - m); /* now the unnormalized weight */
+                        sum += logit[j];
+                    }
+                if (w)
+                    for (int64_t j = 0; j < Lkv; j++)
+                        w[j] = (j < lim && vis[j] && nvis > 0) ? logit[j] / sum : 0.0;
+                if (lse)
+                    lse[(b * s->heads_q + h) * s->len_q + i] =
+                        nvis > 0 ? m + log(sum) : -INFINITY;
+                for (int64_t d = 0; d < s->dim_v; d++) {
+                    double acc = 0.0;
+                    if (nvis > 0)
+                        for (int64_t j = 0; j < lim; j++)
+                            if (vis[j])
+                                acc += (logit[j] / sum) *
+                                       v[ref_index(s->layout, s->heads_kv, Lkv, s->dim_v, b, g,
+                                                   j, d)];
+                    out[ref_index(s->layout, s->heads_q, s->len_q, s->dim_v, b, h, i, d)] = acc;
+                }
+            }
+    free(logit);
+    free(vis);
+    return 0;
+}
+
+/* ---- comparison ---------------------------------------------------------- */
+
+/* The error of one element given its normalizer; non-finite rules of the
+ * header. */
+static double elem_err(float a, double r, double norm)
+{
+    double ad = (double)a;
+    if (isnan(r))
+        return isnan(ad) ? 0.0 : INFINITY;
+    if (isnan(ad))
+        return INFINITY;
+    if (isinf(r) || isinf(ad))
+        return ad == r ? 0.0 : INFINITY;
+    double diff = fabs(ad - r);
+    if (diff == 0.0)
+        return 0.0;
+    return norm > 0.0 ? diff / norm : INFINITY;
+}
+
+double tu_max_err(const float *actual, const double *ref, int64_t n, int64_t row_len,
+                  int64_t *worst)
+{
+    double max = 0.0;
+    int64_t at = n > 0 ? 0 : -1;
+    if (row_len < 1)
+        row_len = 1;
+    for (int64_t r0 = 0; r0 < n; r0 += row_len) {
+        int64_t r1 = r0 + row_len < n ? r0 + row_len : n;
+        double rowmax = 0.0;
+        for (int64_t x = r0; x < r1; x++)
+            if (isfinite(ref[x]) && fabs(ref[x]) > rowmax)
+                rowmax = fabs(ref[x]);
+        for (int64_t x = r0; x < r1; x++) {
+            double e = elem_err(actual[x], ref[x], fabs(ref[x]) + rowmax);
+            if (e > max) {
+                max = e;
+                at = x;
+            }
+        }
+    }
+    if (worst)
+        *worst = at;
+    return max;
+}
+
+double tu_max_err_lse(const float *actual, const double *ref, int64_t n, int64_t *worst)
+{
+    double max = 0.0;
+    int64_t at = n > 0 ? 0 : -1;
+    for (int64_t x = 0; x < n; x++) {
+        double e = elem_err(actual[x], ref[x], fabs(ref[x]) + 1.0);
+        if (e > max) {
+            max = e;
+            at = x;
+        }
+    }
+    if (worst)
+        *worst = at;
+    return max;
+}
+
+int64_t tu_count_nonfinite(const float *x, int64_t n)
+{
+    int64_t c = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            c++;
+    return c;
+}

@@ -1,0 +1,112 @@
+/*
+ * test_util.h — shared helpers of libattn's C tests (no CMocka dependency).
+ *
+ *  1. A seeded, deterministic PRNG (splitmix64) with uniform and normal fills,
+ *     so every randomised test reproduces bit for bit from its seed.
+ *  2. ref_sdpa: an independent float64 reference of attn_sdpa_forward,
+ *     written plainly with loops from the formula in attn.h. It takes its
+ *     masks as a plain struct of its own (ref_mask), never libattn's opaque
+ *     attn_mask, so that it shares no code and no assumptions with the library.
+ *  3. tu_max_err / tu_max_err_lse: tolerance comparisons that return the
+ *     largest normalized error and where it occurred (no asserts).
+ */
+#ifndef TEST_UTIL_H
+#define TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- PRNG ------------------------------------------------------------ */
+
+typedef struct tu_rng {
+    uint64_t state;
+} tu_rng;
+
+void     tu_rng_seed(tu_rng *rng, uint64_t seed);
+uint64_t tu_rng_next(tu_rng *rng);                 /* splitmix64 */
+double   tu_uniform(tu_rng *rng);                  /* in [0, 1) */
+double   tu_normal(tu_rng *rng);                   /* N(0, 1), Box–Muller */
+int64_t  tu_randint(tu_rng *rng, int64_t lo, int64_t hi); /* in [lo, hi] */
+
+/* dst[i] = lo + (hi - lo)·U[0,1) */
+void tu_fill_uniform(tu_rng *rng, float *dst, size_t n, float lo, float hi);
+/* dst[i] = mean + stddev·N(0,1) */
+void tu_fill_normal(tu_rng *rng, float *dst, size_t n, float mean, float stddev);
+/* dst[i] = NaN (to catch output elements a call forgot to write) */
+void tu_fill_nan(float *dst, size_t n);
+
+/* ---- float64 reference of scaled dot-product attention ---------------- */
+
+/* Layout and causal values mirror attn_layout / attn_causal of attn.h. */
+enum { REF_BHSD = 0, REF_BSHD = 1 };
+enum { REF_CAUSAL_NONE = 0, REF_CAUSAL_TOP_LEFT = 1, REF_CAUSAL_BOTTOM_RIGHT = 2 };
+
+typedef struct ref_shape {
+    int64_t batch, heads_q, heads_kv, len_q, len_kv, dim_qk, dim_v;
+    int layout;   /* REF_BHSD or REF_BSHD: applies to q, k, v and out */
+    int causal;   /* REF_CAUSAL_* */
+    double scale; /* the factor on q·k (pass the same float the op uses) */
+} ref_shape;
+
+/* The test's own description of a mask. Every pointer may be NULL (that kind
+ * is absent). keep and bias have shape [m?_b, m?_h, m?_q, len_kv] where each
+ * of the first three is 1 (broadcast) or batch / heads_q / len_q. */
+typedef struct ref_mask {
+    const int64_t *lengths;   /* [batch] (per_query 0) or [batch, len_q] */
+    int per_query;
+    const uint8_t *keep;      /* != 0 = attend */
+    int64_t keep_b, keep_h, keep_q;
+    const float *bias;        /* added after scaling; -INFINITY masks the key */
+    int64_t bias_b, bias_h, bias_q;
+} ref_mask;
+
+/* Computes, in double, for every b, h (query head), i:
+ *   g = h / (heads_q / heads_kv)
+ *   key j is visible if it is allowed by the causal setting
+ *   (TOP_LEFT: j <= i; BOTTOM_RIGHT: j <= i + len_kv - len_q), by the valid
+ *   length (j < length), by keep (!= 0) and its bias is not -INFINITY;
+ *   l_j = scale·Σ_d q·k + bias;  m = max_j l_j (NaN if any l_j is NaN);
+ *   w_j = exp(l_j - m) / Σ exp(l_j' - m) for visible keys, 0 otherwise;
+ *   out = Σ_j w_j v_j;  lse = m + log Σ exp(l_j - m).
+ * A row with no visible key gets out = 0, weights = 0, lse = -INFINITY.
+ * Masked keys are never read (their k and v may hold anything).
+ * out is in the layout of q; weights is [batch, heads_q, len_q, len_kv] and
+ * lse [batch, heads_q, len_q]. mask, weights and lse may be NULL.
+ * Returns 0, or -1 if its one-row scratch cannot be allocated. */
+int ref_sdpa(const ref_shape *s, const float *q, const float *k, const float *v,
+             const ref_mask *mask, double *out, double *weights, double *lse);
+
+/* Index of element (b, h, s, d) of a tensor with `heads` heads, `len`
+ * positions and `dim` features, in layout REF_BHSD or REF_BSHD. */
+int64_t ref_index(int layout, int64_t heads, int64_t len, int64_t dim, int64_t b, int64_t h,
+                  int64_t s, int64_t d);
+
+/* ---- tolerance comparison --------------------------------------------- */
+
+/* The normalized error. The n elements are split into consecutive rows of
+ * row_len elements (the last row may be shorter). For element x of a row:
+ *
+ *     err(x) = |a(x) - r(x)| / (|r(x)| + rowmax |r|)
+ *
+ * where rowmax |r| is the largest finite |r| of that row of the reference.
+ * So an element is judged against its own size and against the size of its
+ * row, and a row that is exactly 0 in the reference (a fully masked row) must
+ * be exactly 0 (err = 0 if a == r, otherwise +INFINITY).
+ * Non-finite references must be matched exactly: r = ±INFINITY requires
+ * a == r, r = NaN requires a NaN; a non-finite a for a finite r, or a NaN a
+ * for a non-NaN r, gives +INFINITY.
+ *
+ * Returns the largest err over all elements (0 when n == 0) and stores the
+ * index of the first element attaining it in *worst (if worst != NULL;
+ * -1 when n == 0). */
+double tu_max_err(const float *actual, const double *ref, int64_t n, int64_t row_len,
+                  int64_t *worst);
+
+/* The same for log-sum-exp values, with err = |a - r| / (|r| + 1) and the
+ * same rules for non-finite values (-INFINITY must match exactly). */
+double tu_max_err_lse(const float *actual, const double *ref, int64_t n, int64_t *worst);
+
+/* Number of elements of x that are NaN or infinite. */
+int64_t tu_count_nonfinite(const float *x, int64_t n);
+
+#endif /* TEST_UTIL_H */
