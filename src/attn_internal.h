@@ -138,6 +138,58 @@ typedef struct attn_row_mask {
  * -INFINITY. The row maximum is subtracted before exp. */
 float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m);
 
+/* ---- attention pooling (attend.c) -------------------------------------- */
+
+/* The geometry of a [batch, heads, len, dim] tensor in BHSD or BSHD layout. */
+typedef struct attn_view {
+    int64_t heads, len, dim;
+    bool bshd;
+} attn_view;
+
+/* Offset of row 0 of head (b, h), and the distance between its rows. */
+int64_t attn_view_offset(const attn_view *t, int64_t b, int64_t h);
+int64_t attn_view_stride(const attn_view *t);
+
+/* Writes the logits of query rows [i0, i0 + rows) of (batch b, query head h)
+ * against keys [0, n) into s, row-major with leading dimension n. */
+typedef void (*attn_logits_fn)(const void *arg, int64_t b, int64_t h, int64_t i0, int64_t rows,
+                               int64_t n, float *s);
+
+typedef struct attn_attend_args {
+    int64_t batch, heads_q, heads_kv, len_q, len_kv;
+    attn_causal causal;
+    const attn_mask *mask;   /* NULL or validated against these shapes */
+    attn_logits_fn logits;
+    const void *logits_arg;
+    const float *v;          /* [batch, heads_kv, len_kv, dim_v] */
+    attn_view v_view;
+    float *out;              /* [batch, heads_q, len_q, dim_v] */
+    attn_view out_view;
+    float *weights;          /* NULL or [batch, heads_q, len_q, len_kv] */
+    float *lse;              /* NULL or [batch, heads_q, len_q] */
+} attn_attend_args;
+
+/* out = masked softmax(logits) · V for every (b, h, i). Every argument must
+ * have been validated; the only failure left is ATTN_ERR_OUT_OF_MEMORY (for
+ * scratch or threads), reported before anything is written. */
+attn_status attn_attend(attn_context *ctx, const attn_attend_args *a, const char *func);
+
+/* ---- scaled dot-product attention (sdpa.c) ----------------------------- */
+
+/* The two inputs of the scaled dot-product logits. */
+typedef struct attn_qk {
+    const float *q;          /* [batch, heads_q, len_q, dim_qk] */
+    attn_view q_view;
+    const float *k;          /* [batch, heads_kv, len_kv, dim_qk] */
+    attn_view k_view;
+    float scale;
+} attn_qk;
+
+/* attn_attend with logits scale · Q Kᵀ (fills a->logits). Used by SDPA and by
+ * the multi-head layer on its projections. */
+attn_status attn_dot_product_attend(attn_context *ctx, const attn_qk *qk, attn_attend_args *a,
+                                    const char *func);
+
 /* ---- BLAS (blas.c, the only file that includes cblas.h) --------------- */
 
 /* C[m×n] = alpha · A[m×k] · B[n×k]ᵀ (+ beta·C), row-major with leading dims. */

@@ -1,28 +1,13 @@
 /*
- * sdpa.c — scaled dot-product attention (Vaswani et al. 2017, eq. 1).
- *
- * The work is split into items of (batch row, query head, block of query
- * rows). For one item:
- *   S = scale · Q_blk · K[0:n]ᵀ        cblas_sgemm into per-thread scratch
- *   P = masked softmax of each row of S  (softmax.c)
- *   O_blk = P · V[0:n]                  cblas_sgemm straight into `out`
- * where n is the number of keys any row of the block can see (valid length,
- * causal limit), so blocks never compute keys they cannot use and keys beyond
- * a batch row's valid length are never read. Scratch is block_q × len_kv
- * floats per thread; nothing of size len_q × len_kv is ever allocated.
- *
- * Q, K, V and out are read and written in place in either layout: a head of
- * a BSHD tensor is a strided matrix whose leading dimension is heads × dim.
+ * sdpa.c — scaled dot-product attention (Vaswani et al. 2017, eq. 1): the
+ * attn_sdpa op (shapes and options), the validation of a forward call, and
+ * the logits scale · Q Kᵀ, computed by cblas_sgemm on Q and K read in place
+ * in either layout (a head of a BSHD tensor is a strided matrix whose leading
+ * dimension is heads × dim). The softmax and P·V are attend.c's.
  */
 #include <math.h>
-#include <string.h>
 
 #include "attn_internal.h"
-
-/* Query rows per item. 64 rows × len_kv floats keeps a block's logits in L2
- * for len_kv up to ~4096 while giving the GEMMs a useful M. The result of a
- * row does not depend on this choice being made per shape. */
-#define ATTN_BLOCK_Q 64
 
 struct attn_sdpa {
     int64_t batch, heads_q, heads_kv, len_q, len_kv, dim_qk, dim_v;
@@ -162,124 +147,26 @@ attn_status attn_sdpa_set_causal(attn_sdpa *op, attn_causal causal)
 
 /* ---- forward ------------------------------------------------------------ */
 
-/* Where head (b, h) of a tensor starts and how far apart its rows are. */
-typedef struct strided {
-    const float *base;
-    int64_t heads, len, dim;
-    bool bshd;
-} strided;
-
-static int64_t head_offset(const strided *t, int64_t b, int64_t h)
+/* Scaled dot-product logits: S = scale · Q_blk · K[0:n]ᵀ, one cblas_sgemm
+ * that reads both heads in place through their leading dimensions. */
+static void dot_product_logits(const void *arg, int64_t b, int64_t h, int64_t i0, int64_t rows,
+                               int64_t n, float *s)
 {
-    return t->bshd ? (b * t->len * t->heads + h) * t->dim : (b * t->heads + h) * t->len * t->dim;
+    const attn_qk *qk = arg;
+    int64_t g = h / (qk->q_view.heads / qk->k_view.heads);
+    int64_t ldq = attn_view_stride(&qk->q_view);
+    const float *q = qk->q + attn_view_offset(&qk->q_view, b, h) + i0 * ldq;
+    const float *k = qk->k + attn_view_offset(&qk->k_view, b, g);
+    attn_gemm_nt(rows, n, qk->q_view.dim, qk->scale, q, ldq, k, attn_view_stride(&qk->k_view),
+                 0.0f, s, n);
 }
 
-static int64_t row_stride(const strided *t)
+attn_status attn_dot_product_attend(attn_context *ctx, const attn_qk *qk, attn_attend_args *a,
+                                    const char *func)
 {
-    return t->bshd ? t->heads * t->dim : t->dim;
-}
-
-typedef struct forward_job {
-    const attn_sdpa *op;
-    const attn_mask *mask;
-    attn_context *ctx;
-    strided q, k, v, out;
-    float *out_base, *weights, *lse;
-    int64_t blocks_per_head;
-} forward_job;
-
-/* Keys j < the returned value are allowed by the causal rule for query i. */
-static int64_t causal_end(const attn_sdpa *op, int64_t i)
-{
-    int64_t end;
-    switch (op->causal) {
-    case ATTN_CAUSAL_TOP_LEFT:     end = i + 1; break;
-    case ATTN_CAUSAL_BOTTOM_RIGHT: end = i + 1 + op->len_kv - op->len_q; break;
-    default:                       return op->len_kv;
-    }
-    return end < 0 ? 0 : end > op->len_kv ? op->len_kv : end;
-}
-
-/* Keys j < the returned value may be visible for query i of batch row b. */
-static int64_t row_end(const forward_job *job, int64_t b, int64_t i)
-{
-    int64_t end = causal_end(job->op, i);
-    int64_t lim = attn_mask_kv_limit(job->mask, b, i, job->op->len_kv);
-    return lim < end ? lim : end;
-}
-
-/* The number of keys any row in [i0, i1) may see: the GEMMs stop there. */
-static int64_t block_keys(const forward_job *job, int64_t b, int64_t i0, int64_t i1)
-{
-    int64_t n = 0;
-    for (int64_t i = i0; i < i1 && n < job->op->len_kv; i++) {
-        int64_t end = row_end(job, b, i);
-        n = end > n ? end : n;
-    }
-    return n;
-}
-
-static void zero_rows(float *base, int64_t rows, int64_t stride, int64_t cols)
-{
-    for (int64_t r = 0; r < rows; r++)
-        memset(base + r * stride, 0, (size_t)cols * sizeof(float));
-}
-
-/* Softmax of each row of the block (logits in scratch, n keys) and the
- * optional weights and lse outputs. */
-static void softmax_block(const forward_job *job, float *s, int64_t b, int64_t h, int64_t i0,
-                          int64_t rows, int64_t n)
-{
-    const attn_sdpa *op = job->op;
-    const attn_mask *mask = job->mask;
-    int64_t bh = b * op->heads_q + h;
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t i = i0 + r;
-        float *row = s + r * n;
-        attn_row_mask m = {
-            .visible_end = row_end(job, b, i),
-            .keep = mask ? attn_mask_row(&mask->keep, b, h, i, sizeof(uint8_t)) : NULL,
-            .bias = mask ? attn_mask_row(&mask->bias, b, h, i, sizeof(float)) : NULL,
-        };
-        float lse = attn_softmax_row(row, n, &m);
-        if (job->lse)
-            job->lse[bh * op->len_q + i] = lse;
-        if (job->weights) {
-            float *w = job->weights + (bh * op->len_q + i) * op->len_kv;
-            memcpy(w, row, (size_t)n * sizeof(float));
-            memset(w + n, 0, (size_t)(op->len_kv - n) * sizeof(float));
-        }
-    }
-}
-
-static void forward_item(void *arg, int64_t item, int worker)
-{
-    const forward_job *job = arg;
-    const attn_sdpa *op = job->op;
-    int64_t block = item % job->blocks_per_head;
-    int64_t bh = item / job->blocks_per_head;
-    int64_t b = bh / op->heads_q, h = bh % op->heads_q;
-    int64_t g = h / (op->heads_q / op->heads_kv);
-    int64_t i0 = block * ATTN_BLOCK_Q;
-    int64_t rows = op->len_q - i0 < ATTN_BLOCK_Q ? op->len_q - i0 : ATTN_BLOCK_Q;
-
-    const float *q = job->q.base + head_offset(&job->q, b, h) + i0 * row_stride(&job->q);
-    const float *k = job->k.base + head_offset(&job->k, b, g);
-    const float *v = job->v.base + head_offset(&job->v, b, g);
-    float *out = job->out_base + head_offset(&job->out, b, h) + i0 * row_stride(&job->out);
-    int64_t n = block_keys(job, b, i0, i0 + rows);
-    float *s = job->ctx->scratch[worker];
-
-    if (n > 0) {
-        attn_gemm_nt(rows, n, op->dim_qk, op->scale, q, row_stride(&job->q), k,
-                     row_stride(&job->k), 0.0f, s, n);
-    }
-    softmax_block(job, s, b, h, i0, rows, n);
-    if (n > 0)
-        attn_gemm_nn(rows, op->dim_v, n, 1.0f, s, n, v, row_stride(&job->v), 0.0f, out,
-                     row_stride(&job->out));
-    else
-        zero_rows(out, rows, row_stride(&job->out), op->dim_v);
+    a->logits = dot_product_logits;
+    a->logits_arg = qk;
+    return attn_attend(ctx, a, func);
 }
 
 /* A data pointer may be NULL only when its tensor is empty. */
@@ -328,26 +215,18 @@ attn_status attn_sdpa_forward(attn_context *ctx, const attn_sdpa *op, const floa
     if (st != ATTN_OK)
         return st;
 
-    int64_t blocks = (op->len_q + ATTN_BLOCK_Q - 1) / ATTN_BLOCK_Q;
-    int64_t items = op->batch * op->heads_q * blocks;
-    if (items == 0)
-        return ATTN_OK;
-    int64_t block_rows = op->len_q < ATTN_BLOCK_Q ? op->len_q : ATTN_BLOCK_Q;
-    int threads = attn_context_threads(ctx, items);
-    if ((st = attn_context_reserve(ctx, f, threads, (size_t)(block_rows * op->len_kv))) !=
-        ATTN_OK)
-        return st;
-
     bool bshd = op->layout == ATTN_LAYOUT_BSHD;
-    forward_job job = {
-        .op = op, .mask = mask, .ctx = ctx,
-        .q = {q, op->heads_q, op->len_q, op->dim_qk, bshd},
-        .k = {k, op->heads_kv, op->len_kv, op->dim_qk, bshd},
-        .v = {v, op->heads_kv, op->len_kv, op->dim_v, bshd},
-        .out = {out, op->heads_q, op->len_q, op->dim_v, bshd},
-        .out_base = out, .weights = weights, .lse = lse,
-        .blocks_per_head = blocks,
+    const attn_qk qk = {
+        .q = q, .q_view = {op->heads_q, op->len_q, op->dim_qk, bshd},
+        .k = k, .k_view = {op->heads_kv, op->len_kv, op->dim_qk, bshd},
+        .scale = op->scale,
     };
-    attn_context_run(ctx, threads, forward_item, &job, items);
-    return ATTN_OK;
+    attn_attend_args a = {
+        .batch = op->batch, .heads_q = op->heads_q, .heads_kv = op->heads_kv,
+        .len_q = op->len_q, .len_kv = op->len_kv, .causal = op->causal, .mask = mask,
+        .v = v, .v_view = {op->heads_kv, op->len_kv, op->dim_v, bshd},
+        .out = out, .out_view = {op->heads_q, op->len_q, op->dim_v, bshd},
+        .weights = weights, .lse = lse,
+    };
+    return attn_dot_product_attend(ctx, &qk, &a, f);
 }

@@ -1,0 +1,145 @@
+/*
+ * attend.c — the attention pooling every layer shares (D2L §10.1–10.3):
+ *
+ *   weights = masked softmax(logits),   out = weights · V
+ *
+ * The logits come from a callback (scaled dot product, additive, Gaussian
+ * kernel); everything after them is here once. The work is split into items
+ * of (batch row, query head, block of query rows). For one item:
+ *   S = logits of the block's rows against keys [0, n)   per-thread scratch
+ *   P = masked softmax of each row of S                    (softmax.c)
+ *   O_blk = P · V[0:n]                                     cblas_sgemm
+ * where n is the number of keys any row of the block can see (valid length,
+ * causal limit): blocks never compute keys they cannot use, and keys beyond
+ * a batch row's valid length are never read. Scratch is block_q × len_kv
+ * floats per thread; nothing of size len_q × len_kv is ever allocated.
+ */
+#include <string.h>
+
+#include "attn_internal.h"
+
+/* Query rows per item. 64 rows × len_kv floats keeps a block's logits in L2
+ * for len_kv up to ~4096 while giving the GEMMs a useful M. The result of a
+ * row never depends on the block it falls in. */
+#define ATTN_BLOCK_Q 64
+
+int64_t attn_view_offset(const attn_view *t, int64_t b, int64_t h)
+{
+    return t->bshd ? (b * t->len * t->heads + h) * t->dim : (b * t->heads + h) * t->len * t->dim;
+}
+
+int64_t attn_view_stride(const attn_view *t)
+{
+    return t->bshd ? t->heads * t->dim : t->dim;
+}
+
+typedef struct attend_job {
+    const attn_attend_args *a;
+    attn_context *ctx;
+    int64_t blocks_per_head;
+} attend_job;
+
+/* Keys j < the returned value are allowed by the causal rule for query i. */
+static int64_t causal_end(const attn_attend_args *a, int64_t i)
+{
+    int64_t end;
+    switch (a->causal) {
+    case ATTN_CAUSAL_TOP_LEFT:     end = i + 1; break;
+    case ATTN_CAUSAL_BOTTOM_RIGHT: end = i + 1 + a->len_kv - a->len_q; break;
+    default:                       return a->len_kv;
+    }
+    return end < 0 ? 0 : end > a->len_kv ? a->len_kv : end;
+}
+
+/* Keys j < the returned value may be visible for query i of batch row b. */
+static int64_t row_end(const attn_attend_args *a, int64_t b, int64_t i)
+{
+    int64_t end = causal_end(a, i);
+    int64_t lim = attn_mask_kv_limit(a->mask, b, i, a->len_kv);
+    return lim < end ? lim : end;
+}
+
+/* The number of keys any row in [i0, i1) may see: the logits stop there. */
+static int64_t block_keys(const attn_attend_args *a, int64_t b, int64_t i0, int64_t i1)
+{
+    int64_t n = 0;
+    for (int64_t i = i0; i < i1 && n < a->len_kv; i++) {
+        int64_t end = row_end(a, b, i);
+        n = end > n ? end : n;
+    }
+    return n;
+}
+
+static void zero_rows(float *base, int64_t rows, int64_t stride, int64_t cols)
+{
+    for (int64_t r = 0; r < rows; r++)
+        memset(base + r * stride, 0, (size_t)cols * sizeof(float));
+}
+
+/* Softmax of each row of the block (logits in s, n keys a row) and the
+ * optional weights and lse outputs. */
+static void softmax_block(const attn_attend_args *a, float *s, int64_t b, int64_t h,
+                          int64_t i0, int64_t rows, int64_t n)
+{
+    const attn_mask *mask = a->mask;
+    int64_t bh = b * a->heads_q + h;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t i = i0 + r;
+        float *row = s + r * n;
+        attn_row_mask m = {
+            .visible_end = row_end(a, b, i),
+            .keep = mask ? attn_mask_row(&mask->keep, b, h, i, sizeof(uint8_t)) : NULL,
+            .bias = mask ? attn_mask_row(&mask->bias, b, h, i, sizeof(float)) : NULL,
+        };
+        float lse = attn_softmax_row(row, n, &m);
+        if (a->lse)
+            a->lse[bh * a->len_q + i] = lse;
+        if (a->weights) {
+            float *w = a->weights + (bh * a->len_q + i) * a->len_kv;
+            memcpy(w, row, (size_t)n * sizeof(float));
+            memset(w + n, 0, (size_t)(a->len_kv - n) * sizeof(float));
+        }
+    }
+}
+
+static void attend_item(void *arg, int64_t item, int worker)
+{
+    const attend_job *job = arg;
+    const attn_attend_args *a = job->a;
+    int64_t i0 = item % job->blocks_per_head * ATTN_BLOCK_Q;
+    int64_t bh = item / job->blocks_per_head;
+    int64_t b = bh / a->heads_q, h = bh % a->heads_q;
+    int64_t g = h / (a->heads_q / a->heads_kv);
+    int64_t rows = a->len_q - i0 < ATTN_BLOCK_Q ? a->len_q - i0 : ATTN_BLOCK_Q;
+    int64_t n = block_keys(a, b, i0, i0 + rows);
+    float *s = job->ctx->scratch[worker];
+    int64_t ldo = attn_view_stride(&a->out_view);
+    float *out = a->out + attn_view_offset(&a->out_view, b, h) + i0 * ldo;
+
+    if (n > 0)
+        a->logits(a->logits_arg, b, h, i0, rows, n, s);
+    softmax_block(a, s, b, h, i0, rows, n);
+    if (n > 0) {
+        const float *v = a->v + attn_view_offset(&a->v_view, b, g);
+        attn_gemm_nn(rows, a->v_view.dim, n, 1.0f, s, n, v, attn_view_stride(&a->v_view), 0.0f,
+                     out, ldo);
+    } else {
+        zero_rows(out, rows, ldo, a->out_view.dim);
+    }
+}
+
+attn_status attn_attend(attn_context *ctx, const attn_attend_args *a, const char *func)
+{
+    int64_t blocks = (a->len_q + ATTN_BLOCK_Q - 1) / ATTN_BLOCK_Q;
+    int64_t items = a->batch * a->heads_q * blocks;
+    if (items == 0)
+        return ATTN_OK;
+    int64_t block_rows = a->len_q < ATTN_BLOCK_Q ? a->len_q : ATTN_BLOCK_Q;
+    int threads = attn_context_threads(ctx, items);
+    attn_status st = attn_context_reserve(ctx, func, threads, (size_t)(block_rows * a->len_kv));
+    if (st != ATTN_OK)
+        return st;
+    attend_job job = {.a = a, .ctx = ctx, .blocks_per_head = blocks};
+    attn_context_run(ctx, threads, attend_item, &job, items);
+    return ATTN_OK;
+}
