@@ -5,7 +5,10 @@
  *
  *     out = softmax(scale · Q Kᵀ + bias, masked) · V
  *
- * (Vaswani et al., "Attention Is All You Need", 2017, eq. 1; D2L §10.3).
+ * (Vaswani et al., "Attention Is All You Need", 2017, eq. 1; D2L §10.3),
+ * and the layers built on it: multi-head attention with PyTorch's numbers,
+ * additive (Bahdanau) attention, Nadaraya–Watson kernel regression, and the
+ * sinusoidal positional encoding.
  * Q·Kᵀ and P·V are computed by the BLAS library's cblas_sgemm; libattn adds the
  * scaling, the masks (valid lengths, boolean keep-masks, additive bias, causal),
  * a softmax that subtracts the row maximum, grouped-query heads, and a block
@@ -55,9 +58,10 @@
  * the mask returns.
  *
  * Thread-safety. An attn_context holds threads and scratch memory: one thread
- * at a time may use it. Operation objects (attn_sdpa) and masks are immutable
- * during a forward call and may be shared by any number of threads at once,
- * each with its own context, as long as no thread changes them meanwhile.
+ * at a time may use it. Operation objects (attn_sdpa, attn_mha, attn_additive)
+ * and masks are immutable during a forward call and may be shared by any
+ * number of threads at once, each with its own context, as long as no thread
+ * changes them meanwhile.
  * attn_last_error() is per thread. libattn never changes process-global state
  * of the BLAS library (such as openblas_set_num_threads): the number of BLAS
  * threads is the caller's to choose (e.g. OPENBLAS_NUM_THREADS=1 when
@@ -348,6 +352,216 @@ ATTN_API attn_status attn_sdpa_forward(attn_context *ctx, const attn_sdpa *op,
                                        const float *q, const float *k, const float *v,
                                        const attn_mask *mask, float *out, float *weights,
                                        float *lse);
+
+/* ======================================================================
+ * Multi-head attention layer (PyTorch nn.MultiheadAttention numbers)
+ * ======================================================================
+ *
+ * Vaswani et al. 2017 §3.2.2; D2L §10.5. With head_dim = embed_dim / num_heads
+ * and g = h / (num_heads / num_kv_heads):
+ *
+ *   Q = query · Wqᵀ + bq      [batch, len_q,  embed_dim]
+ *   K = key   · Wkᵀ + bk      [batch, len_kv, num_kv_heads · head_dim]
+ *   V = value · Wvᵀ + bv      [batch, len_kv, num_kv_heads · head_dim]
+ *   A_h = softmax(Q_h K_gᵀ / sqrt(head_dim) + masks) V_g   for every head h
+ *   out = concat_h(A_h) · Woᵀ + bo
+ *
+ * Head h owns columns h·head_dim .. (h+1)·head_dim − 1 of Q and of A (and kv
+ * head g those of K and V), exactly as torch.nn.MultiheadAttention splits its
+ * in-projection. With num_kv_heads = num_heads, kdim = vdim = embed_dim and
+ * the weights of a PyTorch layer (in_proj_weight split in three rows blocks
+ * Wq, Wk, Wv; out_proj.weight as Wo), forward gives the numbers of
+ * nn.MultiheadAttention(embed_dim, num_heads, bias=..., kdim, vdim,
+ * batch_first=True) to float32 rounding; `weights` is its
+ * average_attn_weights=False output. num_kv_heads < num_heads is grouped-query
+ * attention (Ainslie et al. 2023).
+ *
+ * Masks. PyTorch's nn.MultiheadAttention bool masks mean "masked out"
+ * (True = do not attend); libattn's mean "attend": pass the logical NOT.
+ * key_padding_mask of right-padded sequences is attn_mask_set_kv_lengths with
+ * the unpadded lengths; a float attn_mask is attn_mask_set_bias; the heads
+ * dimension of bool and bias masks is num_heads. Where PyTorch gives NaN for a
+ * query that sees no key, libattn gives zeros.
+ *
+ * Each projection is one cblas_sgemm over all batch × sequence rows, the
+ * heads are read in place from the projected buffers (BSHD), and the output
+ * projection is one more sgemm. The projected activations live in the
+ * context's workspace, so memory is O(batch · len · embed_dim) plus the
+ * attention's O(block × len_kv) per thread.
+ */
+
+/* Which projection attn_mha_set_weights sets. Values fixed forever. */
+typedef enum attn_proj {
+    ATTN_PROJ_Q = 0,  /* weight [embed_dim, embed_dim], bias [embed_dim] */
+    ATTN_PROJ_K = 1,  /* weight [num_kv_heads·head_dim, kdim], bias [num_kv_heads·head_dim] */
+    ATTN_PROJ_V = 2,  /* weight [num_kv_heads·head_dim, vdim], bias [num_kv_heads·head_dim] */
+    ATTN_PROJ_O = 3   /* weight [embed_dim, embed_dim], bias [embed_dim] */
+} attn_proj;
+
+/* A multi-head attention layer: its shapes, a copy of its four projections,
+ * and its causal setting. Immutable during forward: one layer may serve many
+ * threads at once, each with its own context; the setters must not run while
+ * a forward call uses the layer. */
+typedef struct attn_mha attn_mha;
+
+/* Creates a layer with no weights set (forward is ATTN_ERR_STATE until all
+ * four projections are set) and no causal restriction.
+ *   embed_dim, num_heads, num_kv_heads, kdim, vdim >= 1;
+ *   embed_dim a multiple of num_heads, num_heads a multiple of num_kv_heads;
+ *   bias 1: every projection has a bias vector; 0: none has.
+ * Returns ATTN_ERR_NULL_POINTER (mha NULL), ATTN_ERR_INVALID_ARGUMENT (a size
+ * below 1, bias not 0 or 1), ATTN_ERR_SHAPE_MISMATCH (embed_dim % num_heads,
+ * num_heads % num_kv_heads), ATTN_ERR_SIZE_OVERFLOW (a weight's byte count),
+ * ATTN_ERR_UNSUPPORTED (embed_dim, kdim or vdim above INT_MAX),
+ * ATTN_ERR_OUT_OF_MEMORY (the weights are allocated here). On failure *mha is
+ * untouched. Release with attn_mha_destroy. Thread-safe. */
+ATTN_API attn_status attn_mha_create(attn_mha **mha, int64_t embed_dim, int64_t num_heads,
+                                     int64_t num_kv_heads, int64_t kdim, int64_t vdim,
+                                     int bias);
+
+/* Frees the layer and its weights. NULL is a no-op. */
+ATTN_API void attn_mha_destroy(attn_mha *mha);
+
+/* Copies one projection: weight is row-major [out_features, in_features] like
+ * torch.nn.Linear.weight (shapes in attn_proj), bias is [out_features].
+ * The caller's arrays are not referenced after the call.
+ * Returns ATTN_ERR_NULL_POINTER (mha or weight NULL; bias NULL on a layer
+ * made with bias = 1), ATTN_ERR_INVALID_ARGUMENT (which not an attn_proj;
+ * bias non-NULL on a layer made with bias = 0). On failure the layer keeps
+ * its previous weights. Not thread-safe on the same layer. */
+ATTN_API attn_status attn_mha_set_weights(attn_mha *mha, attn_proj which, const float *weight,
+                                          const float *bias);
+
+/* Sets the causal alignment of the attention (see attn_causal), in addition
+ * to any mask. Returns ATTN_ERR_NULL_POINTER, ATTN_ERR_INVALID_ARGUMENT. */
+ATTN_API attn_status attn_mha_set_causal(attn_mha *mha, attn_causal causal);
+
+/* Runs the layer (formula above).
+ *   query   [batch, len_q, embed_dim]
+ *   key     [batch, len_kv, kdim]
+ *   value   [batch, len_kv, vdim]   (self-attention: the same pointer thrice)
+ *   mask    NULL, or a mask for batch, num_heads, len_q, len_kv
+ *   out     [batch, len_q, embed_dim], written completely
+ *   weights NULL, or [batch, num_heads, len_q, len_kv]: each head's softmax
+ *           probabilities (PyTorch's average_attn_weights=False)
+ * batch, len_q, len_kv >= 0. out must not overlap the inputs.
+ * Returns ATTN_ERR_NULL_POINTER (ctx, mha, or a non-empty tensor NULL),
+ * ATTN_ERR_STATE (a projection not set; the message names which),
+ * ATTN_ERR_INVALID_ARGUMENT (a negative size; a valid length out of range),
+ * ATTN_ERR_SHAPE_MISMATCH (the mask), ATTN_ERR_SIZE_OVERFLOW (a tensor's byte
+ * count), ATTN_ERR_UNSUPPORTED (batch × len_q, batch × len_kv or len_kv above
+ * INT_MAX), ATTN_ERR_OUT_OF_MEMORY (workspace, scratch or threads). On failure
+ * no output byte is written. Concurrent calls may share mha and mask, never
+ * ctx. */
+ATTN_API attn_status attn_mha_forward(attn_context *ctx, const attn_mha *mha, int64_t batch,
+                                      int64_t len_q, int64_t len_kv, const float *query,
+                                      const float *key, const float *value,
+                                      const attn_mask *mask, float *out, float *weights);
+
+/* ======================================================================
+ * Additive (Bahdanau) attention
+ * ======================================================================
+ *
+ * Bahdanau, Cho & Bengio 2015, eq. 6; D2L §10.3.2:
+ *
+ *   score(q, k) = w_vᵀ tanh(W_q q + W_k k)
+ *   out = masked softmax(scores) · V
+ *
+ * Queries and keys may have different sizes. The projections W_q q and W_k k
+ * are computed once per query and per key (cblas_sgemm); the tanh and the dot
+ * with w_v run over `hidden` for every (query, key) pair. Masks apply as in
+ * SDPA with a heads dimension of 1; the layer has no causal setting. An op is
+ * immutable during forward and may be shared by threads, each with its own
+ * context.
+ */
+typedef struct attn_additive attn_additive;
+
+/* Creates an additive attention op with no weights set.
+ * query_dim, key_dim, hidden >= 1.
+ * Returns ATTN_ERR_NULL_POINTER (op NULL), ATTN_ERR_INVALID_ARGUMENT (a size
+ * below 1), ATTN_ERR_SIZE_OVERFLOW, ATTN_ERR_UNSUPPORTED (a size above
+ * INT_MAX), ATTN_ERR_OUT_OF_MEMORY. On failure *op is untouched. Release with
+ * attn_additive_destroy. Thread-safe. */
+ATTN_API attn_status attn_additive_create(attn_additive **op, int64_t query_dim,
+                                          int64_t key_dim, int64_t hidden);
+
+/* Frees the op. NULL is a no-op. */
+ATTN_API void attn_additive_destroy(attn_additive *op);
+
+/* Copies the weights: w_q [hidden, query_dim], w_k [hidden, key_dim] (as
+ * torch.nn.Linear(query_dim, hidden, bias=False).weight), w_v [hidden].
+ * Returns ATTN_ERR_NULL_POINTER (op or any weight NULL). Not thread-safe on
+ * the same op. */
+ATTN_API attn_status attn_additive_set_weights(attn_additive *op, const float *w_q,
+                                               const float *w_k, const float *w_v);
+
+/* Computes additive attention.
+ *   queries [batch, len_q, query_dim]
+ *   keys    [batch, len_kv, key_dim]
+ *   values  [batch, len_kv, dim_v]
+ *   mask    NULL, or a mask for batch, 1 head, len_q, len_kv
+ *   out     [batch, len_q, dim_v], written completely
+ *   weights NULL or [batch, len_q, len_kv]
+ * batch, len_q, len_kv >= 0; dim_v >= 1.
+ * Returns ATTN_ERR_NULL_POINTER, ATTN_ERR_STATE (weights not set),
+ * ATTN_ERR_INVALID_ARGUMENT (a size out of range, a valid length out of
+ * range), ATTN_ERR_SHAPE_MISMATCH (the mask), ATTN_ERR_SIZE_OVERFLOW,
+ * ATTN_ERR_UNSUPPORTED (dim_v, len_kv, batch × len_q or batch × len_kv above
+ * INT_MAX), ATTN_ERR_OUT_OF_MEMORY. On failure no output byte is written. */
+ATTN_API attn_status attn_additive_forward(attn_context *ctx, const attn_additive *op,
+                                           int64_t batch, int64_t len_q, int64_t len_kv,
+                                           int64_t dim_v, const float *queries,
+                                           const float *keys, const float *values,
+                                           const attn_mask *mask, float *out, float *weights);
+
+/* ======================================================================
+ * Nadaraya–Watson kernel regression
+ * ======================================================================
+ *
+ * Nadaraya 1964, Watson 1964; D2L §10.2: attention pooling with a Gaussian
+ * kernel over scalar queries x and keys x_i,
+ *
+ *   score(x, x_i) = −((x − x_i) · w)² / 2
+ *   f(x) = Σ_i softmax_i(score(x, x_i)) · y_i
+ *
+ * w = 1 is the non-parametric form; a learned w (D2L's parametric form)
+ * narrows (|w| > 1) or widens the kernel.
+ *   queries [n_queries], keys [n_keys], values [n_keys]
+ *   out     [n_queries], written completely
+ *   weights NULL or [n_queries, n_keys]
+ * n_queries, n_keys >= 0; with n_keys = 0 out is all zeros. The row maximum is
+ * subtracted, so queries far from every key do not underflow to NaN.
+ * Returns ATTN_ERR_NULL_POINTER (ctx, or a non-empty array NULL),
+ * ATTN_ERR_INVALID_ARGUMENT (a negative count, w not finite),
+ * ATTN_ERR_SIZE_OVERFLOW, ATTN_ERR_UNSUPPORTED (n_keys above INT_MAX),
+ * ATTN_ERR_OUT_OF_MEMORY. On failure no output byte is written. */
+ATTN_API attn_status attn_nadaraya_watson(attn_context *ctx, int64_t n_queries, int64_t n_keys,
+                                          const float *queries, const float *keys,
+                                          const float *values, float w, float *out,
+                                          float *weights);
+
+/* ======================================================================
+ * Positional encoding
+ * ======================================================================
+ *
+ * The sinusoidal encoding of Vaswani et al. 2017 §3.5 (D2L §10.6.3):
+ *
+ *   P[p, 2i]     = sin(pos / base^(2i / dim))
+ *   P[p, 2i + 1] = cos(pos / base^(2i / dim)),   pos = start + p
+ *
+ * for p = 0 .. len − 1 and i = 0 .. dim/2 − 1 (base = 10000 in the paper).
+ * The angle is computed in double precision, so positions up to 10^6 and
+ * beyond keep float32 accuracy (a float32 angle loses it past ~10^4).
+ *   out [len, dim], written completely
+ * len >= 0; dim >= 2 and even; start >= 0 with start + len within int64_t;
+ * base finite and > 1.
+ * Returns ATTN_ERR_NULL_POINTER (out NULL with len > 0),
+ * ATTN_ERR_INVALID_ARGUMENT (an odd or non-positive dim, a negative len or
+ * start, start + len overflowing, a base that is not finite and > 1),
+ * ATTN_ERR_SIZE_OVERFLOW (len × dim floats). Thread-safe; no context
+ * needed. */
+ATTN_API attn_status attn_positional_encoding(float *out, int64_t len, int64_t dim, int64_t start,
+                                              float base);
 
 #ifdef __cplusplus
 }

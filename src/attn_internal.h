@@ -42,6 +42,18 @@ bool attn_tensor_elems(const int64_t *dims, int n, size_t elem_size, int64_t *el
 /* The largest size the BLAS integer type (cblas `blasint`, int here) takes. */
 #define ATTN_BLAS_INT_MAX 2147483647LL
 
+/* The one-line checks every entry point is made of. Each returns ATTN_OK or
+ * fails through attn_fail with a message naming func and the argument. */
+/* values[i] >= min for all i, else ATTN_ERR_INVALID_ARGUMENT. */
+attn_status attn_check_min(const int64_t *values, const char *const *names, int n, int64_t min,
+                           const char *func);
+/* p may be NULL only when the tensor has no elements (ATTN_ERR_NULL_POINTER). */
+attn_status attn_check_data(const void *p, int64_t elems, const char *name, const char *func);
+/* A float tensor of these dims fits in size_t bytes (ATTN_ERR_SIZE_OVERFLOW). */
+attn_status attn_check_tensor(const int64_t *dims, int n, const char *name, const char *func);
+/* value fits the BLAS integer type (ATTN_ERR_UNSUPPORTED). */
+attn_status attn_check_blas(int64_t value, const char *name, const char *func);
+
 /* ---- threads (threadpool.c) ------------------------------------------- */
 
 typedef struct attn_pool attn_pool;
@@ -66,6 +78,8 @@ struct attn_context {
     float **scratch;         /* one buffer per thread (worker index) */
     size_t *scratch_floats;  /* capacity of each, in floats */
     int scratch_count;       /* entries in scratch / scratch_floats */
+    float *workspace;        /* the layers' projected activations */
+    size_t workspace_floats;
 };
 
 /* The number of threads a forward call on ctx would use, never above
@@ -77,6 +91,12 @@ int attn_context_threads(const attn_context *ctx, int64_t max_useful);
  * returns ATTN_ERR_OUT_OF_MEMORY with the context still usable. */
 attn_status attn_context_reserve(attn_context *ctx, const char *func, int threads,
                                  size_t floats);
+
+/* Makes sure ctx's workspace (one buffer, separate from the per-thread
+ * scratch) holds `floats` floats and stores it in *out. Its contents do not
+ * survive the next call. ATTN_ERR_OUT_OF_MEMORY with the context usable. */
+attn_status attn_context_workspace(attn_context *ctx, const char *func, size_t floats,
+                                   float **out);
 
 /* Runs fn over n_items on `threads` threads of ctx (reserved before). */
 void attn_context_run(attn_context *ctx, int threads, attn_task_fn fn, void *arg,
@@ -189,6 +209,13 @@ typedef struct attn_qk {
  * the multi-head layer on its projections. */
 attn_status attn_dot_product_attend(attn_context *ctx, const attn_qk *qk, attn_attend_args *a,
                                     const char *func);
+
+/* ---- linear projections (linear.c) ------------------------------------ */
+
+/* y[rows, out_features] = x[rows, in_features] · Wᵀ + b (b may be NULL), with
+ * W row-major [out_features, in_features] as torch.nn.Linear: one sgemm. */
+void attn_linear(int64_t rows, int64_t in_features, int64_t out_features, const float *x,
+                 const float *w, const float *b, float *y);
 
 /* ---- BLAS (blas.c, the only file that includes cblas.h) --------------- */
 

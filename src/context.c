@@ -32,6 +32,7 @@ void attn_context_destroy(attn_context *ctx)
         attn_free(ctx->scratch[i]);
     attn_free(ctx->scratch);
     attn_free(ctx->scratch_floats);
+    attn_free(ctx->workspace);
     attn_free(ctx);
 }
 
@@ -120,6 +121,25 @@ attn_status attn_context_reserve(attn_context *ctx, const char *func, int thread
     }
     if (threads > 1 && reserve_pool(ctx, threads) != ATTN_OK)
         return attn_fail(ATTN_ERR_OUT_OF_MEMORY, func, "cannot start %d threads", threads - 1);
+    return ATTN_OK;
+}
+
+attn_status attn_context_workspace(attn_context *ctx, const char *func, size_t floats,
+                                   float **out)
+{
+    if (ctx->workspace_floats < floats) {
+        if (floats > SIZE_MAX / sizeof(float))
+            return attn_fail(ATTN_ERR_SIZE_OVERFLOW, func, "workspace of %zu floats overflows",
+                             floats);
+        float *buf = attn_alloc(floats * sizeof(float));
+        if (!buf)
+            return attn_fail(ATTN_ERR_OUT_OF_MEMORY, func,
+                             "cannot allocate %zu bytes of workspace", floats * sizeof(float));
+        attn_free(ctx->workspace);
+        ctx->workspace = buf;
+        ctx->workspace_floats = floats;
+    }
+    *out = ctx->workspace;
     return ATTN_OK;
 }
 

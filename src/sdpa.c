@@ -18,16 +18,6 @@ struct attn_sdpa {
 
 /* ---- creation and options ---------------------------------------------- */
 
-static attn_status check_sizes(const int64_t *v, const char *const *names, int n, int64_t min,
-                               const char *func)
-{
-    for (int i = 0; i < n; i++)
-        if (v[i] < min)
-            return attn_fail(ATTN_ERR_INVALID_ARGUMENT, func, "%s (%lld) is %s", names[i],
-                             (long long)v[i], min == 0 ? "negative" : "below 1");
-    return ATTN_OK;
-}
-
 /* Each of q, k, v, out must have a byte count that fits in size_t. */
 static attn_status check_tensor_bytes(const attn_sdpa *s, const char *func)
 {
@@ -39,12 +29,9 @@ static attn_status check_tensor_bytes(const attn_sdpa *s, const char *func)
     };
     static const char *names[4] = {"q", "k", "v", "out"};
     for (int i = 0; i < 4; i++) {
-        int64_t elems;
-        if (!attn_tensor_elems(shapes[i], 4, sizeof(float), &elems))
-            return attn_fail(ATTN_ERR_SIZE_OVERFLOW, func,
-                             "%s of %lld×%lld×%lld×%lld floats does not fit in memory", names[i],
-                             (long long)shapes[i][0], (long long)shapes[i][1],
-                             (long long)shapes[i][2], (long long)shapes[i][3]);
+        attn_status st = attn_check_tensor(shapes[i], 4, names[i], func);
+        if (st != ATTN_OK)
+            return st;
     }
     return ATTN_OK;
 }
@@ -55,20 +42,17 @@ static attn_status check_tensor_bytes(const attn_sdpa *s, const char *func)
 static attn_status check_blas_range(const attn_sdpa *s, const char *func)
 {
     int64_t v[7] = {s->len_kv, s->dim_qk, s->dim_v, 0, 0, 0, 0};
-    bool ok = attn_mul_i64(s->heads_q, s->dim_qk, &v[3]) &&
-              attn_mul_i64(s->heads_q, s->dim_v, &v[4]) &&
-              attn_mul_i64(s->heads_kv, s->dim_qk, &v[5]) &&
-              attn_mul_i64(s->heads_kv, s->dim_v, &v[6]);
     static const char *names[7] = {"len_kv", "dim_qk", "dim_v", "heads_q × dim_qk",
                                    "heads_q × dim_v", "heads_kv × dim_qk", "heads_kv × dim_v"};
-    if (!ok)
+    if (!attn_mul_i64(s->heads_q, s->dim_qk, &v[3]) || !attn_mul_i64(s->heads_q, s->dim_v, &v[4]) ||
+        !attn_mul_i64(s->heads_kv, s->dim_qk, &v[5]) || !attn_mul_i64(s->heads_kv, s->dim_v, &v[6]))
         return attn_fail(ATTN_ERR_UNSUPPORTED, func,
                          "heads × dim exceeds the BLAS integer range (%lld)", ATTN_BLAS_INT_MAX);
-    for (int i = 0; i < 7; i++)
-        if (v[i] > ATTN_BLAS_INT_MAX)
-            return attn_fail(ATTN_ERR_UNSUPPORTED, func,
-                             "%s (%lld) exceeds the BLAS integer range (%lld)", names[i],
-                             (long long)v[i], ATTN_BLAS_INT_MAX);
+    for (int i = 0; i < 7; i++) {
+        attn_status st = attn_check_blas(v[i], names[i], func);
+        if (st != ATTN_OK)
+            return st;
+    }
     return ATTN_OK;
 }
 
@@ -83,8 +67,8 @@ attn_status attn_sdpa_create(attn_sdpa **op, int64_t batch, int64_t heads_q, int
     const int64_t sizes[] = {heads_q, heads_kv, dim_qk, dim_v};
     static const char *size_names[] = {"heads_q", "heads_kv", "dim_qk", "dim_v"};
     attn_status st;
-    if ((st = check_sizes(counts, count_names, 3, 0, f)) != ATTN_OK ||
-        (st = check_sizes(sizes, size_names, 4, 1, f)) != ATTN_OK)
+    if ((st = attn_check_min(counts, count_names, 3, 0, f)) != ATTN_OK ||
+        (st = attn_check_min(sizes, size_names, 4, 1, f)) != ATTN_OK)
         return st;
     if (heads_q % heads_kv != 0)
         return attn_fail(ATTN_ERR_SHAPE_MISMATCH, f,
@@ -169,14 +153,6 @@ attn_status attn_dot_product_attend(attn_context *ctx, const attn_qk *qk, attn_a
     return attn_attend(ctx, a, func);
 }
 
-/* A data pointer may be NULL only when its tensor is empty. */
-static attn_status require_data(const void *p, int64_t elems, const char *name, const char *f)
-{
-    if (!p && elems > 0)
-        return attn_fail(ATTN_ERR_NULL_POINTER, f, "%s is NULL", name);
-    return ATTN_OK;
-}
-
 static attn_status validate_forward(attn_context *ctx, const attn_sdpa *op, const float *q,
                                     const float *k, const float *v, const attn_mask *mask,
                                     const float *out, const float *weights, const char *f)
@@ -188,20 +164,14 @@ static attn_status validate_forward(attn_context *ctx, const attn_sdpa *op, cons
     int64_t nq = op->batch * op->heads_q * op->len_q;  /* checked at create */
     int64_t nkv = op->batch * op->heads_kv * op->len_kv;
     attn_status st;
-    if ((st = require_data(q, nq * op->dim_qk, "q", f)) != ATTN_OK ||
-        (st = require_data(k, nkv * op->dim_qk, "k", f)) != ATTN_OK ||
-        (st = require_data(v, nkv * op->dim_v, "v", f)) != ATTN_OK ||
-        (st = require_data(out, nq * op->dim_v, "out", f)) != ATTN_OK)
+    if ((st = attn_check_data(q, nq * op->dim_qk, "q", f)) != ATTN_OK ||
+        (st = attn_check_data(k, nkv * op->dim_qk, "k", f)) != ATTN_OK ||
+        (st = attn_check_data(v, nkv * op->dim_v, "v", f)) != ATTN_OK ||
+        (st = attn_check_data(out, nq * op->dim_v, "out", f)) != ATTN_OK)
         return st;
-    if (weights) {
-        const int64_t dims[4] = {op->batch, op->heads_q, op->len_q, op->len_kv};
-        int64_t elems;
-        if (!attn_tensor_elems(dims, 4, sizeof(float), &elems))
-            return attn_fail(ATTN_ERR_SIZE_OVERFLOW, f,
-                             "weights of %lld×%lld×%lld×%lld floats does not fit in memory",
-                             (long long)dims[0], (long long)dims[1], (long long)dims[2],
-                             (long long)dims[3]);
-    }
+    const int64_t weights_dims[4] = {op->batch, op->heads_q, op->len_q, op->len_kv};
+    if (weights && (st = attn_check_tensor(weights_dims, 4, "weights", f)) != ATTN_OK)
+        return st;
     const attn_mask_dims md = {op->batch, op->heads_q, op->len_q, op->len_kv};
     return attn_mask_validate(mask, &md, f);
 }

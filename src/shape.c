@@ -3,6 +3,8 @@
  * callers; every element and byte count is computed here before anything
  * is allocated or indexed, so that no product can wrap silently.
  */
+#include <stdio.h>
+
 #include "attn_internal.h"
 
 bool attn_mul_i64(int64_t a, int64_t b, int64_t *out)
@@ -27,4 +29,43 @@ bool attn_tensor_elems(const int64_t *dims, int n, size_t elem_size, int64_t *el
         return false;
     *elems = count;
     return true;
+}
+
+attn_status attn_check_min(const int64_t *values, const char *const *names, int n, int64_t min,
+                           const char *func)
+{
+    for (int i = 0; i < n; i++)
+        if (values[i] < min)
+            return attn_fail(ATTN_ERR_INVALID_ARGUMENT, func, "%s (%lld) is %s", names[i],
+                             (long long)values[i], min == 0 ? "negative" : "below 1");
+    return ATTN_OK;
+}
+
+attn_status attn_check_data(const void *p, int64_t elems, const char *name, const char *func)
+{
+    if (!p && elems > 0)
+        return attn_fail(ATTN_ERR_NULL_POINTER, func, "%s is NULL", name);
+    return ATTN_OK;
+}
+
+attn_status attn_check_tensor(const int64_t *dims, int n, const char *name, const char *func)
+{
+    int64_t elems;
+    if (attn_tensor_elems(dims, n, sizeof(float), &elems))
+        return ATTN_OK;
+    char shape[160];
+    int used = 0;
+    for (int i = 0; i < n && used < (int)sizeof shape; i++)
+        used += snprintf(shape + used, sizeof shape - (size_t)used, "%s%lld", i ? "×" : "",
+                         (long long)dims[i]);
+    return attn_fail(ATTN_ERR_SIZE_OVERFLOW, func, "%s of %s floats does not fit in memory",
+                     name, shape);
+}
+
+attn_status attn_check_blas(int64_t value, const char *name, const char *func)
+{
+    if (value <= ATTN_BLAS_INT_MAX)
+        return ATTN_OK;
+    return attn_fail(ATTN_ERR_UNSUPPORTED, func, "%s (%lld) exceeds the BLAS integer range (%lld)",
+                     name, (long long)value, ATTN_BLAS_INT_MAX);
 }
