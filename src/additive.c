@@ -179,8 +179,11 @@ attn_status attn_additive_forward(attn_context *ctx, const attn_additive *op, in
     if ((st = attn_context_workspace(ctx, f, floats, &qh)) != ATTN_OK)
         return st;
     float *kh = qh + nq * (size_t)op->hidden;
-    attn_linear((int64_t)nq, op->query_dim, op->hidden, queries, op->w_q, NULL, qh);
-    attn_linear((int64_t)nkv, op->key_dim, op->hidden, keys, op->w_k, NULL, kh);
+    int threads = attn_context_threads(ctx, attn_linear_items((int64_t)(nq > nkv ? nq : nkv)));
+    if ((st = attn_context_reserve(ctx, f, threads, 0)) != ATTN_OK)
+        return st;
+    attn_linear(ctx, threads, (int64_t)nq, op->query_dim, op->hidden, queries, op->w_q, NULL, qh);
+    attn_linear(ctx, threads, (int64_t)nkv, op->key_dim, op->hidden, keys, op->w_k, NULL, kh);
 
     const additive_logits_arg x = {qh, kh, op->w_v, len_q, len_kv, op->hidden};
     attn_attend_args a = {

@@ -121,8 +121,11 @@ static void attend_item(void *arg, int64_t item, int worker)
     softmax_block(a, s, b, h, i0, rows, n);
     if (n > 0) {
         const float *v = a->v + attn_view_offset(&a->v_view, b, g);
-        attn_gemm_nn(rows, a->v_view.dim, n, 1.0f, s, n, v, attn_view_stride(&a->v_view), 0.0f,
-                     out, ldo);
+        int64_t ldv = attn_view_stride(&a->v_view);
+        if (rows == 1)
+            attn_gemv_t(n, a->v_view.dim, 1.0f, v, ldv, s, out);
+        else
+            attn_gemm_nn(rows, a->v_view.dim, n, 1.0f, s, n, v, ldv, 0.0f, out, ldo);
     } else {
         zero_rows(out, rows, ldo, a->out_view.dim);
     }

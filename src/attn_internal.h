@@ -213,9 +213,12 @@ attn_status attn_dot_product_attend(attn_context *ctx, const attn_qk *qk, attn_a
 /* ---- linear projections (linear.c) ------------------------------------ */
 
 /* y[rows, out_features] = x[rows, in_features] · Wᵀ + b (b may be NULL), with
- * W row-major [out_features, in_features] as torch.nn.Linear: one sgemm. */
-void attn_linear(int64_t rows, int64_t in_features, int64_t out_features, const float *x,
-                 const float *w, const float *b, float *y);
+ * W row-major [out_features, in_features] as torch.nn.Linear, over blocks of
+ * rows on up to `threads` threads of ctx (reserved by the caller). */
+void attn_linear(attn_context *ctx, int threads, int64_t rows, int64_t in_features,
+                 int64_t out_features, const float *x, const float *w, const float *b, float *y);
+/* The number of independent blocks attn_linear splits `rows` into. */
+int64_t attn_linear_items(int64_t rows);
 
 /* ---- BLAS (blas.c, the only file that includes cblas.h) --------------- */
 
@@ -225,5 +228,13 @@ void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, 
 /* C[m×n] = alpha · A[m×k] · B[k×n] (+ beta·C), row-major with leading dims. */
 void attn_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+/* y[m] = alpha · A[m×n] · x[n], row-major A. For one query row (decoding) a
+ * GEMV reads K or V once, where a GEMM with M = 1 would first pack all of it. */
+void attn_gemv_n(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
+                 float *y);
+/* y[n] = alpha · A[m×n]ᵀ · x[m], row-major A. */
+void attn_gemv_t(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
+                 float *y);
 
 #endif /* ATTN_INTERNAL_H */

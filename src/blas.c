@@ -26,3 +26,16 @@ void attn_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, alpha, a,
                 (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
+
+void attn_gemv_n(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
+                 float *y)
+{
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)n, alpha, a, (int)lda, x, 1, 0.0f, y,
+                1);
+}
+
+void attn_gemv_t(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
+                 float *y)
+{
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)m, (int)n, alpha, a, (int)lda, x, 1, 0.0f, y, 1);
+}

@@ -237,13 +237,18 @@ attn_status attn_mha_forward(attn_context *ctx, const attn_mha *mha, int64_t bat
         return st;
 
     int64_t nq = batch * len_q, nkv = batch * len_kv;
+    /* The projections' threads are made now: after the attention has written
+     * `weights`, nothing may fail any more. */
+    int threads = attn_context_threads(ctx, attn_linear_items(nq > nkv ? nq : nkv));
+    if ((st = attn_context_reserve(ctx, f, threads, 0)) != ATTN_OK)
+        return st;
     float *qp = ws, *ap = qp + nq * mha->embed_dim;
     float *kp = ap + nq * mha->embed_dim, *vp = kp + nkv * mha->kv_dim;
-    attn_linear(nq, mha->embed_dim, mha->embed_dim, query, mha->weight[ATTN_PROJ_Q],
-                mha->bias[ATTN_PROJ_Q], qp);
-    attn_linear(nkv, mha->kdim, mha->kv_dim, key, mha->weight[ATTN_PROJ_K],
+    attn_linear(ctx, threads, nq, mha->embed_dim, mha->embed_dim, query,
+                mha->weight[ATTN_PROJ_Q], mha->bias[ATTN_PROJ_Q], qp);
+    attn_linear(ctx, threads, nkv, mha->kdim, mha->kv_dim, key, mha->weight[ATTN_PROJ_K],
                 mha->bias[ATTN_PROJ_K], kp);
-    attn_linear(nkv, mha->vdim, mha->kv_dim, value, mha->weight[ATTN_PROJ_V],
+    attn_linear(ctx, threads, nkv, mha->vdim, mha->kv_dim, value, mha->weight[ATTN_PROJ_V],
                 mha->bias[ATTN_PROJ_V], vp);
 
     const attn_view q_view = {mha->num_heads, len_q, mha->head_dim, true};
@@ -259,7 +264,7 @@ attn_status attn_mha_forward(attn_context *ctx, const attn_mha *mha, int64_t bat
     /* May fail only for scratch or threads, before weights is written. */
     if ((st = attn_dot_product_attend(ctx, &qk, &a, f)) != ATTN_OK)
         return st;
-    attn_linear(nq, mha->embed_dim, mha->embed_dim, ap, mha->weight[ATTN_PROJ_O],
+    attn_linear(ctx, threads, nq, mha->embed_dim, mha->embed_dim, ap, mha->weight[ATTN_PROJ_O],
                 mha->bias[ATTN_PROJ_O], out);
     return ATTN_OK;
 }

@@ -141,8 +141,11 @@ static void dot_product_logits(const void *arg, int64_t b, int64_t h, int64_t i0
     int64_t ldq = attn_view_stride(&qk->q_view);
     const float *q = qk->q + attn_view_offset(&qk->q_view, b, h) + i0 * ldq;
     const float *k = qk->k + attn_view_offset(&qk->k_view, b, g);
-    attn_gemm_nt(rows, n, qk->q_view.dim, qk->scale, q, ldq, k, attn_view_stride(&qk->k_view),
-                 0.0f, s, n);
+    int64_t ldk = attn_view_stride(&qk->k_view);
+    if (rows == 1)
+        attn_gemv_n(n, qk->q_view.dim, qk->scale, k, ldk, q, s);
+    else
+        attn_gemm_nt(rows, n, qk->q_view.dim, qk->scale, q, ldq, k, ldk, 0.0f, s, n);
 }
 
 attn_status attn_dot_product_attend(attn_context *ctx, const attn_qk *qk, attn_attend_args *a,

@@ -1,0 +1,416 @@
+/*
+ * attn_bench.c — libattn's speed and memory against its GEMM floor.
+ *
+ * For each configuration it measures, in the same process and interleaved
+ * (floor, libattn, floor, libattn, ...), after one warm-up of each:
+ *   - libattn: attn_sdpa_forward (or attn_mha_forward) with weights = NULL;
+ *   - the floor: the cblas_sgemm calls the same computation needs and nothing
+ *     else (Q·Kᵀ and P·V per head, causal halves skipped the same way; for
+ *     decode the two cblas_sgemv; for MHA the four projections too), split
+ *     over the same number of threads, each thread taking whole heads.
+ * It reports the medians of the timed runs, GFLOP/s (4·B·H·Lq·Lkv·d, halved
+ * for causal), the ratio time / floor, and libattn's peak extra memory,
+ * measured in a child process as the growth of its peak RSS across one call.
+ *
+ * The BLAS library's own threads multiply with libattn's: run with
+ * OPENBLAS_NUM_THREADS=1 (bench/README.md says why). One JSON line per
+ * configuration goes to stdout, a table to stderr.
+ *
+ * usage: attn-bench [--threads N] [--runs N] [--quick] [--filter SUBSTRING]
+ */
+#define _GNU_SOURCE
+#include <attn.h>
+#include <cblas.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef enum kind { SDPA, MHA } kind;
+
+typedef struct config {
+    char name[64];
+    kind kind;
+    int64_t batch, heads_q, heads_kv, len_q, len_kv, dim;
+    attn_causal causal;
+    bool memory_only;   /* too large to time here: memory figure only */
+} config;
+
+typedef struct options {
+    int threads, runs;
+    bool quick;
+    const char *filter;
+} options;
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static float *random_floats(size_t n, unsigned seed)
+{
+    float *x = malloc(n * sizeof *x);
+    if (!x) {
+        fprintf(stderr, "attn-bench: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)((seed >> 8) & 0xffff) / 65536.0f - 0.5f;
+    }
+    return x;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* ---- the data of one configuration ------------------------------------- */
+
+typedef struct problem {
+    const config *c;
+    int64_t embed;              /* MHA: heads × dim */
+    float *q, *k, *v, *out;     /* SDPA: BHSD tensors; MHA: [B, L, E] */
+    float *w[4], *b[4];         /* MHA weights */
+    float *scratch;             /* floor: per-thread S blocks */
+    attn_context *ctx;
+    attn_sdpa *sdpa;
+    attn_mha *mha;
+} problem;
+
+static void die(const char *what, attn_status st)
+{
+    fprintf(stderr, "attn-bench: %s: %s (%s)\n", what, attn_status_string(st), attn_last_error());
+    exit(1);
+}
+
+static void problem_init(problem *p, const config *c, int threads)
+{
+    memset(p, 0, sizeof *p);
+    p->c = c;
+    size_t nq = (size_t)(c->batch * c->heads_q * c->len_q * c->dim);
+    size_t nkv = (size_t)(c->batch * c->heads_kv * c->len_kv * c->dim);
+    attn_status st = attn_context_create(&p->ctx);
+    if (st == ATTN_OK)
+        st = attn_context_set_num_threads(p->ctx, threads);
+    if (st != ATTN_OK)
+        die("context", st);
+    p->q = random_floats(nq, 1);
+    p->k = random_floats(nkv, 2);
+    p->v = random_floats(nkv, 3);
+    p->out = random_floats(nq, 4);
+    if (c->kind == SDPA) {
+        st = attn_sdpa_create(&p->sdpa, c->batch, c->heads_q, c->heads_kv, c->len_q, c->len_kv,
+                              c->dim, c->dim);
+        if (st == ATTN_OK)
+            st = attn_sdpa_set_causal(p->sdpa, c->causal);
+        if (st != ATTN_OK)
+            die("sdpa", st);
+        return;
+    }
+    p->embed = c->heads_q * c->dim;
+    st = attn_mha_create(&p->mha, p->embed, c->heads_q, c->heads_q, p->embed, p->embed, 1);
+    for (int i = 0; i < 4 && st == ATTN_OK; i++) {
+        p->w[i] = random_floats((size_t)(p->embed * p->embed), 10u + (unsigned)i);
+        p->b[i] = random_floats((size_t)p->embed, 20u + (unsigned)i);
+        st = attn_mha_set_weights(p->mha, (attn_proj)i, p->w[i], p->b[i]);
+    }
+    if (st == ATTN_OK)
+        st = attn_mha_set_causal(p->mha, c->causal);
+    if (st != ATTN_OK)
+        die("mha", st);
+}
+
+static void problem_free(problem *p)
+{
+    free(p->q), free(p->k), free(p->v), free(p->out), free(p->scratch);
+    for (int i = 0; i < 4; i++)
+        free(p->w[i]), free(p->b[i]);
+    attn_sdpa_destroy(p->sdpa);
+    attn_mha_destroy(p->mha);
+    attn_context_destroy(p->ctx);
+}
+
+static void run_libattn(problem *p)
+{
+    const config *c = p->c;
+    attn_status st = c->kind == SDPA
+        ? attn_sdpa_forward(p->ctx, p->sdpa, p->q, p->k, p->v, NULL, p->out, NULL, NULL)
+        : attn_mha_forward(p->ctx, p->mha, c->batch, c->len_q, c->len_kv, p->q, p->q, p->q, NULL,
+                           p->out, NULL);
+    if (st != ATTN_OK)
+        die("forward", st);
+}
+
+/* ---- the GEMM floor ------------------------------------------------------ */
+
+/* The floor's blocks match libattn's: 64 query rows, keys up to the block's
+ * causal limit. */
+enum { FLOOR_BLOCK = 64 };
+
+typedef struct floor_job {
+    problem *p;
+    const float *q, *k, *v;
+    float *out;
+    int64_t heads_q, heads_kv;
+    int first_head, n_heads;    /* this thread's share of batch × heads_q */
+    float *s;
+} floor_job;
+
+static void floor_head(const floor_job *j, int64_t bh)
+{
+    const config *c = j->p->c;
+    int64_t b = bh / j->heads_q, h = bh % j->heads_q, g = h / (j->heads_q / j->heads_kv);
+    int64_t d = c->dim;
+    const float *q = j->q + bh * c->len_q * d;
+    const float *k = j->k + (b * j->heads_kv + g) * c->len_kv * d;
+    const float *v = j->v + (b * j->heads_kv + g) * c->len_kv * d;
+    float *o = j->out + bh * c->len_q * d;
+    if (c->len_q == 1) {  /* decode: two matrix-vector products */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)c->len_kv, (int)d, 1.0f, k, (int)d, q, 1,
+                    0.0f, j->s, 1);
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)c->len_kv, (int)d, 1.0f, v, (int)d, j->s, 1,
+                    0.0f, o, 1);
+        return;
+    }
+    for (int64_t i0 = 0; i0 < c->len_q; i0 += FLOOR_BLOCK) {
+        int64_t rows = c->len_q - i0 < FLOOR_BLOCK ? c->len_q - i0 : FLOOR_BLOCK;
+        int64_t n = c->len_kv;
+        if (c->causal == ATTN_CAUSAL_TOP_LEFT && i0 + rows < n)
+            n = i0 + rows;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)d, 1.0f,
+                    q + i0 * d, (int)d, k, (int)d, 0.0f, j->s, (int)n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d, (int)n, 1.0f,
+                    j->s, (int)n, v, (int)d, 0.0f, o + i0 * d, (int)d);
+    }
+}
+
+static void *floor_thread(void *arg)
+{
+    floor_job *j = arg;
+    for (int i = 0; i < j->n_heads; i++)
+        floor_head(j, j->first_head + i);
+    return NULL;
+}
+
+/* The attention GEMMs over all heads, split over `threads` threads. For MHA
+ * the tensors are the projected [B, L, E] buffers viewed per head as BHSD:
+ * the floor's cost does not depend on which rows a head's GEMM reads. */
+static void run_attention_floor(problem *p, int threads, const float *q, const float *k,
+                                const float *v, float *out)
+{
+    const config *c = p->c;
+    int total = (int)(c->batch * c->heads_q);
+    pthread_t tid[64];
+    floor_job jobs[64];
+    threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+    size_t per = (size_t)(FLOOR_BLOCK * c->len_kv);
+    for (int t = 0; t < threads; t++) {
+        int first = total * t / threads, last = total * (t + 1) / threads;
+        jobs[t] = (floor_job){p, q, k, v, out, c->heads_q, c->heads_kv, first, last - first,
+                              p->scratch + per * (size_t)t};
+    }
+    for (int t = 1; t < threads; t++)
+        pthread_create(&tid[t], NULL, floor_thread, &jobs[t]);
+    floor_thread(&jobs[0]);
+    for (int t = 1; t < threads; t++)
+        pthread_join(tid[t], NULL);
+}
+
+/* MHA's floor adds the four projections: one sgemm each over all rows. */
+static void run_floor(problem *p, int threads)
+{
+    const config *c = p->c;
+    if (c->kind == SDPA) {
+        run_attention_floor(p, threads, p->q, p->k, p->v, p->out);
+        return;
+    }
+    int rows = (int)(c->batch * c->len_q), e = (int)p->embed;
+    float *proj[3] = {p->k, p->v, p->out};
+    for (int i = 0; i < 3; i++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, e, e, 1.0f, p->q, e, p->w[i],
+                    e, 0.0f, proj[i], e);
+    run_attention_floor(p, threads, p->k, p->v, p->out, p->q);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, e, e, 1.0f, p->q, e, p->w[3], e,
+                0.0f, p->out, e);
+}
+
+/* ---- measurement ----------------------------------------------------------- */
+
+static double flops(const config *c)
+{
+    double f = 4.0 * (double)c->batch * (double)c->heads_q * (double)c->len_q *
+               (double)c->len_kv * (double)c->dim;
+    if (c->causal != ATTN_CAUSAL_NONE)
+        f /= 2.0;
+    if (c->kind == MHA)  /* the four projections */
+        f += 4.0 * 2.0 * (double)(c->batch * c->len_q) * (double)(c->heads_q * c->dim) *
+             (double)(c->heads_q * c->dim);
+    return f;
+}
+
+/* Peak RSS growth (KiB) across one libattn call, measured in a child process
+ * so that earlier configurations' peaks do not hide it; the child writes the
+ * figure into a pipe. -1 if the child failed. */
+static long extra_memory_kib(const config *c, int threads)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        problem p;
+        problem_init(&p, c, threads);
+        struct rusage before, after;
+        getrusage(RUSAGE_SELF, &before);
+        run_libattn(&p);
+        getrusage(RUSAGE_SELF, &after);
+        long kib = after.ru_maxrss - before.ru_maxrss;
+        _exit(write(fd[1], &kib, sizeof kib) == (ssize_t)sizeof kib ? 0 : 1);
+    }
+    close(fd[1]);
+    long kib = -1;
+    if (pid < 0 || read(fd[0], &kib, sizeof kib) != (ssize_t)sizeof kib)
+        kib = -1;
+    close(fd[0]);
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    return kib;
+}
+
+static void measure(const config *c, const options *o)
+{
+    long mem_kib = extra_memory_kib(c, o->threads);
+    if (c->memory_only) {
+        printf("{\"name\":\"%s\",\"extra_memory_mib\":%.1f}\n", c->name, (double)mem_kib / 1024);
+        fprintf(stderr, "%-28s %10s %10s %8s %8s %8s %9.1f\n", c->name, "-", "-", "-", "-", "-",
+                (double)mem_kib / 1024);
+        return;
+    }
+    problem p;
+    problem_init(&p, c, o->threads);
+    p.scratch = random_floats((size_t)(FLOOR_BLOCK * c->len_kv) * (size_t)o->threads, 5);
+    double t_lib[64], t_floor[64];
+    run_floor(&p, o->threads);
+    run_libattn(&p);
+    for (int r = 0; r < o->runs; r++) {
+        double t0 = now();
+        run_floor(&p, o->threads);
+        double t1 = now();
+        run_libattn(&p);
+        double t2 = now();
+        t_floor[r] = t1 - t0;
+        t_lib[r] = t2 - t1;
+    }
+    double lib = median(t_lib, o->runs), fl = median(t_floor, o->runs);
+    double gf = flops(c) / lib * 1e-9, gf_floor = flops(c) / fl * 1e-9;
+    printf("{\"name\":\"%s\",\"batch\":%lld,\"heads_q\":%lld,\"heads_kv\":%lld,\"len_q\":%lld,"
+           "\"len_kv\":%lld,\"dim\":%lld,\"causal\":%d,\"threads\":%d,\"runs\":%d,"
+           "\"median_ms\":%.4f,\"floor_ms\":%.4f,\"ratio\":%.3f,\"gflops\":%.2f,"
+           "\"floor_gflops\":%.2f,\"extra_memory_mib\":%.2f}\n",
+           c->name, (long long)c->batch, (long long)c->heads_q, (long long)c->heads_kv,
+           (long long)c->len_q, (long long)c->len_kv, (long long)c->dim, (int)c->causal,
+           o->threads, o->runs, lib * 1e3, fl * 1e3, lib / fl, gf, gf_floor,
+           (double)mem_kib / 1024);
+    fprintf(stderr, "%-28s %10.3f %10.3f %8.3f %8.1f %8.1f %9.1f\n", c->name, lib * 1e3,
+            fl * 1e3, lib / fl, gf, gf_floor, (double)mem_kib / 1024);
+    fflush(stdout);
+    problem_free(&p);
+}
+
+/* ---- the configurations of the issue ---------------------------------------- */
+
+static int add(config *list, int n, const char *name, kind k, int64_t b, int64_t hq, int64_t hkv,
+               int64_t lq, int64_t lkv, int64_t d, attn_causal causal, bool memory_only)
+{
+    list[n] = (config){.kind = k, .batch = b, .heads_q = hq, .heads_kv = hkv, .len_q = lq,
+                       .len_kv = lkv, .dim = d, .causal = causal, .memory_only = memory_only};
+    snprintf(list[n].name, sizeof list[n].name, "%s", name);
+    return n + 1;
+}
+
+static int make_configs(config *list, bool quick)
+{
+    static const int64_t lens[] = {128, 512, 1024, 2048, 4096, 8192};
+    int n_lens = quick ? 3 : 6, n = 0;
+    char name[64];
+    for (int di = 0; di < 2; di++) {
+        int64_t d = di ? 128 : 64;
+        for (int li = 0; li < n_lens; li++)
+            for (int causal = 0; causal < 2; causal++) {
+                snprintf(name, sizeof name, "sdpa d%lld L%lld%s", (long long)d,
+                         (long long)lens[li], causal ? " causal" : "");
+                n = add(list, n, name, SDPA, 1, 8, 8, lens[li], lens[li], d,
+                        causal ? ATTN_CAUSAL_TOP_LEFT : ATTN_CAUSAL_NONE, false);
+            }
+    }
+    for (int li = 0; li < n_lens; li++) {
+        snprintf(name, sizeof name, "gqa 8/2 d64 L%lld", (long long)lens[li]);
+        n = add(list, n, name, SDPA, 1, 8, 2, lens[li], lens[li], 64, ATTN_CAUSAL_NONE, false);
+    }
+    n = add(list, n, "decode 32h d128 Lkv4096", SDPA, 1, 32, 32, 1, 4096, 128, ATTN_CAUSAL_NONE,
+            false);
+    static const int64_t mha_lens[] = {512, 1024, 2048};
+    for (int li = 0; li < (quick ? 1 : 3); li++) {
+        snprintf(name, sizeof name, "mha E512 h8 L%lld", (long long)mha_lens[li]);
+        n = add(list, n, name, MHA, 1, 8, 8, mha_lens[li], mha_lens[li], 64, ATTN_CAUSAL_NONE,
+                false);
+    }
+    n = add(list, n, "memory d64 L16384", SDPA, 1, 8, 8, 16384, 16384, 64, ATTN_CAUSAL_NONE, true);
+    return n;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: attn-bench [--threads N] [--runs N] [--quick] [--filter TEXT]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    options o = {.threads = 2, .runs = 7};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            o.threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            o.runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--quick"))
+            o.quick = true;
+        else if (!strcmp(argv[i], "--filter") && i + 1 < argc)
+            o.filter = argv[++i];
+        else
+            usage();
+    }
+    if (o.threads < 1 || o.threads > 64 || o.runs < 1 || o.runs > 64)
+        usage();
+    const char *blas_threads = getenv("OPENBLAS_NUM_THREADS");
+    fprintf(stderr, "libattn %s, %d threads, %d timed runs, OPENBLAS_NUM_THREADS=%s\n",
+            attn_version_string(), o.threads, o.runs, blas_threads ? blas_threads : "(unset)");
+    fprintf(stderr, "%-28s %10s %10s %8s %8s %8s %9s\n", "configuration", "ms", "floor ms",
+            "ratio", "GFLOP/s", "floor", "mem MiB");
+    config list[64];
+    int n = make_configs(list, o.quick);
+    for (int i = 0; i < n; i++)
+        if (!o.filter || strstr(list[i].name, o.filter))
+            measure(&list[i], &o);
+    return 0;
+}
