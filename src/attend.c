@@ -76,10 +76,21 @@ static void zero_rows(float *base, int64_t rows, int64_t stride, int64_t cols)
         memset(base + r * stride, 0, (size_t)cols * sizeof(float));
 }
 
+/* weights[j] = p[j] · inv_sum for the computed keys, 0 beyond them. */
+static void write_weights(float *w, const float *p, int64_t n, int64_t len_kv, float inv_sum)
+{
+    for (int64_t j = 0; j < n; j++)
+        w[j] = p[j] * inv_sum;
+    memset(w + n, 0, (size_t)(len_kv - n) * sizeof(float));
+}
+
 /* Softmax of each row of the block (logits in s, n keys a row) and the
- * optional weights and lse outputs. */
+ * optional weights and lse outputs. The rows stay unnormalised, their 1/sum
+ * going to inv_sums: scaling the dim_v outputs of P·V afterwards is cheaper
+ * than scaling n probabilities, and `out` is then the same whether or not
+ * weights are requested. */
 static void softmax_block(const attn_attend_args *a, float *s, int64_t b, int64_t h,
-                          int64_t i0, int64_t rows, int64_t n)
+                          int64_t i0, int64_t rows, int64_t n, float *inv_sums)
 {
     const attn_mask *mask = a->mask;
     int64_t bh = b * a->heads_q + h;
@@ -91,15 +102,22 @@ static void softmax_block(const attn_attend_args *a, float *s, int64_t b, int64_
             .keep = mask ? attn_mask_row(&mask->keep, b, h, i, sizeof(uint8_t)) : NULL,
             .bias = mask ? attn_mask_row(&mask->bias, b, h, i, sizeof(float)) : NULL,
         };
-        float lse = attn_softmax_row(row, n, &m);
+        float lse = attn_softmax_row(row, n, &m, &inv_sums[r]);
         if (a->lse)
             a->lse[bh * a->len_q + i] = lse;
-        if (a->weights) {
-            float *w = a->weights + (bh * a->len_q + i) * a->len_kv;
-            memcpy(w, row, (size_t)n * sizeof(float));
-            memset(w + n, 0, (size_t)(a->len_kv - n) * sizeof(float));
-        }
+        if (a->weights)
+            write_weights(a->weights + (bh * a->len_q + i) * a->len_kv, row, n, a->len_kv,
+                          inv_sums[r]);
     }
+}
+
+/* out_row *= factor for each of the block's rows. */
+static void scale_rows(float *out, int64_t rows, int64_t stride, int64_t cols,
+                       const float *factors)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            out[r * stride + c] *= factors[r];
 }
 
 static void attend_item(void *arg, int64_t item, int worker)
@@ -113,22 +131,24 @@ static void attend_item(void *arg, int64_t item, int worker)
     int64_t rows = a->len_q - i0 < ATTN_BLOCK_Q ? a->len_q - i0 : ATTN_BLOCK_Q;
     int64_t n = block_keys(a, b, i0, i0 + rows);
     float *s = job->ctx->scratch[worker];
+    float inv_sums[ATTN_BLOCK_Q];
     int64_t ldo = attn_view_stride(&a->out_view);
     float *out = a->out + attn_view_offset(&a->out_view, b, h) + i0 * ldo;
 
-    if (n > 0)
-        a->logits(a->logits_arg, b, h, i0, rows, n, s);
-    softmax_block(a, s, b, h, i0, rows, n);
-    if (n > 0) {
-        const float *v = a->v + attn_view_offset(&a->v_view, b, g);
-        int64_t ldv = attn_view_stride(&a->v_view);
-        if (rows == 1)
-            attn_gemv_t(n, a->v_view.dim, 1.0f, v, ldv, s, out);
-        else
-            attn_gemm_nn(rows, a->v_view.dim, n, 1.0f, s, n, v, ldv, 0.0f, out, ldo);
-    } else {
+    if (n == 0) {
+        softmax_block(a, s, b, h, i0, rows, 0, inv_sums);
         zero_rows(out, rows, ldo, a->out_view.dim);
+        return;
     }
+    a->logits(a->logits_arg, b, h, i0, rows, n, s);
+    softmax_block(a, s, b, h, i0, rows, n, inv_sums);
+    const float *v = a->v + attn_view_offset(&a->v_view, b, g);
+    int64_t ldv = attn_view_stride(&a->v_view);
+    if (rows == 1)
+        attn_gemv_t(n, a->v_view.dim, 1.0f, v, ldv, s, out);
+    else
+        attn_gemm_nn(rows, a->v_view.dim, n, 1.0f, s, n, v, ldv, 0.0f, out, ldo);
+    scale_rows(out, rows, ldo, a->out_view.dim, inv_sums);
 }
 
 attn_status attn_attend(attn_context *ctx, const attn_attend_args *a, const char *func)

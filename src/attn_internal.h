@@ -152,11 +152,11 @@ typedef struct attn_row_mask {
     const float *bias;        /* NULL or [n]: added to the logit */
 } attn_row_mask;
 
-/* Turns row[0..n) of scaled logits into softmax probabilities in place,
- * applying m (masked keys get probability 0), and returns the row's
- * log-sum-exp; a row with no visible key becomes all zeros and returns
- * -INFINITY. The row maximum is subtracted before exp. */
-float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m);
+/* Turns row[0..n) of scaled logits into exp(x − max) in place, applying m
+ * (masked keys get 0), stores 1/sum in *inv_sum, and returns the row's
+ * log-sum-exp: the softmax is row · *inv_sum. A row with no visible key
+ * becomes all zeros, *inv_sum 0, and returns -INFINITY. */
+float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv_sum);
 
 /* ---- attention pooling (attend.c) -------------------------------------- */
 

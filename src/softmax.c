@@ -1,9 +1,10 @@
 /*
  * softmax.c — the masked, numerically safe softmax of one row of logits.
  *
- * Three passes over a row that is already scale·q·kᵀ (the GEMM applied the
- * scale): (1) mask and bias, then the maximum and the count of visible keys;
- * (2) exp(x − max) and the sum; (3) multiply by 1/sum. Subtracting the
+ * Two passes over a row that is already scale·q·kᵀ (the GEMM applied the
+ * scale): (1) mask and bias, then the maximum; (2) exp(x − max) and the sum.
+ * The division by the sum is left to the caller, who applies it to the
+ * row's dim_v outputs of P·V rather than to its len_kv probabilities. Subtracting the
  * maximum keeps exp in range for any logits (D2L §4.4 "softmax revisited";
  * Milakov & Gimelshein 2018); the log-sum-exp follows as max + log(sum).
  *
@@ -52,21 +53,28 @@ static void apply_mask(float *row, int64_t n, const attn_row_mask *m)
     }
 }
 
-/* Pass 1b: the maximum of the row and the number of visible keys (those not
- * -INFINITY). A NaN logit counts as visible; whether or not it wins the
- * maximum, exp turns the whole row (and only it) into NaN. */
+/* Pass 1b: the maximum of the row. A NaN logit never wins it (the
+ * comparison is false), so a row with a NaN and finite logits keeps a finite
+ * maximum and exp turns the NaN into a NaN sum: the whole row, and only it,
+ * becomes NaN. */
 ATTN_VECTOR_CLONES
-static int64_t max_and_visible(const float *row, int64_t n, float *max_out)
+static float row_max(const float *row, int64_t n)
 {
     float max = -INFINITY;
-    int64_t visible = 0;
-#pragma omp simd reduction(max : max) reduction(+ : visible)
-    for (int64_t j = 0; j < n; j++) {
+#pragma omp simd reduction(max : max)
+    for (int64_t j = 0; j < n; j++)
         max = row[j] > max ? row[j] : max;
-        visible += row[j] != -INFINITY;
-    }
-    *max_out = max;
-    return visible;
+    return max;
+}
+
+/* A maximum of -INFINITY means every key is masked, unless the visible
+ * logits are all NaN (a NaN query): the rare case this pass tells apart. */
+static bool any_nan(const float *row, int64_t n)
+{
+    for (int64_t j = 0; j < n; j++)
+        if (isnan(row[j]))
+            return true;
+    return false;
 }
 
 /* Pass 2: row[j] = exp(row[j] − max); returns the sum. The sum runs in
@@ -85,27 +93,19 @@ static float exp_and_sum(float *row, int64_t n, float max)
     return sum;
 }
 
-ATTN_VECTOR_CLONES
-static void scale_row(float *row, int64_t n, float factor)
+float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv_sum)
 {
-#pragma omp simd
-    for (int64_t j = 0; j < n; j++)
-        row[j] *= factor;
-}
-
-float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m)
-{
-    float max;
     apply_mask(row, n, m);
-    if (max_and_visible(row, n, &max) == 0) {
-        memset(row, 0, (size_t)n * sizeof *row);
-        return -INFINITY;
+    float max = row_max(row, n);
+    if (max == -INFINITY) {
+        if (!any_nan(row, n)) {
+            memset(row, 0, (size_t)n * sizeof *row);
+            *inv_sum = 0.0f;
+            return -INFINITY;
+        }
+        max = NAN;  /* every visible logit NaN: the row is NaN */
     }
-    /* Every visible logit NaN: max stayed -INFINITY; make the NaN explicit
-     * rather than rely on -Inf − -Inf. */
-    if (max == -INFINITY)
-        max = NAN;
     float sum = exp_and_sum(row, n, max);
-    scale_row(row, n, 1.0f / sum);
+    *inv_sum = 1.0f / sum;
     return max + logf(sum);
 }
