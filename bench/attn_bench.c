@@ -90,6 +90,8 @@ typedef struct problem {
     float *q, *k, *v, *out;     /* SDPA: BHSD tensors; MHA: [B, L, E] */
     float *w[4], *b[4];         /* MHA weights */
     float *scratch;             /* floor: per-thread S blocks */
+    float *proj[4];             /* MHA floor: its own Q, K, V, A, so that it
+                                   never overwrites libattn's inputs */
     attn_context *ctx;
     attn_sdpa *sdpa;
     attn_mha *mha;
@@ -132,6 +134,8 @@ static void problem_init(problem *p, const config *c, int threads)
         p->b[i] = random_floats((size_t)p->embed, 20u + (unsigned)i);
         st = attn_mha_set_weights(p->mha, (attn_proj)i, p->w[i], p->b[i]);
     }
+    for (int i = 0; i < 4; i++)
+        p->proj[i] = random_floats((size_t)(c->batch * c->len_q * p->embed), 30u + (unsigned)i);
     if (st == ATTN_OK)
         st = attn_mha_set_causal(p->mha, c->causal);
     if (st != ATTN_OK)
@@ -142,7 +146,7 @@ static void problem_free(problem *p)
 {
     free(p->q), free(p->k), free(p->v), free(p->out), free(p->scratch);
     for (int i = 0; i < 4; i++)
-        free(p->w[i]), free(p->b[i]);
+        free(p->w[i]), free(p->b[i]), free(p->proj[i]);
     attn_sdpa_destroy(p->sdpa);
     attn_mha_destroy(p->mha);
     attn_context_destroy(p->ctx);
@@ -243,13 +247,12 @@ static void run_floor(problem *p, int threads)
         return;
     }
     int rows = (int)(c->batch * c->len_q), e = (int)p->embed;
-    float *proj[3] = {p->k, p->v, p->out};
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++)  /* Q, K, V projections of the same input */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, e, e, 1.0f, p->q, e, p->w[i],
-                    e, 0.0f, proj[i], e);
-    run_attention_floor(p, threads, p->k, p->v, p->out, p->q);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, e, e, 1.0f, p->q, e, p->w[3], e,
-                0.0f, p->out, e);
+                    e, 0.0f, p->proj[i], e);
+    run_attention_floor(p, threads, p->proj[0], p->proj[1], p->proj[2], p->proj[3]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, e, e, 1.0f, p->proj[3], e,
+                p->w[3], e, 0.0f, p->out, e);
 }
 
 /* ---- measurement ----------------------------------------------------------- */
