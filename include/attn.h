@@ -173,7 +173,9 @@ ATTN_API attn_status attn_context_set_num_threads(attn_context *ctx, int n);
  * mask returns. All kinds set on one mask combine: a key is attended only if
  * every kind allows it (and the op's causal setting too), and the bias is
  * added to the scaled logits of the keys that remain. Setting a kind again
- * replaces the earlier setting of that kind.
+ * replaces the earlier setting of that kind: a mask holds one array per
+ * kind, so two boolean masks (say, left padding and a structure mask) are
+ * combined by the caller (logical AND) into one.
  *
  * Broadcasting (bool and bias). The shape is [mb, mh, mq, len_kv] with
  * mb ∈ {1, batch}, mh ∈ {1, heads}, mq ∈ {1, len_q}; a dimension of 1 is
@@ -200,12 +202,15 @@ ATTN_API void attn_mask_destroy(attn_mask *mask);
  * NULL. */
 ATTN_API attn_status attn_mask_clear(attn_mask *mask);
 
-/* Valid lengths (D2L §10.3.1 masked_softmax, `valid_lens`): for batch row b
- * (and query i when per_query = 1), keys at positions >= length are masked.
+/* Valid lengths (D2L §10.3.1 masked_softmax, `valid_lens`; section numbers
+ * here are those of D2L's classic edition, chapter 10 "Attention
+ * Mechanisms"): for batch row b (and query i when per_query = 1), keys at
+ * positions >= length are masked.
  *   per_query = 0: lengths is [batch]; len_q is ignored.
  *   per_query = 1: lengths is [batch, len_q].
  * Each length is in [0, len_kv] of the op; 0 masks every key of that row,
- * whose outputs are then zeros (lse -INFINITY).
+ * whose outputs are then zeros (lse -INFINITY). (D2L's masked_softmax, which
+ * masks with -1e6, gives uniform weights there instead.)
  * With per_query = 0, keys at or beyond a batch row's length are never read,
  * so they may hold anything, NaN included; this is the padding mask of a
  * batch of sequences of different lengths.
@@ -251,8 +256,9 @@ ATTN_API attn_status attn_mask_set_bias(attn_mask *mask, const float *bias,
  * where g = h / (heads_q / heads_kv) is the key/value head that query head h
  * reads (grouped-query attention, Ainslie et al. 2023; multi-query when
  * heads_kv = 1). A query row with no visible key gives zeros in out and
- * weights and -INFINITY in lse, never NaN (as FlashAttention, ggml and ONNX
- * Attention-23 do; PyTorch's nn.MultiheadAttention gives NaN).
+ * weights and -INFINITY in lse, never NaN (as FlashAttention, ggml, ONNX
+ * Attention-23 and PyTorch 2.5's F.scaled_dot_product_attention do; earlier
+ * PyTorch SDPA and nn.MultiheadAttention give NaN).
  *
  * Causal alignment (ATTN_CAUSAL_*): with len_q queries and len_kv keys,
  *   TOP_LEFT      query i sees keys j <= i                  (PyTorch is_causal,
@@ -260,6 +266,8 @@ ATTN_API attn_status attn_mask_set_bias(attn_mask *mask, const float *bias,
  *   BOTTOM_RIGHT  query i sees keys j <= i + len_kv − len_q (FlashAttention 2;
  *                                                            the last query sees
  *                                                            every key: decoding)
+ * With BOTTOM_RIGHT and len_q > len_kv, the first len_q − len_kv queries see
+ * no key (their outputs are zeros).
  *
  * NaN and Inf. A NaN in a query row reaches only that row's outputs. A NaN in
  * a key or value reaches the rows that can see it, and may reach rows for
@@ -368,9 +376,11 @@ ATTN_API attn_status attn_sdpa_forward(attn_context *ctx, const attn_sdpa *op,
  *
  * Head h owns columns h·head_dim .. (h+1)·head_dim − 1 of Q and of A (and kv
  * head g those of K and V), exactly as torch.nn.MultiheadAttention splits its
- * in-projection. With num_kv_heads = num_heads, kdim = vdim = embed_dim and
- * the weights of a PyTorch layer (in_proj_weight split in three rows blocks
- * Wq, Wk, Wv; out_proj.weight as Wo), forward gives the numbers of
+ * in-projection. With num_kv_heads = num_heads and the weights of a PyTorch
+ * layer (in_proj_weight split into three blocks of rows Wq, Wk, Wv — or
+ * q_proj_weight, k_proj_weight, v_proj_weight when kdim or vdim differ from
+ * embed_dim; in_proj_bias split likewise; out_proj as Wo), forward gives the
+ * numbers of
  * nn.MultiheadAttention(embed_dim, num_heads, bias=..., kdim, vdim,
  * batch_first=True) to float32 rounding; `weights` is its
  * average_attn_weights=False output. num_kv_heads < num_heads is grouped-query
