@@ -7,8 +7,8 @@
  * kernel); everything after them is here once. The work is split into items
  * of (batch row, query head, block of query rows). For one item:
  *   S = logits of the block's rows against keys [0, n)   per-thread scratch
- *   P = masked softmax of each row of S                    (softmax.c)
- *   O_blk = P · V[0:n]                                     cblas_sgemm
+ *   P = exp(S − row max), masked, and 1/row sum           (softmax.c)
+ *   O_blk = diag(1/sum) · P · V[0:n]                       cblas_sgemm
  * where n is the number of keys any row of the block can see (valid length,
  * causal limit): blocks never compute keys they cannot use, and keys beyond
  * a batch row's valid length are never read. Scratch is block_q × len_kv

@@ -65,8 +65,9 @@ typedef void (*attn_task_fn)(void *arg, int64_t item, int worker);
 attn_status attn_pool_create(attn_pool **pool, int n_workers);
 void        attn_pool_destroy(attn_pool *pool);
 /* Runs fn for every item on the calling thread (worker 0) and background
- * workers 1..active (active <= n_workers) and returns when all are done. Items are handed out dynamically; fn must not depend on which worker
- * runs an item (results stay bitwise identical for any schedule). */
+ * workers 1..active (active <= n_workers) and returns when all are done.
+ * Items are handed out dynamically; fn must not depend on which worker runs
+ * an item (results stay bitwise identical for any schedule). */
 void attn_pool_run(attn_pool *pool, int active, attn_task_fn fn, void *arg, int64_t n_items);
 
 /* ---- contexts (context.c) --------------------------------------------- */
