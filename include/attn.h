@@ -64,8 +64,9 @@
  * changes them meanwhile.
  * attn_last_error() is per thread. libattn never changes process-global state
  * of the BLAS library (such as openblas_set_num_threads): the number of BLAS
- * threads is the caller's to choose (e.g. OPENBLAS_NUM_THREADS=1 when
- * libattn's own threads already use every core).
+ * threads is the caller's to choose. For speed, run with
+ * OPENBLAS_NUM_THREADS=1 and let libattn's threads use every core (see
+ * attn_context_set_num_threads for why and for the default).
  *
  * Errors. Every call that can fail returns an attn_status. It validates every
  * argument before it writes any output, so a failed call leaves all outputs
@@ -156,9 +157,18 @@ ATTN_API attn_status attn_context_create(attn_context **ctx);
 ATTN_API void attn_context_destroy(attn_context *ctx);
 
 /* Sets how many threads forward calls on this context use, the calling
- * thread included: 0 (the default) means all online cores, 1 means the
- * calling thread only. The work is split over (batch, head, block of query
- * rows); results are bitwise identical for any thread count.
+ * thread included: 1 means the calling thread only; n > 1 splits the work
+ * over (batch, head, block of query rows) and over blocks of projection
+ * rows. Results are bitwise identical for any thread count.
+ * 0 (the default) means: all online cores if the BLAS library runs each call
+ * on one thread (OpenBLAS with OPENBLAS_NUM_THREADS=1 or
+ * openblas_set_num_threads(1), or a single-threaded BLAS), and 1 otherwise.
+ * Why: each of libattn's threads calls BLAS, and a multi-threaded BLAS called
+ * from several threads at once fights them for the same cores — measured on
+ * 2 cores at L = 1024: 4–20× slower than either kind of threads alone. The
+ * fastest setting measured is OPENBLAS_NUM_THREADS=1 with libattn's threads
+ * on every core (about 2× faster than one libattn thread over a 2-thread
+ * BLAS). libattn reads the BLAS thread count but never changes it.
  * Returns ATTN_ERR_NULL_POINTER (ctx NULL), ATTN_ERR_INVALID_ARGUMENT
  * (n < 0 or n > 1024). Not thread-safe on the same context. */
 ATTN_API attn_status attn_context_set_num_threads(attn_context *ctx, int n);

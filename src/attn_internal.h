@@ -223,6 +223,9 @@ int64_t attn_linear_items(int64_t rows);
 
 /* ---- BLAS (blas.c, the only file that includes cblas.h) --------------- */
 
+/* How many threads the BLAS library runs each call on (1 when unknown). */
+int attn_blas_threads(void);
+
 /* C[m×n] = alpha · A[m×k] · B[n×k]ᵀ (+ beta·C), row-major with leading dims. */
 void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc);

@@ -13,6 +13,19 @@
 
 #include "attn_internal.h"
 
+/* OpenBLAS's getter, if the BLAS library is OpenBLAS: a weak reference, so
+ * that libattn also links against a CBLAS that lacks it. Only read, never
+ * set: the BLAS thread count is the caller's (see attn_context_threads). */
+extern int openblas_get_num_threads(void) __attribute__((weak));
+
+int attn_blas_threads(void)
+{
+    if (!openblas_get_num_threads)
+        return 1;
+    int n = openblas_get_num_threads();
+    return n < 1 ? 1 : n;
+}
+
 void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {

@@ -55,9 +55,19 @@ static int online_cores(void)
     return n > ATTN_MAX_THREADS ? ATTN_MAX_THREADS : (int)n;
 }
 
+/* The default thread count. libattn's threads each call BLAS; if the BLAS
+ * library also runs every call on several threads, the two fight over the
+ * same cores (measured on 2 cores: 20× slower than either alone). So by
+ * default libattn only parallelises when BLAS is single-threaded
+ * (OPENBLAS_NUM_THREADS=1), and otherwise leaves the cores to BLAS. */
+static int default_threads(void)
+{
+    return attn_blas_threads() > 1 ? 1 : online_cores();
+}
+
 int attn_context_threads(const attn_context *ctx, int64_t max_useful)
 {
-    int n = ctx->requested_threads ? ctx->requested_threads : online_cores();
+    int n = ctx->requested_threads ? ctx->requested_threads : default_threads();
     if (max_useful < n)
         n = max_useful < 1 ? 1 : (int)max_useful;
     return n;
