@@ -1,0 +1,68 @@
+/*
+ * cli.h — what the subcommands of the attn program share: exit statuses,
+ * how messages look, and option parsing.
+ *
+ * Messages go to stderr as "attn <command>: <file>: <problem>", so each one
+ * names the file and says what is wrong with it; results go to stdout.
+ */
+#ifndef ATTN_TOOLS_CLI_H
+#define ATTN_TOOLS_CLI_H
+
+#include <stddef.h>
+
+#include <attn.h>
+
+/* Exit statuses of every subcommand (documented in docs/attn.1). */
+enum {
+    CLI_OK = 0,       /* success */
+    CLI_REFUSED = 1,  /* an input, the computation or an output was refused */
+    CLI_USAGE = 2     /* the command line itself is wrong */
+};
+
+/* The subcommands: argv[0] is the subcommand's name. Each returns an exit
+ * status above. */
+int cmd_demo(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_heatmap(int argc, char **argv);
+
+/* Prints "attn <cmd>: <message>\n" to stderr; returns CLI_REFUSED. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+int cli_refuse(const char *cmd, const char *fmt, ...);
+
+/* Prints "attn <cmd>: <message>" and a hint at --help to stderr; returns
+ * CLI_USAGE. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+int cli_usage_error(const char *cmd, const char *fmt, ...);
+
+/* Prints what libattn said about a failed call: "attn <cmd>: <what>:
+ * <attn_last_error()> (<attn_status_string(status)>)"; returns CLI_REFUSED. */
+int cli_library_error(const char *cmd, const char *what, attn_status status);
+
+/* One option that takes a value: "--name VALUE", "--name=VALUE", or
+ * "ALIAS VALUE" (alias may be NULL). *value starts as NULL (not given). */
+typedef struct cli_option {
+    const char *name;
+    const char *alias;
+    const char **value;
+} cli_option;
+
+/* Parses argv[1 .. argc) against opts. "-h"/"--help" sets *help (and stops
+ * the parse); arguments that do not start with '-' (and all after "--") are
+ * positional and go to positional[], at most max_positional of them.
+ * Returns CLI_OK, or prints a usage error (an unknown option, a missing
+ * value, an option given twice, too many positional arguments) and returns
+ * CLI_USAGE. */
+int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts,
+              const char **positional, int max_positional, int *n_positional, int *help);
+
+/* Reads a whole string as a finite or non-finite double / an int; on
+ * malformed text prints a usage error naming the option and returns
+ * CLI_USAGE. */
+int cli_parse_double(const char *cmd, const char *option, const char *text, double *value);
+int cli_parse_int(const char *cmd, const char *option, const char *text, int *value);
+
+#endif

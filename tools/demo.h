@@ -1,0 +1,42 @@
+/*
+ * demo.h — the examples `attn demo` runs, and the helpers they share.
+ *
+ * Each example prints its numbers to stdout, writes its pictures into the
+ * demo's directory, and returns a cli.h exit status. Their data is built in:
+ * fixed numbers from the seeds, or the fixed sequence of prng.h.
+ */
+#ifndef ATTN_TOOLS_DEMO_H
+#define ATTN_TOOLS_DEMO_H
+
+#include <attn.h>
+
+#include "strbuf.h"
+#include "svg_heatmap.h"
+
+typedef struct demo_env {
+    attn_context *ctx;
+    const char *dir;   /* where the pictures go */
+} demo_env;
+
+/* 1. UvA tutorial 6: scaled dot-product attention, seq_len 3, d_k 2. */
+int demo_uva(const demo_env *env);
+
+/* 2. D2L §10.3: dot-product and additive attention with valid_lens [2, 6]. */
+int demo_masked(const demo_env *env);
+
+/* 3. D2L §10.2: Nadaraya–Watson kernel regression, w = 1 and w = 3. */
+int demo_kernel_regression(const demo_env *env);
+
+/* 4. Causal multi-head self-attention over a positionally encoded sequence. */
+int demo_mha(const demo_env *env);
+
+/* Reports a libattn failure of an example; returns CLI_REFUSED. */
+int demo_fail(const char *what, attn_status status);
+
+/* Writes sb as <dir>/<name> and prints "picture: <dir>/<name>". */
+int demo_save(const demo_env *env, const char *name, const strbuf *sb);
+
+/* Draws h and saves it as <dir>/<name>. */
+int demo_save_heatmap(const demo_env *env, const char *name, const svg_heatmap *h);
+
+#endif
