@@ -53,6 +53,8 @@ attn_status attn_check_data(const void *p, int64_t elems, const char *name, cons
 attn_status attn_check_tensor(const int64_t *dims, int n, const char *name, const char *func);
 /* value fits the BLAS integer type (ATTN_ERR_UNSUPPORTED). */
 attn_status attn_check_blas(int64_t value, const char *name, const char *func);
+/* causal is an attn_causal value (ATTN_ERR_INVALID_ARGUMENT). */
+attn_status attn_check_causal(attn_causal causal, const char *func);
 
 /* ---- threads (threadpool.c) ------------------------------------------- */
 

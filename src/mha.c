@@ -145,12 +145,10 @@ attn_status attn_mha_set_causal(attn_mha *mha, attn_causal causal)
 {
     if (!mha)
         return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "mha is NULL");
-    if (causal != ATTN_CAUSAL_NONE && causal != ATTN_CAUSAL_TOP_LEFT &&
-        causal != ATTN_CAUSAL_BOTTOM_RIGHT)
-        return attn_fail(ATTN_ERR_INVALID_ARGUMENT, __func__, "causal (%d) is not an attn_causal",
-                         (int)causal);
-    mha->causal = causal;
-    return ATTN_OK;
+    attn_status st = attn_check_causal(causal, __func__);
+    if (st == ATTN_OK)
+        mha->causal = causal;
+    return st;
 }
 
 /* ATTN_ERR_STATE naming every projection not set yet. */

@@ -121,12 +121,10 @@ attn_status attn_sdpa_set_causal(attn_sdpa *op, attn_causal causal)
 {
     if (!op)
         return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "op is NULL");
-    if (causal != ATTN_CAUSAL_NONE && causal != ATTN_CAUSAL_TOP_LEFT &&
-        causal != ATTN_CAUSAL_BOTTOM_RIGHT)
-        return attn_fail(ATTN_ERR_INVALID_ARGUMENT, __func__, "causal (%d) is not an attn_causal",
-                         (int)causal);
-    op->causal = causal;
-    return ATTN_OK;
+    attn_status st = attn_check_causal(causal, __func__);
+    if (st == ATTN_OK)
+        op->causal = causal;
+    return st;
 }
 
 /* ---- forward ------------------------------------------------------------ */

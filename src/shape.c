@@ -69,3 +69,12 @@ attn_status attn_check_blas(int64_t value, const char *name, const char *func)
     return attn_fail(ATTN_ERR_UNSUPPORTED, func, "%s (%lld) exceeds the BLAS integer range (%lld)",
                      name, (long long)value, ATTN_BLAS_INT_MAX);
 }
+
+attn_status attn_check_causal(attn_causal causal, const char *func)
+{
+    if (causal == ATTN_CAUSAL_NONE || causal == ATTN_CAUSAL_TOP_LEFT ||
+        causal == ATTN_CAUSAL_BOTTOM_RIGHT)
+        return ATTN_OK;
+    return attn_fail(ATTN_ERR_INVALID_ARGUMENT, func, "causal (%d) is not an attn_causal",
+                     (int)causal);
+}
