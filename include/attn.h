@@ -1,9 +1,12 @@
-/*
- * attn.h — libattn, attention for native programs.
+/**
+ * @file attn.h
+ * @brief libattn, attention for native programs.
  *
  * libattn computes the attention operation of Transformers on the CPU:
  *
+ * @code{.unparsed}
  *     out = softmax(scale · Q Kᵀ + bias, masked) · V
+ * @endcode
  *
  * (Vaswani et al., "Attention Is All You Need", 2017, eq. 1; D2L §10.3),
  * and the layers built on it: multi-head attention with PyTorch's numbers,
@@ -17,6 +20,7 @@
  *
  * A complete program (the worked example of the UvA deep-learning tutorial 6):
  *
+ * @code{.c}
  *     #include <attn.h>
  *     #include <stdio.h>
  *
@@ -35,13 +39,14 @@
  *         if (st != ATTN_OK)
  *             fprintf(stderr, "%s: %s\n", attn_status_string(st), attn_last_error());
  *         else
- *             printf("%.4f %.4f\n", out[0], out[1]);   // 0.5698 -0.1520
+ *             printf("%.4f %.4f\n", out[0], out[1]);   // 0.5697 -0.1520
  *         attn_sdpa_destroy(op);
  *         attn_context_destroy(ctx);
  *         return st == ATTN_OK ? 0 : 1;
  *     }
+ * @endcode
  *
- * Build it with:  cc example.c $(pkg-config --cflags --libs attn)
+ * Build it with:  `cc example.c $(pkg-config --cflags --libs attn)`
  *
  * Tensors. Every tensor is a dense, row-major (C order) array of IEEE-754
  * binary32 `float` owned by the caller. Shapes are written outermost first:
@@ -86,6 +91,11 @@
 
 #include "attn_version.h"
 
+/**
+ * @def ATTN_API
+ * Marks the functions that libattn exports (default visibility), so that
+ * the library itself can build with hidden visibility.
+ */
 #if defined(_WIN32)
 #  define ATTN_API __declspec(dllimport)
 #elif defined(__GNUC__)
@@ -101,50 +111,54 @@ extern "C" {
 /* ======================================================================
  * Basics: version, status codes, errors, contexts
  * ====================================================================== */
+/**
+ * @defgroup basics Basics: version, status codes, errors, contexts
+ * @{
+ */
 
-/* The runtime library's version as MAJOR*10000 + MINOR*100 + PATCH, to compare
+/** The runtime library's version as MAJOR*10000 + MINOR*100 + PATCH, to compare
  * with ATTN_VERSION_NUMBER from the header a program was built with.
  * Never fails; thread-safe. */
 ATTN_API unsigned attn_version_number(void);
 
-/* The runtime library's version as "MAJOR.MINOR.PATCH": a static string,
+/** The runtime library's version as "MAJOR.MINOR.PATCH": a static string,
  * never NULL, never to be freed. Thread-safe. */
 ATTN_API const char *attn_version_string(void);
 
-/* The result of every call that can fail. The values are fixed forever; new
+/** The result of every call that can fail. The values are fixed forever; new
  * ones are only appended. */
 typedef enum attn_status {
-    ATTN_OK                   = 0, /* success */
-    ATTN_ERR_NULL_POINTER     = 1, /* a required pointer is NULL */
-    ATTN_ERR_INVALID_ARGUMENT = 2, /* a value outside its domain: negative size,
+    ATTN_OK                   = 0, /**< success */
+    ATTN_ERR_NULL_POINTER     = 1, /**< a required pointer is NULL */
+    ATTN_ERR_INVALID_ARGUMENT = 2, /**< a value outside its domain: negative size,
                                       unknown enum, non-finite scale */
-    ATTN_ERR_SHAPE_MISMATCH   = 3, /* sizes valid alone but inconsistent together
+    ATTN_ERR_SHAPE_MISMATCH   = 3, /**< sizes valid alone but inconsistent together
                                       (heads_q % heads_kv != 0, mask dims) */
-    ATTN_ERR_SIZE_OVERFLOW    = 4, /* a buffer's byte count does not fit in size_t */
-    ATTN_ERR_OUT_OF_MEMORY    = 5, /* an allocation or a thread creation failed */
-    ATTN_ERR_UNSUPPORTED      = 6, /* a valid request this build does not implement,
+    ATTN_ERR_SIZE_OVERFLOW    = 4, /**< a buffer's byte count does not fit in size_t */
+    ATTN_ERR_OUT_OF_MEMORY    = 5, /**< an allocation or a thread creation failed */
+    ATTN_ERR_UNSUPPORTED      = 6, /**< a valid request this build does not implement,
                                       e.g. a size beyond the BLAS integer type (int) */
-    ATTN_ERR_STATE            = 7  /* object not fully configured (e.g. weights not set) */
+    ATTN_ERR_STATE            = 7  /**< object not fully configured (e.g. weights not set) */
 } attn_status;
 
-/* A short English name of `status` ("ATTN_ERR_SHAPE_MISMATCH: ...").
+/** A short English name of `status` ("ATTN_ERR_SHAPE_MISMATCH: ...").
  * A static string, never NULL, also for values outside the enum.
  * Thread-safe. */
 ATTN_API const char *attn_status_string(attn_status status);
 
-/* The detail of the calling thread's last failed call, for example
+/** The detail of the calling thread's last failed call, for example
  * "attn_sdpa_create: heads_q (6) is not a multiple of heads_kv (4)", or ""
  * if no call of this thread has failed. Never NULL. The string is owned by
  * libattn and stays valid until this thread's next failing libattn call.
  * Thread-local: other threads' failures do not change it. */
 ATTN_API const char *attn_last_error(void);
 
-/* The execution context: worker threads and scratch memory reused from call
+/** The execution context: worker threads and scratch memory reused from call
  * to call. Use one context per thread at a time; the same context may be
  * handed from one thread to another between calls. */
 typedef struct attn_context attn_context;
 
-/* Creates a context with the default thread count (0: all online cores).
+/** Creates a context with the default thread count (0: all online cores).
  * Threads and scratch are made lazily by the first forward call that needs
  * them, so creation is cheap.
  * Returns ATTN_OK and sets *ctx; ATTN_ERR_NULL_POINTER if ctx is NULL;
@@ -152,11 +166,11 @@ typedef struct attn_context attn_context;
  * Release with attn_context_destroy. Thread-safe. */
 ATTN_API attn_status attn_context_create(attn_context **ctx);
 
-/* Stops the context's threads and frees its memory. NULL is a no-op.
+/** Stops the context's threads and frees its memory. NULL is a no-op.
  * Must not run while a forward call is using the context. */
 ATTN_API void attn_context_destroy(attn_context *ctx);
 
-/* Sets how many threads forward calls on this context use, the calling
+/** Sets how many threads forward calls on this context use, the calling
  * thread included: 1 means the calling thread only; n > 1 splits the work
  * over (batch, head, block of query rows) and over blocks of projection
  * rows. Results are bitwise identical for any thread count.
@@ -173,9 +187,13 @@ ATTN_API void attn_context_destroy(attn_context *ctx);
  * (n < 0 or n > 1024). Not thread-safe on the same context. */
 ATTN_API attn_status attn_context_set_num_threads(attn_context *ctx, int n);
 
+/** @} */
+
 /* ======================================================================
  * Masks
- * ======================================================================
+ * ====================================================================== */
+/**
+ * @defgroup masks Masks
  *
  * A mask says which keys each query may attend, per call. It references the
  * caller's arrays, copies nothing, and is read only by forward calls: the
@@ -197,27 +215,33 @@ ATTN_API attn_status attn_context_set_num_threads(attn_context *ctx, int n);
  * Polarity. keep != 0 means "attend", as in PyTorch's
  * F.scaled_dot_product_attention and ONNX Attention. (PyTorch's
  * nn.MultiheadAttention bool masks mean the opposite: "masked out".)
+ * @{
  */
+
+/** A mask: at most one array of each kind (valid lengths, boolean keep-mask,
+ * additive bias), referenced, not copied (see the Masks section above). */
 typedef struct attn_mask attn_mask;
 
-/* Creates an empty mask (nothing masked).
+/** Creates an empty mask (nothing masked).
  * Returns ATTN_ERR_NULL_POINTER (mask NULL), ATTN_ERR_OUT_OF_MEMORY; on
  * failure *mask is untouched. Release with attn_mask_destroy. Thread-safe. */
 ATTN_API attn_status attn_mask_create(attn_mask **mask);
 
-/* Frees the mask (not the caller's arrays it references). NULL is a no-op. */
+/** Frees the mask (not the caller's arrays it references). NULL is a no-op. */
 ATTN_API void attn_mask_destroy(attn_mask *mask);
 
-/* Removes every kind from the mask. Returns ATTN_ERR_NULL_POINTER if mask is
+/** Removes every kind from the mask. Returns ATTN_ERR_NULL_POINTER if mask is
  * NULL. */
 ATTN_API attn_status attn_mask_clear(attn_mask *mask);
 
-/* Valid lengths (D2L §10.3.1 masked_softmax, `valid_lens`; section numbers
+/** Valid lengths (D2L §10.3.1 masked_softmax, `valid_lens`; section numbers
  * here are those of D2L's classic edition, chapter 10 "Attention
  * Mechanisms"): for batch row b (and query i when per_query = 1), keys at
  * positions >= length are masked.
+ * @code{.unparsed}
  *   per_query = 0: lengths is [batch]; len_q is ignored.
  *   per_query = 1: lengths is [batch, len_q].
+ * @endcode
  * Each length is in [0, len_kv] of the op; 0 masks every key of that row,
  * whose outputs are then zeros (lse -INFINITY). (D2L's masked_softmax, which
  * masks with -1e6, gives uniform weights there instead.)
@@ -233,7 +257,7 @@ ATTN_API attn_status attn_mask_clear(attn_mask *mask);
 ATTN_API attn_status attn_mask_set_kv_lengths(attn_mask *mask, const int64_t *lengths,
                                               int64_t batch, int64_t len_q, int per_query);
 
-/* Boolean keep-mask: keep[b][h][i][j] != 0 means query i of head h of batch
+/** Boolean keep-mask: keep[b][h][i][j] != 0 means query i of head h of batch
  * row b may attend key j. Shape [mb, mh, mq, len_kv], broadcast as above
  * (heads is the op's heads_q).
  * Returns ATTN_ERR_NULL_POINTER (mask NULL, or keep NULL with a non-empty
@@ -242,26 +266,32 @@ ATTN_API attn_status attn_mask_set_kv_lengths(attn_mask *mask, const int64_t *le
 ATTN_API attn_status attn_mask_set_bool(attn_mask *mask, const uint8_t *keep,
                                         int64_t mb, int64_t mh, int64_t mq, int64_t len_kv);
 
-/* Additive bias: bias[b][h][i][j] is added to scale·q_i·k_j before the
+/** Additive bias: bias[b][h][i][j] is added to scale·q_i·k_j before the
  * softmax (ALiBi, relative positions, a float attention mask). -INFINITY masks
  * the key; +INFINITY and NaN are not meaningful and make the row NaN. Shape and
  * broadcasting as for attn_mask_set_bool; the statuses are the same. */
 ATTN_API attn_status attn_mask_set_bias(attn_mask *mask, const float *bias,
                                         int64_t mb, int64_t mh, int64_t mq, int64_t len_kv);
 
+/** @} */
+
 /* ======================================================================
  * Scaled dot-product attention (SDPA)
- * ======================================================================
+ * ====================================================================== */
+/**
+ * @defgroup sdpa Scaled dot-product attention (SDPA)
  *
  * For every batch row b and query head h (Vaswani et al. 2017, eq. 1;
  * D2L §10.3.3):
  *
+ * @code{.unparsed}
  *   logits[i][j] = scale · Σ_d Q[b,h,i,d] · K[b,g,j,d] + bias[b,h,i,j]
  *   weights[i][j] = exp(logits[i][j] − m_i) / Σ_j' exp(logits[i][j'] − m_i)
  *                   over the visible keys j (0 for masked keys),
  *                   m_i = max over the visible keys
  *   out[b,h,i,:]  = Σ_j weights[i][j] · V[b,g,j,:]
  *   lse[b,h,i]    = m_i + log Σ_j exp(logits[i][j] − m_i)
+ * @endcode
  *
  * where g = h / (heads_q / heads_kv) is the key/value head that query head h
  * reads (grouped-query attention, Ainslie et al. 2023; multi-query when
@@ -271,11 +301,13 @@ ATTN_API attn_status attn_mask_set_bias(attn_mask *mask, const float *bias,
  * PyTorch SDPA and nn.MultiheadAttention give NaN).
  *
  * Causal alignment (ATTN_CAUSAL_*): with len_q queries and len_kv keys,
+ * @code{.unparsed}
  *   TOP_LEFT      query i sees keys j <= i                  (PyTorch is_causal,
  *                                                            ONNX without cache)
  *   BOTTOM_RIGHT  query i sees keys j <= i + len_kv − len_q (FlashAttention 2;
  *                                                            the last query sees
  *                                                            every key: decoding)
+ * @endcode
  * With BOTTOM_RIGHT and len_q > len_kv, the first len_q − len_kv queries see
  * no key (their outputs are zeros).
  *
@@ -288,33 +320,36 @@ ATTN_API attn_status attn_mask_set_bias(attn_mask *mask, const float *bias,
  * O(block_q × len_kv) floats per thread, kept in the context. libattn never
  * allocates a [batch, heads, len_q, len_kv] buffer: only the caller's
  * `weights` array, when passed, holds one.
+ * @{
  */
 
-/* Memory layout of q, k, v and out. */
+/** Memory layout of q, k, v and out. */
 typedef enum attn_layout {
-    ATTN_LAYOUT_BHSD = 0, /* [batch, heads, seq, dim] (the default) */
-    ATTN_LAYOUT_BSHD = 1  /* [batch, seq, heads, dim], i.e. [B, S, H·D]: the
+    ATTN_LAYOUT_BHSD = 0, /**< [batch, heads, seq, dim] (the default) */
+    ATTN_LAYOUT_BSHD = 1  /**< [batch, seq, heads, dim], i.e. [B, S, H·D]: the
                              output of a projection, read in place through the
                              leading dimension H·D, never copied */
 } attn_layout;
 
-/* Which keys a query may see by position (see the table above). */
+/** Which keys a query may see by position (see the table above). */
 typedef enum attn_causal {
-    ATTN_CAUSAL_NONE         = 0, /* no positional restriction (the default) */
-    ATTN_CAUSAL_TOP_LEFT     = 1, /* query i sees keys j <= i */
-    ATTN_CAUSAL_BOTTOM_RIGHT = 2  /* query i sees keys j <= i + len_kv - len_q */
+    ATTN_CAUSAL_NONE         = 0, /**< no positional restriction (the default) */
+    ATTN_CAUSAL_TOP_LEFT     = 1, /**< query i sees keys j <= i */
+    ATTN_CAUSAL_BOTTOM_RIGHT = 2  /**< query i sees keys j <= i + len_kv - len_q */
 } attn_causal;
 
-/* An SDPA operation: shapes and options. Immutable during forward, so one op
+/** An SDPA operation: shapes and options. Immutable during forward, so one op
  * may serve many threads at once (each with its own context); the setters
  * must not run while a forward call uses the op. */
 typedef struct attn_sdpa attn_sdpa;
 
-/* Creates an SDPA operation for
+/** Creates an SDPA operation for
+ * @code{.unparsed}
  *   q   [batch, heads_q,  len_q,  dim_qk]
  *   k   [batch, heads_kv, len_kv, dim_qk]
  *   v   [batch, heads_kv, len_kv, dim_v]
  *   out [batch, heads_q,  len_q,  dim_v]
+ * @endcode
  * (BHSD; see attn_sdpa_set_layout for BSHD), with layout BHSD, scale
  * 1/sqrt(dim_qk) and no causal restriction.
  * Ranges: batch, len_q, len_kv >= 0; heads_q, heads_kv, dim_qk, dim_v >= 1;
@@ -329,24 +364,25 @@ ATTN_API attn_status attn_sdpa_create(attn_sdpa **op, int64_t batch, int64_t hea
                                       int64_t heads_kv, int64_t len_q, int64_t len_kv,
                                       int64_t dim_qk, int64_t dim_v);
 
-/* Frees the operation. NULL is a no-op. */
+/** Frees the operation. NULL is a no-op. */
 ATTN_API void attn_sdpa_destroy(attn_sdpa *op);
 
-/* Sets the layout of q, k, v and out (weights and lse are always
+/** Sets the layout of q, k, v and out (weights and lse are always
  * [batch, heads_q, len_q, ...]). Returns ATTN_ERR_NULL_POINTER,
  * ATTN_ERR_INVALID_ARGUMENT (not an attn_layout value). */
 ATTN_API attn_status attn_sdpa_set_layout(attn_sdpa *op, attn_layout layout);
 
-/* Sets the factor applied to q·k (default 1/sqrt(dim_qk), Vaswani et al. §3.2.1).
+/** Sets the factor applied to q·k (default 1/sqrt(dim_qk), Vaswani et al. §3.2.1).
  * Any finite value is accepted. Returns ATTN_ERR_NULL_POINTER,
  * ATTN_ERR_INVALID_ARGUMENT (NaN or ±Inf). */
 ATTN_API attn_status attn_sdpa_set_scale(attn_sdpa *op, float scale);
 
-/* Sets the causal alignment. Returns ATTN_ERR_NULL_POINTER,
+/** Sets the causal alignment. Returns ATTN_ERR_NULL_POINTER,
  * ATTN_ERR_INVALID_ARGUMENT (not an attn_causal value). */
 ATTN_API attn_status attn_sdpa_set_causal(attn_sdpa *op, attn_causal causal);
 
-/* Computes attention (formula above).
+/** Computes attention (formula above).
+ * @code{.unparsed}
  *   q       [B, Hq, Lq, Dqk]  (or [B, Lq, Hq, Dqk] with ATTN_LAYOUT_BSHD)
  *   k       [B, Hkv, Lkv, Dqk] (or BSHD)
  *   v       [B, Hkv, Lkv, Dv]  (or BSHD)
@@ -358,6 +394,7 @@ ATTN_API attn_status attn_sdpa_set_causal(attn_sdpa *op, attn_causal causal);
  *   lse     NULL, or [B, Hq, Lq] (always this order): natural log of the
  *           softmax denominator, log Σ_j exp(scale·q·k_j + bias_j) over the
  *           visible keys; -INFINITY for a row with no visible key
+ * @endcode
  * The inputs must not overlap the outputs.
  * Returns ATTN_ERR_NULL_POINTER (ctx, op, or a non-empty tensor NULL),
  * ATTN_ERR_SHAPE_MISMATCH (mask shapes do not fit the op),
@@ -371,18 +408,24 @@ ATTN_API attn_status attn_sdpa_forward(attn_context *ctx, const attn_sdpa *op,
                                        const attn_mask *mask, float *out, float *weights,
                                        float *lse);
 
+/** @} */
+
 /* ======================================================================
  * Multi-head attention layer (PyTorch nn.MultiheadAttention numbers)
- * ======================================================================
+ * ====================================================================== */
+/**
+ * @defgroup mha Multi-head attention layer (PyTorch nn.MultiheadAttention numbers)
  *
  * Vaswani et al. 2017 §3.2.2; D2L §10.5. With head_dim = embed_dim / num_heads
  * and g = h / (num_heads / num_kv_heads):
  *
+ * @code{.unparsed}
  *   Q = query · Wqᵀ + bq      [batch, len_q,  embed_dim]
  *   K = key   · Wkᵀ + bk      [batch, len_kv, num_kv_heads · head_dim]
  *   V = value · Wvᵀ + bv      [batch, len_kv, num_kv_heads · head_dim]
  *   A_h = softmax(Q_h K_gᵀ / sqrt(head_dim) + masks) V_g   for every head h
  *   out = concat_h(A_h) · Woᵀ + bo
+ * @endcode
  *
  * Head h owns columns h·head_dim .. (h+1)·head_dim − 1 of Q and of A (and kv
  * head g those of K and V), exactly as torch.nn.MultiheadAttention splits its
@@ -408,27 +451,30 @@ ATTN_API attn_status attn_sdpa_forward(attn_context *ctx, const attn_sdpa *op,
  * projection is one more sgemm. The projected activations live in the
  * context's workspace, so memory is O(batch · len · embed_dim) plus the
  * attention's O(block × len_kv) per thread.
+ * @{
  */
 
-/* Which projection attn_mha_set_weights sets. Values fixed forever. */
+/** Which projection attn_mha_set_weights sets. Values fixed forever. */
 typedef enum attn_proj {
-    ATTN_PROJ_Q = 0,  /* weight [embed_dim, embed_dim], bias [embed_dim] */
-    ATTN_PROJ_K = 1,  /* weight [num_kv_heads·head_dim, kdim], bias [num_kv_heads·head_dim] */
-    ATTN_PROJ_V = 2,  /* weight [num_kv_heads·head_dim, vdim], bias [num_kv_heads·head_dim] */
-    ATTN_PROJ_O = 3   /* weight [embed_dim, embed_dim], bias [embed_dim] */
+    ATTN_PROJ_Q = 0,  /**< weight [embed_dim, embed_dim], bias [embed_dim] */
+    ATTN_PROJ_K = 1,  /**< weight [num_kv_heads·head_dim, kdim], bias [num_kv_heads·head_dim] */
+    ATTN_PROJ_V = 2,  /**< weight [num_kv_heads·head_dim, vdim], bias [num_kv_heads·head_dim] */
+    ATTN_PROJ_O = 3   /**< weight [embed_dim, embed_dim], bias [embed_dim] */
 } attn_proj;
 
-/* A multi-head attention layer: its shapes, a copy of its four projections,
+/** A multi-head attention layer: its shapes, a copy of its four projections,
  * and its causal setting. Immutable during forward: one layer may serve many
  * threads at once, each with its own context; the setters must not run while
  * a forward call uses the layer. */
 typedef struct attn_mha attn_mha;
 
-/* Creates a layer with no weights set (forward is ATTN_ERR_STATE until all
+/** Creates a layer with no weights set (forward is ATTN_ERR_STATE until all
  * four projections are set) and no causal restriction.
+ * @code{.unparsed}
  *   embed_dim, num_heads, num_kv_heads, kdim, vdim >= 1;
  *   embed_dim a multiple of num_heads, num_heads a multiple of num_kv_heads;
  *   bias 1: every projection has a bias vector; 0: none has.
+ * @endcode
  * Returns ATTN_ERR_NULL_POINTER (mha NULL), ATTN_ERR_INVALID_ARGUMENT (a size
  * below 1, bias not 0 or 1), ATTN_ERR_SHAPE_MISMATCH (embed_dim % num_heads,
  * num_heads % num_kv_heads), ATTN_ERR_SIZE_OVERFLOW (a weight's byte count),
@@ -439,10 +485,10 @@ ATTN_API attn_status attn_mha_create(attn_mha **mha, int64_t embed_dim, int64_t 
                                      int64_t num_kv_heads, int64_t kdim, int64_t vdim,
                                      int bias);
 
-/* Frees the layer and its weights. NULL is a no-op. */
+/** Frees the layer and its weights. NULL is a no-op. */
 ATTN_API void attn_mha_destroy(attn_mha *mha);
 
-/* Copies one projection: weight is row-major [out_features, in_features] like
+/** Copies one projection: weight is row-major [out_features, in_features] like
  * torch.nn.Linear.weight (shapes in attn_proj), bias is [out_features].
  * The caller's arrays are not referenced after the call.
  * Returns ATTN_ERR_NULL_POINTER (mha or weight NULL; bias NULL on a layer
@@ -452,11 +498,12 @@ ATTN_API void attn_mha_destroy(attn_mha *mha);
 ATTN_API attn_status attn_mha_set_weights(attn_mha *mha, attn_proj which, const float *weight,
                                           const float *bias);
 
-/* Sets the causal alignment of the attention (see attn_causal), in addition
+/** Sets the causal alignment of the attention (see attn_causal), in addition
  * to any mask. Returns ATTN_ERR_NULL_POINTER, ATTN_ERR_INVALID_ARGUMENT. */
 ATTN_API attn_status attn_mha_set_causal(attn_mha *mha, attn_causal causal);
 
-/* Runs the layer (formula above).
+/** Runs the layer (formula above).
+ * @code{.unparsed}
  *   query   [batch, len_q, embed_dim]
  *   key     [batch, len_kv, kdim]
  *   value   [batch, len_kv, vdim]   (self-attention: the same pointer thrice)
@@ -464,6 +511,7 @@ ATTN_API attn_status attn_mha_set_causal(attn_mha *mha, attn_causal causal);
  *   out     [batch, len_q, embed_dim], written completely
  *   weights NULL, or [batch, num_heads, len_q, len_kv]: each head's softmax
  *           probabilities (PyTorch's average_attn_weights=False)
+ * @endcode
  * batch, len_q, len_kv >= 0. out must not overlap the inputs.
  * Returns ATTN_ERR_NULL_POINTER (ctx, mha, or a non-empty tensor NULL),
  * ATTN_ERR_STATE (a projection not set; the message names which),
@@ -478,14 +526,20 @@ ATTN_API attn_status attn_mha_forward(attn_context *ctx, const attn_mha *mha, in
                                       const float *key, const float *value,
                                       const attn_mask *mask, float *out, float *weights);
 
+/** @} */
+
 /* ======================================================================
  * Additive (Bahdanau) attention
- * ======================================================================
+ * ====================================================================== */
+/**
+ * @defgroup additive Additive (Bahdanau) attention
  *
  * Bahdanau, Cho & Bengio 2015, eq. 6; D2L §10.3.2:
  *
+ * @code{.unparsed}
  *   score(q, k) = w_vᵀ tanh(W_q q + W_k k)
  *   out = masked softmax(scores) · V
+ * @endcode
  *
  * Queries and keys may have different sizes. The projections W_q q and W_k k
  * are computed once per query and per key (cblas_sgemm); the tanh and the dot
@@ -493,10 +547,13 @@ ATTN_API attn_status attn_mha_forward(attn_context *ctx, const attn_mha *mha, in
  * SDPA with a heads dimension of 1; the layer has no causal setting. An op is
  * immutable during forward and may be shared by threads, each with its own
  * context.
+ * @{
  */
+
+/** An additive attention op: its sizes and a copy of its weights. */
 typedef struct attn_additive attn_additive;
 
-/* Creates an additive attention op with no weights set.
+/** Creates an additive attention op with no weights set.
  * query_dim, key_dim, hidden >= 1.
  * Returns ATTN_ERR_NULL_POINTER (op NULL), ATTN_ERR_INVALID_ARGUMENT (a size
  * below 1), ATTN_ERR_SIZE_OVERFLOW, ATTN_ERR_UNSUPPORTED (a size above
@@ -505,23 +562,25 @@ typedef struct attn_additive attn_additive;
 ATTN_API attn_status attn_additive_create(attn_additive **op, int64_t query_dim,
                                           int64_t key_dim, int64_t hidden);
 
-/* Frees the op. NULL is a no-op. */
+/** Frees the op. NULL is a no-op. */
 ATTN_API void attn_additive_destroy(attn_additive *op);
 
-/* Copies the weights: w_q [hidden, query_dim], w_k [hidden, key_dim] (as
+/** Copies the weights: w_q [hidden, query_dim], w_k [hidden, key_dim] (as
  * torch.nn.Linear(query_dim, hidden, bias=False).weight), w_v [hidden].
  * Returns ATTN_ERR_NULL_POINTER (op or any weight NULL). Not thread-safe on
  * the same op. */
 ATTN_API attn_status attn_additive_set_weights(attn_additive *op, const float *w_q,
                                                const float *w_k, const float *w_v);
 
-/* Computes additive attention.
+/** Computes additive attention.
+ * @code{.unparsed}
  *   queries [batch, len_q, query_dim]
  *   keys    [batch, len_kv, key_dim]
  *   values  [batch, len_kv, dim_v]
  *   mask    NULL, or a mask for batch, 1 head, len_q, len_kv
  *   out     [batch, len_q, dim_v], written completely
  *   weights NULL or [batch, len_q, len_kv]
+ * @endcode
  * batch, len_q, len_kv >= 0; dim_v >= 1.
  * Returns ATTN_ERR_NULL_POINTER, ATTN_ERR_STATE (weights not set),
  * ATTN_ERR_INVALID_ARGUMENT (a size out of range, a valid length out of
@@ -534,21 +593,33 @@ ATTN_API attn_status attn_additive_forward(attn_context *ctx, const attn_additiv
                                            const float *keys, const float *values,
                                            const attn_mask *mask, float *out, float *weights);
 
+/** @} */
+
 /* ======================================================================
  * Nadaraya–Watson kernel regression
- * ======================================================================
+ * ====================================================================== */
+/**
+ * @defgroup nadaraya_watson Nadaraya–Watson kernel regression
  *
  * Nadaraya 1964, Watson 1964; D2L §10.2: attention pooling with a Gaussian
  * kernel over scalar queries x and keys x_i,
  *
+ * @code{.unparsed}
  *   score(x, x_i) = −((x − x_i) · w)² / 2
  *   f(x) = Σ_i softmax_i(score(x, x_i)) · y_i
+ * @endcode
  *
  * w = 1 is the non-parametric form; a learned w (D2L's parametric form)
  * narrows (|w| > 1) or widens the kernel.
+ * @{
+ */
+
+/** Nadaraya–Watson kernel regression (formula above).
+ * @code{.unparsed}
  *   queries [n_queries], keys [n_keys], values [n_keys]
  *   out     [n_queries], written completely
  *   weights NULL or [n_queries, n_keys]
+ * @endcode
  * n_queries, n_keys >= 0; with n_keys = 0 out is all zeros. The row maximum is
  * subtracted, so queries far from every key do not underflow to NaN.
  * Returns ATTN_ERR_NULL_POINTER (ctx, or a non-empty array NULL),
@@ -560,19 +631,32 @@ ATTN_API attn_status attn_nadaraya_watson(attn_context *ctx, int64_t n_queries, 
                                           const float *values, float w, float *out,
                                           float *weights);
 
+/** @} */
+
 /* ======================================================================
  * Positional encoding
- * ======================================================================
+ * ====================================================================== */
+/**
+ * @defgroup positional Positional encoding
  *
  * The sinusoidal encoding of Vaswani et al. 2017 §3.5 (D2L §10.6.3):
  *
+ * @code{.unparsed}
  *   P[p, 2i]     = sin(pos / base^(2i / dim))
  *   P[p, 2i + 1] = cos(pos / base^(2i / dim)),   pos = start + p
+ * @endcode
  *
  * for p = 0 .. len − 1 and i = 0 .. dim/2 − 1 (base = 10000 in the paper).
  * The angle is computed in double precision, so positions up to 10^6 and
  * beyond keep float32 accuracy (a float32 angle loses it past ~10^4).
+ * @{
+ */
+
+/** Writes the sinusoidal positional encoding (formula above) for positions
+ * start .. start + len − 1.
+ * @code{.unparsed}
  *   out [len, dim], written completely
+ * @endcode
  * len >= 0; dim >= 2 and even; start >= 0 with start + len within int64_t;
  * base finite and > 1.
  * Returns ATTN_ERR_NULL_POINTER (out NULL with len > 0),
@@ -582,6 +666,8 @@ ATTN_API attn_status attn_nadaraya_watson(attn_context *ctx, int64_t n_queries, 
  * needed. */
 ATTN_API attn_status attn_positional_encoding(float *out, int64_t len, int64_t dim, int64_t start,
                                               float base);
+
+/** @} */
 
 #ifdef __cplusplus
 }

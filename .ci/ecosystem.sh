@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# CI for libattn's ecosystem (issue 7): the C++ wrapper, the Rust crate, the
+# Python module, the HTML API reference and the Debian packages, each built
+# and tested against an installed libattn. .ci/run calls it after the main
+# build, from the repository root; it also runs alone (as root, on Debian 12):
+#     bash .ci/ecosystem.sh
+#
+# One line per step, then "ecosystem: N passed, M failed"; the exit status is
+# non-zero if any step failed. A failed step prints the end of its log.
+# Everything is built in a temporary folder, except that the Debian packages
+# are installed on the machine to be tested, and purged again at the end.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export DEBIAN_FRONTEND=noninteractive
+export LC_ALL=C.UTF-8
+
+tmp=$(mktemp -d)
+prefix=$tmp/prefix
+cleanup() {
+    if [ -e "$tmp/debs-installed" ]; then
+        apt-get purge -y -qq libattn1 libattn-dev attn-tools >/dev/null 2>&1 || true
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+declare -A ok=()
+
+# step NAME NEEDED-STEP|- FUNCTION: runs FUNCTION in a subshell with `set -e`
+# and its output in a log, prints one line, and counts the step as failed
+# without running it when the step it needs failed.
+step() {
+    local name=$1 needs=$2 fn=$3 log="$tmp/log.$3" start=$SECONDS detail="" rc
+    if [ "$needs" != - ] && [ -z "${ok[$needs]:-}" ]; then
+        echo "ecosystem: $name: FAILED (not run: needs $needs)"
+        failed=$((failed + 1))
+        return
+    fi
+    # Not in an `if`: there, bash would ignore set -e inside the function.
+    (set -e; "$fn") >"$log" 2>&1
+    rc=$?
+    if [ "$rc" = 0 ]; then
+        [ -s "$tmp/detail" ] && detail=", $(cat "$tmp/detail")"
+        echo "ecosystem: $name: ok ($((SECONDS - start)) s$detail)"
+        ok[$fn]=1
+        passed=$((passed + 1))
+    else
+        echo "ecosystem: $name: FAILED ($((SECONDS - start)) s); end of its log:"
+        tail -n 40 "$log" | sed 's/^/    /'
+        failed=$((failed + 1))
+    fi
+    rm -f "$tmp/detail"
+}
+say() { echo "$*" >"$tmp/detail"; }
+
+# ---- the steps ----------------------------------------------------------------
+
+deps() {
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends \
+        meson ninja-build pkg-config gcc g++ libc6-dev python3 python3-numpy \
+        libopenblas-dev libcmocka-dev libjson-c-dev \
+        doxygen debhelper dpkg-dev fakeroot lintian
+    # The machine image has rustup's cargo in ~/.cargo/bin; else Debian's.
+    if ! command -v cargo >/dev/null && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
+        export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null; then
+        apt-get install -y -qq --no-install-recommends cargo
+    fi
+    cargo --version
+}
+
+install_prefix() {
+    meson setup "$tmp/build-install" --prefix="$prefix" --libdir=lib -Dtests=false
+    meson install -C "$tmp/build-install" --quiet
+    test -f "$prefix/include/attn.hpp"
+    PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs attn
+    say "prefix $prefix"
+}
+
+with_prefix() { env PKG_CONFIG_PATH="$prefix/lib/pkgconfig" "$@"; }
+
+cxx_example() {
+    # shellcheck disable=SC2046
+    c++ -std=c++17 -Wall -Wextra -Wpedantic -Werror examples/cpp/wrapper_example.cpp \
+        $(with_prefix pkg-config --cflags --libs attn) -Wl,-rpath,"$prefix/lib" \
+        -o "$tmp/wrapper_example"
+    "$tmp/wrapper_example" | tee "$tmp/cxx.txt"
+    grep -q '^   0.5379 -0.0265$' "$tmp/cxx.txt"
+    grep -q '^  0.1303 0.4630 0.4067$' "$tmp/cxx.txt"
+    grep -q '^Padded means: 0.5000 5.5000$' "$tmp/cxx.txt"
+    grep -q 'attn::error (status 3): attn::sdpa::forward: q has 5 elements' "$tmp/cxx.txt"
+}
+
+cxx_wrapper_test() {
+    # tests/test_cxx_wrapper.cpp against the installed attn.hpp (meson test
+    # also runs it in-tree).
+    cc -std=c11 -c tests/test_util.c -I"$prefix/include" -o "$tmp/test_util.o"
+    # shellcheck disable=SC2046
+    c++ -std=c++17 -Wall -Wextra -Wpedantic -Werror tests/test_cxx_wrapper.cpp \
+        "$tmp/test_util.o" -Itests $(with_prefix pkg-config --cflags --libs attn cmocka) -lm \
+        -Wl,-rpath,"$prefix/lib" -o "$tmp/test_cxx_wrapper"
+    "$tmp/test_cxx_wrapper" 2>&1 | tee "$tmp/cxxtest.txt"
+    say "$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test(s)\./\1 tests passed/p' "$tmp/cxxtest.txt")"
+}
+
+rust_crate() {
+    # A copy, so that Cargo.lock and target/ stay out of the work tree.
+    cp -r examples/rust "$tmp/rust"
+    cd "$tmp/rust"
+    rm -rf target Cargo.lock   # if cargo ran in the tree
+    export PKG_CONFIG_PATH="$prefix/lib/pkgconfig" CARGO_TARGET_DIR="$tmp/rust/target"
+    cargo --version
+    cargo test --offline 2>&1 | tee "$tmp/cargo.txt"
+    cargo run --offline --quiet --example uva | tee "$tmp/uva.txt"
+    grep -q '^   0.5379 -0.0265$' "$tmp/uva.txt"
+    say "$(awk '/^test result:/ {n += $4} END {print n " tests passed"}' "$tmp/cargo.txt")"
+}
+
+python_module() {
+    # The module finds the library by its soname, libattn.so.1.
+    LD_LIBRARY_PATH="$prefix/lib" /usr/bin/python3 tests/test_python.py 2>&1 | tee "$tmp/py.txt"
+    say "$(grep -o 'Ran [0-9]* tests' "$tmp/py.txt")"
+}
+
+api_reference() {
+    meson setup "$tmp/build-docs" -Dtests=false
+    meson compile -C "$tmp/build-docs" docs
+    local log="$tmp/build-docs/docs/doxygen-warnings.log"
+    test -f "$tmp/build-docs/docs/html/index.html"
+    test -f "$log"
+    cat "$log"
+    local n
+    n=$(grep -c 'warning' "$log" || true)
+    say "doxygen $(doxygen --version), $n warnings"
+    [ "$n" = 0 ]
+}
+
+deb_build() {
+    # dpkg-buildpackage writes into the parent folder: build in a copy.
+    mkdir -p "$tmp/deb/attn"
+    local f
+    for f in * .ci; do
+        case $f in build*) ;; *) cp -a "$f" "$tmp/deb/attn/" ;; esac
+    done
+    rm -rf "$tmp/deb/attn/examples/rust/target"   # if cargo ran in the tree
+    cd "$tmp/deb/attn"
+    DEB_BUILD_OPTIONS=nocheck DEB_BUILD_PROFILES=nocheck dpkg-buildpackage -us -uc -b
+    cd ..
+    ls -l ./*.deb ./*.changes
+    local d names=""
+    for d in ./*.deb; do
+        case $d in *-dbgsym_*) ;; *) names="$names ${d#./}" ;; esac
+    done
+    say "${names# }"
+}
+
+deb_install() {
+    cd "$tmp/deb"
+    touch "$tmp/debs-installed"   # purged again at exit
+    apt-get install -y -qq ./libattn1_*.deb ./libattn-dev_*.deb ./attn-tools_*.deb
+    dpkg -s libattn1 libattn-dev attn-tools | grep -E '^(Package|Version|Status)'
+    # Built against the packages: pkg-config from /usr, the library from the
+    # loader's default path (no rpath, no LD_LIBRARY_PATH).
+    env -u PKG_CONFIG_PATH pkg-config --modversion attn
+    # shellcheck disable=SC2046
+    cc -std=c11 -Wall -Wextra -Werror "$root/examples/c/seed_example.c" \
+        $(env -u PKG_CONFIG_PATH pkg-config --cflags --libs attn) -o "$tmp/seed_example_deb"
+    "$tmp/seed_example_deb" | tee "$tmp/deb_c.txt"
+    grep -q '0.5379, -0.0265' "$tmp/deb_c.txt"
+    # shellcheck disable=SC2046
+    c++ -std=c++17 -Wall -Wextra -Werror "$root/examples/cpp/wrapper_example.cpp" \
+        $(env -u PKG_CONFIG_PATH pkg-config --cflags --libs attn) -o "$tmp/wrapper_deb"
+    "$tmp/wrapper_deb" | grep -q '^   0.5379 -0.0265$'
+    env -u LD_LIBRARY_PATH /usr/bin/python3 -c \
+        "import sys; sys.path.insert(0, '$root/python'); import attn; print('python:', attn.version())"
+    attn --help >/dev/null
+    test -f /usr/share/man/man1/attn.1.gz
+    ldd "$(command -v attn)" | grep 'libattn.so.1 => /lib\|libattn.so.1 => /usr/lib'
+    say "seed_example.c, wrapper_example.cpp, attn.py and attn against /usr"
+}
+
+deb_lintian() {
+    cd "$tmp/deb"
+    local status=0 e w i
+    lintian --fail-on error --display-info ./*.changes >"$tmp/lintian.txt" 2>&1 || status=$?
+    cat "$tmp/lintian.txt"
+    e=$(grep -c '^E: ' "$tmp/lintian.txt" || true)
+    w=$(grep -c '^W: ' "$tmp/lintian.txt" || true)
+    i=$(grep -c '^I: ' "$tmp/lintian.txt" || true)
+    say "$e errors, $w warnings, $i infos: $(grep -E '^(E|W): ' "$tmp/lintian.txt" \
+        | awk '{print $3}' | sort | uniq -c | awk '{print $2 " x" $1}' | tr '\n' ' ' | sed 's/ $//')"
+    [ "$status" = 0 ] && [ "$e" = 0 ]
+}
+
+total=$SECONDS
+step "dependencies (apt)" - deps
+# deps may have put ~/.cargo/bin on PATH inside its own subshell: repeat here.
+if ! command -v cargo >/dev/null && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
+    export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+fi
+step "install into a temporary prefix" deps install_prefix
+step "C++ example (examples/cpp/wrapper_example.cpp, pkg-config)" install_prefix cxx_example
+step "C++ wrapper test (tests/test_cxx_wrapper.cpp, installed attn.hpp)" install_prefix \
+    cxx_wrapper_test
+step "Rust crate (examples/rust: cargo test, cargo run --example uva)" install_prefix rust_crate
+step "Python module (tests/test_python.py against NumPy)" install_prefix python_module
+step "API reference (meson compile docs, Doxygen warnings)" deps api_reference
+step "Debian packages (dpkg-buildpackage -us -uc -b, nocheck)" deps deb_build
+step "Debian packages installed, examples built with pkg-config" deb_build deb_install
+step "lintian" deb_build deb_lintian
+echo "ecosystem: took $((SECONDS - total)) s"
+echo "ecosystem: $passed passed, $failed failed"
+[ "$failed" = 0 ]
