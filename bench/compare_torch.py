@@ -99,8 +99,13 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)  # 1.13 defaults to 1 here
 
-    rows = [r for r in run_bench(args.bench, args.threads, args.quick, args.runs)
-            if "median_ms" in r and r["len_q"] > 1]
+    all_rows = run_bench(args.bench, args.threads, args.quick, args.runs)
+    # Decode and the memory-only row have no PyTorch counterpart timed here;
+    # they are passed through to the JSON output as attn-bench gave them.
+    rows = [r for r in all_rows if "median_ms" in r and r["len_q"] > 1]
+    for r in all_rows:
+        if r not in rows:
+            print(json.dumps(r), file=sys.stderr)
     print(f"{'configuration':28} {'libattn ms':>10} {'torch ms':>10} {'speed-up':>9}")
     for r in rows:
         t = torch_mha(r, args.runs) if r["name"].startswith("mha") else torch_sdpa(r, args.runs)
