@@ -16,19 +16,37 @@ typedef struct kernel_arg {
     float w;
 } kernel_arg;
 
+/* ((x − x_i)·w)², in double: in float the product overflows for large w or
+ * far-apart points (w = 1e20 gives Inf), turning every logit into −Inf. */
+static double scaled_sq_distance(float x, float key, float w)
+{
+    double t = ((double)x - (double)key) * (double)w;
+    return t * t;
+}
+
+/* The logits −((x − x_i)·w)²/2 of one query, shifted by the row's largest
+ * logit (computed in double) before they are rounded to float, so that the
+ * nearest key's logit is exactly 0 and no row of finite logits rounds to all
+ * −Inf. The softmax does not change under the shift. */
+static void gaussian_row(float x, const float *keys, float w, int64_t n, float *s)
+{
+    double nearest = INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+        double d2 = scaled_sq_distance(x, keys[j], w);
+        nearest = d2 < nearest ? d2 : nearest;
+    }
+    for (int64_t j = 0; j < n; j++)
+        s[j] = (float)(-0.5 * (scaled_sq_distance(x, keys[j], w) - nearest));
+}
+
 static void gaussian_logits(const void *arg, int64_t b, int64_t h, int64_t i0, int64_t rows,
                             int64_t n, float *s)
 {
     (void)b;
     (void)h;
     const kernel_arg *x = arg;
-    for (int64_t r = 0; r < rows; r++) {
-        float q = x->queries[i0 + r];
-        for (int64_t j = 0; j < n; j++) {
-            float d = (q - x->keys[j]) * x->w;
-            s[r * n + j] = -0.5f * d * d;
-        }
-    }
+    for (int64_t r = 0; r < rows; r++)
+        gaussian_row(x->queries[i0 + r], x->keys, x->w, n, s + r * n);
 }
 
 attn_status attn_nadaraya_watson(attn_context *ctx, int64_t n_queries, int64_t n_keys,
