@@ -34,7 +34,11 @@
 
 #include "reliability_util.h"
 
-enum { THREADS = 8, ITERS = 200, OPS = 3 };
+enum { THREADS = 8, MAX_ITERS = 200, OPS = 3 };
+/* 200 iterations per thread; ATTN_TEST_QUICK=1 (set by .ci/reliability.sh
+ * for the Valgrind run only, where threads are serialized and every call
+ * ~50x slower) makes it 20. The ThreadSanitizer run uses the full 200. */
+static int ITERS = MAX_ITERS;
 enum { OP_SDPA, OP_MHA, OP_ADD };
 
 /* SDPA [B, H, L, D] with GQA and two blocks of query rows */
@@ -63,7 +67,7 @@ static uint8_t g_keep[LQ * LKV];
 static float g_bias[HQ * LKV], g_add_bias[ALQ * ALKV];
 
 /* digests[op][input]: the single-threaded results */
-static uint64_t g_digest[OPS][THREADS * ITERS];
+static uint64_t g_digest[OPS][THREADS * MAX_ITERS];
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n)
 {
@@ -181,6 +185,11 @@ static void *thread_main(void *arg)
 static int setup(void **state)
 {
     (void)state;
+    const char *quick = getenv("ATTN_TEST_QUICK");
+    if (quick && *quick && *quick != '0') {
+        ITERS = 20;
+        print_message("concurrency: quick mode (ATTN_TEST_QUICK): %d iterations\n", ITERS);
+    }
     tu_rng r;
     tu_rng_seed(&r, 606);
     for (int x = 0; x < LQ * LKV; x++)

@@ -18,6 +18,8 @@
  *    key, out bitwise its value row; when that key is also masked, zeros and
  *    lse = -INFINITY; the same for the multi-head and additive layers
  *    (against their float64 references);
+ *  - Nadaraya–Watson far from every key (|(x − x_i)·w| up to 1e20): the
+ *    nearest key's value, as the float64 reference gives;
  *  - subnormal q, k, v, scale and bias: finite results equal to the
  *    reference (within the spacing of subnormals for subnormal outputs), and
  *    the caller's thread still computes with subnormals afterwards (libattn
@@ -514,6 +516,57 @@ static void test_subnormal_inputs(void **state)
     assert_true(fpclassify(tiny / 16.0f) == FP_SUBNORMAL);
 }
 
+/* ---- Nadaraya–Watson far from every key ------------------------------------------- */
+
+/* attn.h: "The row maximum is subtracted, so queries far from every key do
+ * not underflow to NaN". Far enough that the float square ((x − x_i)·w)²
+ * overflows (|(x − x_i)·w| > 1.8e19), every logit of the row would be −Inf
+ * — a row with no visible key — while the float64 reference gives the
+ * nearest key all the weight. Each case's differences are exact in float. */
+static void test_nadaraya_watson_far_from_every_key(void **state)
+{
+    (void)state;
+    static const struct {
+        float q, w;
+        float keys[3], values[3];
+    } cases[] = {
+        {0.0f, 1e20f, {1.0f, 2.0f, 4.0f}, {5.0f, 7.0f, 11.0f}},       /* w huge */
+        {3e19f, 1.0f, {0.0f, 1e19f, -1e19f}, {5.0f, 7.0f, 11.0f}},    /* x far */
+        {-4e19f, 0.5f, {0.0f, -1e19f, 2e19f}, {-1.0f, 3.0f, 2.0f}},
+        {0.0f, 1e19f, {1.0f, 2.0f, 4.0f}, {5.0f, 7.0f, 11.0f}},       /* just below */
+    };
+    attn_context *ctx = NULL;
+    assert_int_equal(attn_context_create(&ctx), ATTN_OK);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        float out = NAN, w[3] = {NAN, NAN, NAN};
+        assert_int_equal(attn_nadaraya_watson(ctx, 1, 3, &cases[c].q, cases[c].keys,
+                                              cases[c].values, cases[c].w, &out, w),
+                         ATTN_OK);
+        /* float64 reference: −((x − x_i)·w)²/2, max subtracted */
+        double l[3], m = -INFINITY, sum = 0.0, ref_out = 0.0, ref_w[3];
+        for (int j = 0; j < 3; j++) {
+            double d = ((double)cases[c].q - cases[c].keys[j]) * cases[c].w;
+            l[j] = -0.5 * d * d;
+            m = fmax(m, l[j]);
+        }
+        for (int j = 0; j < 3; j++)
+            sum += exp(l[j] - m);
+        for (int j = 0; j < 3; j++) {
+            ref_w[j] = exp(l[j] - m) / sum;
+            ref_out += ref_w[j] * cases[c].values[j];
+        }
+        char what[96];
+        snprintf(what, sizeof what, "nadaraya-watson x %g, w %g: out", (double)cases[c].q,
+                 (double)cases[c].w);
+        assert_true(ru_close(what, &out, &ref_out, 1, 1, TOL));
+        snprintf(what, sizeof what, "nadaraya-watson x %g, w %g: weights", (double)cases[c].q,
+                 (double)cases[c].w);
+        assert_true(ru_close(what, w, ref_w, 3, 3, TOL));
+        cases_checked++;
+    }
+    attn_context_destroy(ctx);
+}
+
 static int report(void **state)
 {
     (void)state;
@@ -533,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_neg_inf_bias_on_all_keys_but_one),
         cmocka_unit_test(test_neg_inf_bias_all_but_one_in_the_layers),
         cmocka_unit_test(test_subnormal_inputs),
+        cmocka_unit_test(test_nadaraya_watson_far_from_every_key),
     };
     return cmocka_run_group_tests_name("numeric_edges", tests, NULL, report);
 }

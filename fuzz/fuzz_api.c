@@ -1,0 +1,486 @@
+/*
+ * fuzz_api.c — libFuzzer target for libattn's public API.
+ *
+ * Each input is decoded into one problem: an operation (SDPA, multi-head
+ * attention, additive attention, Nadaraya–Watson), small shapes (batch 0–3,
+ * up to 140 query rows so that blocks of 64 rows and, for the layers, blocks
+ * of 256 projection rows are crossed, up to 40 keys, dims up to 16),
+ * options (layout, causal, scale — valid or not), a mask (per-batch or
+ * per-query valid lengths, a boolean mask, an additive bias with -Inf and
+ * ±1e30; random broadcasting, sometimes mismatched on purpose), the thread
+ * count, and data: quantized values from a PRNG seeded by the input, with at
+ * most one NaN, +Inf or -Inf in one query, key or value row (or bias).
+ *
+ * Checks (any failure aborts, as does any ASan/UBSan report):
+ *   - every call returns the status its arguments call for: ATTN_OK for a
+ *     valid call, the documented error otherwise, with attn_last_error()
+ *     naming the function; a failed create leaves its out-pointer alone;
+ *   - a failed forward writes no output byte;
+ *   - a successful forward agrees with the float64 reference of fuzz_ref.c
+ *     within its error bounds — out, weights, lse — with NaN and Inf where
+ *     attn.h puts them: a value's NaN may reach rows that do not see it only
+ *     through the 0·NaN of P·V, and never from beyond a batch row's
+ *     per-batch valid length;
+ *   - the same call again on the same context gives bitwise the same
+ *     outputs.
+ * Data are multiples of 1/8 (weights 1/16), so float32 dot products and
+ * projections are exact and the reference's bounds stay tight. Out of scope
+ * here: Nadaraya–Watson with |(x − x_i)·w| beyond ~1.8e19, where the float
+ * square overflows (tests/test_numeric_edges.c checks that case), so w is
+ * at most 1e18.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <attn.h>
+
+#include "fuzz_common.h"
+
+static char sentinel_obj;
+#define SENTINEL ((void *)&sentinel_obj)
+
+/* Applies p to a [B, heads, len, dim] tensor (BHSD or BSHD). */
+static void apply_poison(const poison *p, int which, float *x, int bshd, int64_t heads,
+                         int64_t len, int64_t dim)
+{
+    if (p->tensor != which)
+        return;
+    for (int64_t d = 0; d < (p->whole ? dim : 1); d++) {
+        int64_t at = bshd ? ((p->b * len + p->s) * heads + p->h) * dim + d
+                          : ((p->b * heads + p->h) * len + p->s) * dim + d;
+        x[at] = p->value;
+    }
+}
+
+static double *to_double(const float *x, int64_t n)
+{
+    double *y = xalloc((size_t)n * sizeof *y);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i];
+    return y;
+}
+
+/* Whether a NaN out of row (b, g) may come from a poisoned value it does
+ * not see (0·NaN in P·V): only if the value is read at all. */
+static int zero_nan_allowed(const poison *p, const fmask *m, int64_t b, int64_t g, int64_t Lkv)
+{
+    return p->tensor == 3 && p->b == b && p->h == g && p->s < batch_limit(m, b, Lkv);
+}
+
+/* ---- scaled dot-product attention ---------------------------------------------- */
+
+static void fuzz_sdpa(rd *r)
+{
+    int64_t B = pick(r, 0, 3), Hkv = pick(r, 1, 3), G = pick(r, 1, 3), Hq = Hkv * G;
+    int64_t Lq = length(r, 9, 140), Lkv = length(r, 12, 40);
+    int64_t D = pick(r, 1, 16), Dv = pick(r, 1, 16);
+    attn_sdpa *op = SENTINEL;
+    if (chance(r, 4)) { /* invalid shapes */
+        static const attn_status want[4] = {ATTN_ERR_INVALID_ARGUMENT, ATTN_ERR_SHAPE_MISMATCH,
+                                            ATTN_ERR_INVALID_ARGUMENT, ATTN_ERR_UNSUPPORTED};
+        int k = (int)pick(r, 0, 3);
+        attn_status st = attn_sdpa_create(&op, k == 0 ? -1 : B, Hq, k == 1 ? Hq + 1 : Hkv, Lq,
+                                          k == 3 ? (int64_t)1 << 31 : Lkv, k == 2 ? 0 : D, Dv);
+        CHECK(st == want[k], "sdpa_create invalid case %d: got %d", k, st);
+        CHECK(op == SENTINEL, "sdpa_create failed but wrote *op");
+        CHECK(!strncmp(attn_last_error(), "attn_sdpa_create", 16), "message");
+        return;
+    }
+    CHECK(attn_sdpa_create(&op, B, Hq, Hkv, Lq, Lkv, D, Dv) == ATTN_OK, "sdpa_create: %s",
+          attn_last_error());
+    int layout = (int)pick(r, 0, 1), causal = (int)pick(r, 0, 2);
+    if (chance(r, 3)) {
+        CHECK(attn_sdpa_set_layout(op, (attn_layout)7) == ATTN_ERR_INVALID_ARGUMENT, "layout 7");
+        layout = 0;
+    } else
+        CHECK(attn_sdpa_set_layout(op, (attn_layout)layout) == ATTN_OK, "set_layout");
+    if (chance(r, 3)) {
+        CHECK(attn_sdpa_set_causal(op, (attn_causal)3) == ATTN_ERR_INVALID_ARGUMENT, "causal 3");
+        causal = 0;
+    } else
+        CHECK(attn_sdpa_set_causal(op, (attn_causal)causal) == ATTN_OK, "set_causal");
+    static const float scales[] = {0.0f /* default */, 1.0f, 0.5f, 0.125f, 2.0f, -1.0f,
+                                   1e-30f, 1e30f, -1e30f, 0.0f /* zero */, NAN, INFINITY};
+    int sk = (int)pick(r, 0, sizeof scales / sizeof scales[0] - 1);
+    float scale = (float)(1.0 / sqrt((double)D));
+    if (sk > 0) {
+        attn_status st = attn_sdpa_set_scale(op, scales[sk]);
+        if (isfinite(scales[sk])) {
+            CHECK(st == ATTN_OK, "set_scale");
+            scale = scales[sk];
+        } else
+            CHECK(st == ATTN_ERR_INVALID_ARGUMENT, "set_scale(non-finite) gave %d", st);
+    }
+    int huge = fabsf(scale) >= 1e29f;
+    poison p;
+    pick_poison(r, &p, scale != 0.0f, B, Hq, Hkv, Lq, Lkv);
+    fmask m;
+    make_mask(r, &m, B, Hq, Lq, Lkv, huge, p.tensor == 0 && chance(r, 5));
+    int64_t nq = B * Hq * Lq * D, nk = B * Hkv * Lkv * D, nv = B * Hkv * Lkv * Dv;
+    int64_t no = B * Hq * Lq * Dv, nw = B * Hq * Lq * Lkv, nl = B * Hq * Lq;
+    float *q = data(r, nq, 8, 2), *k = data(r, nk, 8, 2), *v = data(r, nv, 8, 2);
+    apply_poison(&p, 1, q, layout, Hq, Lq, D);
+    apply_poison(&p, 2, k, layout, Hkv, Lkv, D);
+    apply_poison(&p, 3, v, layout, Hkv, Lkv, Dv);
+    int want_w = chance(r, 60), want_l = chance(r, 60);
+    attn_context *ctx = make_context(r);
+    outs a, b;
+    outs_make(&a, no, nw, nl, want_w, want_l);
+    attn_status st = attn_sdpa_forward(ctx, op, nq ? q : NULL, nk ? k : NULL, nv ? v : NULL,
+                                       m.mask, no ? a.o : NULL, a.w, a.l);
+    expect_status(st, &m, 0, "attn_sdpa_forward");
+    if (st != ATTN_OK) {
+        expect_untouched(&a, "attn_sdpa_forward");
+    } else {
+        outs_make(&b, no, nw, nl, want_w, want_l);
+        CHECK(attn_sdpa_forward(ctx, op, q, k, v, m.mask, b.o, b.w, b.l) == ATTN_OK, "rerun");
+        expect_same_again(&a, &b, "attn_sdpa_forward");
+        outs_free(&b);
+
+        double sc = scale, gamma = (double)(D + 4) * 0x1p-24;
+        double *l = xalloc((size_t)Lkv * sizeof *l), *le = xalloc((size_t)Lkv * sizeof *le);
+        double *vd = to_double(v, nv);
+        rowref rr;
+        rowref_make(&rr, Lkv, Dv);
+        for (int64_t bb = 0; bb < B; bb++)
+            for (int64_t h = 0; h < Hq; h++)
+                for (int64_t i = 0; i < Lq; i++) {
+                    int64_t g = h / G;
+                    for (int64_t j = 0; j < Lkv; j++) {
+                        double bias, dot = 0.0, mag = 0.0;
+                        rr.vis[j] = (unsigned char)visible(&m, causal, Lq, Lkv, bb, h, i, j, &bias);
+                        if (!rr.vis[j])
+                            continue;
+                        for (int64_t d = 0; d < D; d++) {
+                            double x = q[layout ? ((bb * Lq + i) * Hq + h) * D + d
+                                                : ((bb * Hq + h) * Lq + i) * D + d];
+                            double y = k[layout ? ((bb * Lkv + j) * Hkv + g) * D + d
+                                                : ((bb * Hkv + g) * Lkv + j) * D + d];
+                            dot += x * y, mag += fabs(x * y);
+                        }
+                        l[j] = sc * dot + bias;
+                        le[j] = gamma * (fabs(sc) * mag + fabs(bias));
+                    }
+                    int64_t v0 = layout ? (bb * Lkv * Hkv + g) * Dv : (bb * Hkv + g) * Lkv * Dv;
+                    row_reference(&rr, Lkv, l, le, vd + v0, layout ? Hkv * Dv : Dv, Dv);
+                    int64_t row = (bb * Hq + h) * Lq + i;
+                    int64_t o0 = layout ? ((bb * Lq + i) * Hq + h) * Dv : row * Dv;
+                    check_row("sdpa", &rr, Lkv, Dv, a.o + o0, 1, a.w ? a.w + row * Lkv : NULL,
+                              a.l ? a.l + row : NULL, zero_nan_allowed(&p, &m, bb, g, Lkv));
+                }
+        rowref_free(&rr);
+        free(l), free(le), free(vd);
+    }
+    outs_free(&a);
+    attn_context_destroy(ctx);
+    free_mask(&m);
+    free(q), free(k), free(v);
+    attn_sdpa_destroy(op);
+}
+
+/* ---- multi-head attention --------------------------------------------------------- */
+
+/* y[rows, out] = x[rows, in] Wᵀ + b in double (exact for the fuzzer's data). */
+static double *project(const float *x, int64_t rows, int64_t in, const float *w, const float *b,
+                       int64_t out)
+{
+    double *y = xalloc((size_t)(rows * out) * sizeof *y);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t o = 0; o < out; o++) {
+            double s = b ? b[o] : 0.0;
+            for (int64_t c = 0; c < in; c++)
+                s += (double)x[r * in + c] * w[o * in + c];
+            y[r * out + o] = s;
+        }
+    return y;
+}
+
+static void fuzz_mha(rd *r)
+{
+    int64_t NH = (int64_t)1 << pick(r, 0, 2), hd = pick(r, 1, 8 / NH), E = NH * hd;
+    int64_t NKV = (int64_t)1 << pick(r, 0, NH == 4 ? 2 : NH == 2 ? 1 : 0), kvd = NKV * hd;
+    int64_t KD = pick(r, 1, 8), VD = pick(r, 1, 8);
+    int bias = (int)pick(r, 0, 1);
+    attn_mha *mha = SENTINEL;
+    if (chance(r, 4)) { /* invalid shapes */
+        int k = (int)pick(r, 0, 2);
+        attn_status st = attn_mha_create(&mha, k == 0 && NH > 1 ? E + 1 : E, NH,
+                                         k == 1 ? NH + 1 : NKV, KD, VD, k == 2 ? 2 : bias);
+        attn_status want = k == 2 ? ATTN_ERR_INVALID_ARGUMENT
+                                  : (k == 0 && NH == 1) ? ATTN_OK : ATTN_ERR_SHAPE_MISMATCH;
+        CHECK(st == want, "mha_create invalid case %d: got %d", k, st);
+        if (st == ATTN_OK)
+            attn_mha_destroy(mha);
+        else
+            CHECK(mha == SENTINEL, "mha_create failed but wrote *mha");
+        return;
+    }
+    CHECK(attn_mha_create(&mha, E, NH, NKV, KD, VD, bias) == ATTN_OK, "mha_create: %s",
+          attn_last_error());
+    const int64_t wsz[4] = {E * E, kvd * KD, kvd * VD, E * E}, bsz[4] = {E, kvd, kvd, E};
+    float *w[4], *bb[4];
+    int missing = 0;
+    for (int p = 0; p < 4; p++) {
+        w[p] = data(r, wsz[p], 16, 1), bb[p] = bias ? data(r, bsz[p], 16, 1) : NULL;
+        if (chance(r, 3)) {
+            missing = 1;
+            continue;
+        }
+        if (chance(r, 2)) /* a wrong bias first: refused, the layer unchanged */
+            CHECK(attn_mha_set_weights(mha, (attn_proj)p, w[p], bias ? NULL : w[p]) ==
+                      (bias ? ATTN_ERR_NULL_POINTER : ATTN_ERR_INVALID_ARGUMENT),
+                  "set_weights with a wrong bias");
+        CHECK(attn_mha_set_weights(mha, (attn_proj)p, w[p], bb[p]) == ATTN_OK, "set_weights");
+    }
+    int causal = (int)pick(r, 0, 2);
+    CHECK(attn_mha_set_causal(mha, (attn_causal)causal) == ATTN_OK, "set_causal");
+    int64_t B = pick(r, 0, 3), Lq = length(r, 9, 140), Lkv = length(r, 12, 40);
+    int self = KD == E && VD == E && chance(r, 30);
+    if (self)
+        Lkv = Lq;
+    poison p;
+    pick_poison(r, &p, 1, B, 1, 1, Lq, Lkv);
+    if (self && p.tensor)
+        p.tensor = 1, p.s = p.s < Lq ? p.s : 0;
+    fmask m;
+    make_mask(r, &m, B, NH, Lq, Lkv, 0, p.tensor == 0 && chance(r, 5));
+    int64_t nq = B * Lq * E, nk = B * Lkv * KD, nv = B * Lkv * VD;
+    int64_t no = B * Lq * E, nw = B * NH * Lq * Lkv;
+    float *q = data(r, nq, 8, 1), *k = self ? q : data(r, nk, 8, 1), *v = self ? q : data(r, nv, 8, 1);
+    apply_poison(&p, 1, q, 0, 1, Lq, E);
+    if (!self) {
+        apply_poison(&p, 2, k, 0, 1, Lkv, KD);
+        apply_poison(&p, 3, v, 0, 1, Lkv, VD);
+    }
+    int want_w = chance(r, 60);
+    attn_context *ctx = make_context(r);
+    outs a, b;
+    outs_make(&a, no, nw, 0, want_w, 0);
+    attn_status st = attn_mha_forward(ctx, mha, B, Lq, Lkv, nq ? q : NULL, nk ? k : NULL,
+                                      nv ? v : NULL, m.mask, no ? a.o : NULL, a.w);
+    expect_status(st, &m, missing, "attn_mha_forward");
+    if (st != ATTN_OK) {
+        expect_untouched(&a, "attn_mha_forward");
+    } else {
+        outs_make(&b, no, nw, 0, want_w, 0);
+        CHECK(attn_mha_forward(ctx, mha, B, Lq, Lkv, q, k, v, m.mask, b.o, b.w) == ATTN_OK,
+              "rerun");
+        expect_same_again(&a, &b, "attn_mha_forward");
+        outs_free(&b);
+
+        double *Q = project(q, B * Lq, E, w[0], bb[0], E);
+        double *K = project(k, B * Lkv, KD, w[1], bb[1], kvd);
+        double *V = project(v, B * Lkv, VD, w[2], bb[2], kvd);
+        double sc = (float)(1.0 / sqrt((double)hd)), gamma = (double)(hd + 4) * 0x1p-24;
+        double *l = xalloc((size_t)Lkv * sizeof *l), *le = xalloc((size_t)Lkv * sizeof *le);
+        double *A = xalloc((size_t)E * sizeof *A), *At = xalloc((size_t)E * sizeof *At);
+        /* the projected value of a poisoned value row is non-finite in every head */
+        int vpoison = p.tensor == 3 || (self && p.tensor == 1);
+        rowref rr;
+        rowref_make(&rr, Lkv, hd);
+        for (int64_t b0 = 0; b0 < B; b0++)
+            for (int64_t i = 0; i < Lq; i++) {
+                int may_nan = 0;
+                for (int64_t h = 0; h < NH; h++) {
+                    int64_t g = h / (NH / NKV);
+                    for (int64_t j = 0; j < Lkv; j++) {
+                        double bs, dot = 0.0, mag = 0.0;
+                        rr.vis[j] = (unsigned char)visible(&m, causal, Lq, Lkv, b0, h, i, j, &bs);
+                        if (!rr.vis[j])
+                            continue;
+                        for (int64_t d = 0; d < hd; d++) {
+                            double x = Q[(b0 * Lq + i) * E + h * hd + d];
+                            double y = K[(b0 * Lkv + j) * kvd + g * hd + d];
+                            dot += x * y, mag += fabs(x * y);
+                        }
+                        l[j] = sc * dot + bs;
+                        le[j] = gamma * (fabs(sc) * mag + fabs(bs));
+                    }
+                    row_reference(&rr, Lkv, l, le, V + b0 * Lkv * kvd + g * hd, kvd, hd);
+                    int zn = vpoison && p.b == b0 && p.s < batch_limit(&m, b0, Lkv);
+                    may_nan |= zn;
+                    int64_t row = (b0 * NH + h) * Lq + i;
+                    check_row("mha", &rr, Lkv, hd, NULL, 1, a.w ? a.w + row * Lkv : NULL, NULL,
+                              zn);
+                    for (int64_t d = 0; d < hd; d++)
+                        A[h * hd + d] = rr.out[d], At[h * hd + d] = rr.tol[d];
+                }
+                for (int64_t o = 0; o < E; o++) { /* out = A Woᵀ + bo */
+                    double s = bb[3] ? bb[3][o] : 0.0, t = 0.0, mag = fabs(s);
+                    for (int64_t c = 0; c < E; c++) {
+                        double wo = w[3][o * E + c];
+                        s += A[c] * wo, t += fabs(wo) * At[c], mag += fabs(A[c] * wo);
+                    }
+                    t += FR_TOL * mag + FR_FLOOR;
+                    if (!isfinite(s))
+                        t = INFINITY;
+                    float x = a.o[(b0 * Lq + i) * E + o];
+                    CHECK(fr_accept(x, s, t) || (may_nan && isnan(x)),
+                          "mha: out[%lld][%lld][%lld] = %.9g, reference %.9g ± %.3g",
+                          (long long)b0, (long long)i, (long long)o, (double)x, s, t);
+                }
+            }
+        rowref_free(&rr);
+        free(Q), free(K), free(V), free(l), free(le), free(A), free(At);
+    }
+    outs_free(&a);
+    attn_context_destroy(ctx);
+    free_mask(&m);
+    free(q);
+    if (!self)
+        free(k), free(v);
+    for (int x = 0; x < 4; x++)
+        free(w[x]), free(bb[x]);
+    attn_mha_destroy(mha);
+}
+
+/* ---- additive attention -------------------------------------------------------------- */
+
+static void fuzz_additive(rd *r)
+{
+    int64_t QD = pick(r, 1, 8), KD = pick(r, 1, 8), H = pick(r, 1, 16), DV = pick(r, 1, 8);
+    attn_additive *op = SENTINEL;
+    if (chance(r, 3)) {
+        CHECK(attn_additive_create(&op, QD, 0, H) == ATTN_ERR_INVALID_ARGUMENT, "key_dim 0");
+        CHECK(op == SENTINEL, "additive_create failed but wrote *op");
+        return;
+    }
+    CHECK(attn_additive_create(&op, QD, KD, H) == ATTN_OK, "additive_create");
+    float *wq = data(r, H * QD, 16, 1), *wk = data(r, H * KD, 16, 1), *wv = data(r, H, 8, 1);
+    int missing = chance(r, 4);
+    if (!missing) {
+        if (chance(r, 3))
+            CHECK(attn_additive_set_weights(op, wq, NULL, wv) == ATTN_ERR_NULL_POINTER, "w_k NULL");
+        CHECK(attn_additive_set_weights(op, wq, wk, wv) == ATTN_OK, "set_weights");
+    }
+    int64_t B = pick(r, 0, 3), Lq = length(r, 9, 140), Lkv = length(r, 12, 40);
+    poison p;
+    pick_poison(r, &p, 1, B, 1, 1, Lq, Lkv);
+    fmask m;
+    make_mask(r, &m, B, 1, Lq, Lkv, 0, p.tensor == 0 && chance(r, 5));
+    int64_t nq = B * Lq * QD, nk = B * Lkv * KD, nv = B * Lkv * DV, no = B * Lq * DV;
+    int64_t nw = B * Lq * Lkv;
+    float *q = data(r, nq, 8, 2), *k = data(r, nk, 8, 2), *v = data(r, nv, 8, 2);
+    apply_poison(&p, 1, q, 0, 1, Lq, QD);
+    apply_poison(&p, 2, k, 0, 1, Lkv, KD);
+    apply_poison(&p, 3, v, 0, 1, Lkv, DV);
+    int want_w = chance(r, 60);
+    attn_context *ctx = make_context(r);
+    outs a, b;
+    outs_make(&a, no, nw, 0, want_w, 0);
+    attn_status st = attn_additive_forward(ctx, op, B, Lq, Lkv, DV, nq ? q : NULL, nk ? k : NULL,
+                                           nv ? v : NULL, m.mask, no ? a.o : NULL, a.w);
+    expect_status(st, &m, missing, "attn_additive_forward");
+    if (st != ATTN_OK) {
+        expect_untouched(&a, "attn_additive_forward");
+    } else {
+        outs_make(&b, no, nw, 0, want_w, 0);
+        CHECK(attn_additive_forward(ctx, op, B, Lq, Lkv, DV, q, k, v, m.mask, b.o, b.w) ==
+                  ATTN_OK,
+              "rerun");
+        expect_same_again(&a, &b, "attn_additive_forward");
+        outs_free(&b);
+
+        double *qh = project(q, B * Lq, QD, wq, NULL, H), *kh = project(k, B * Lkv, KD, wk, NULL, H);
+        double *vd = to_double(v, nv), gamma = (double)(H + 8) * 0x1p-24;
+        double *l = xalloc((size_t)Lkv * sizeof *l), *le = xalloc((size_t)Lkv * sizeof *le);
+        rowref rr;
+        rowref_make(&rr, Lkv, DV);
+        for (int64_t b0 = 0; b0 < B; b0++)
+            for (int64_t i = 0; i < Lq; i++) {
+                for (int64_t j = 0; j < Lkv; j++) {
+                    double bs, s = 0.0, mag = 0.0;
+                    rr.vis[j] = (unsigned char)visible(&m, 0, Lq, Lkv, b0, 0, i, j, &bs);
+                    if (!rr.vis[j])
+                        continue;
+                    for (int64_t x = 0; x < H; x++) {
+                        double t = tanh(qh[(b0 * Lq + i) * H + x] + kh[(b0 * Lkv + j) * H + x]);
+                        s += wv[x] * t, mag += fabs(wv[x] * t);
+                    }
+                    l[j] = s + bs;
+                    le[j] = gamma * (mag + fabs(bs));
+                }
+                row_reference(&rr, Lkv, l, le, vd + b0 * Lkv * DV, DV, DV);
+                int64_t row = b0 * Lq + i;
+                check_row("additive", &rr, Lkv, DV, a.o + row * DV, 1,
+                          a.w ? a.w + row * Lkv : NULL, NULL, zero_nan_allowed(&p, &m, b0, 0, Lkv));
+            }
+        rowref_free(&rr);
+        free(qh), free(kh), free(vd), free(l), free(le);
+    }
+    outs_free(&a);
+    attn_context_destroy(ctx);
+    free_mask(&m);
+    free(q), free(k), free(v), free(wq), free(wk), free(wv);
+    attn_additive_destroy(op);
+}
+
+/* ---- Nadaraya–Watson ------------------------------------------------------------------- */
+
+static void fuzz_nadaraya_watson(rd *r)
+{
+    static const float ws[] = {1.0f, 0.5f, 3.0f, -2.0f, 0.125f, 0.0f, 1e3f, 1e9f, 1e18f,
+                               NAN, INFINITY};
+    int64_t nq = length(r, 9, 140), nk = length(r, 12, 40);
+    float w = ws[pick(r, 0, sizeof ws / sizeof ws[0] - 1)];
+    poison p;
+    pick_poison(r, &p, 1, 1, 1, 1, nq, nk);
+    float *q = data(r, nq, 8, 4), *k = data(r, nk, 8, 4), *v = data(r, nk, 8, 2);
+    apply_poison(&p, 1, q, 0, 1, nq, 1);
+    apply_poison(&p, 2, k, 0, 1, nk, 1);
+    apply_poison(&p, 3, v, 0, 1, nk, 1);
+    int want_w = chance(r, 60);
+    attn_context *ctx = make_context(r);
+    outs a, b;
+    outs_make(&a, nq, nq * nk, 0, want_w, 0);
+    attn_status st = attn_nadaraya_watson(ctx, nq, nk, nq ? q : NULL, nk ? k : NULL,
+                                          nk ? v : NULL, w, nq ? a.o : NULL, a.w);
+    if (!isfinite(w)) {
+        CHECK(st == ATTN_ERR_INVALID_ARGUMENT, "nadaraya_watson(w %g) gave %d", (double)w, st);
+        expect_untouched(&a, "attn_nadaraya_watson");
+    } else {
+        CHECK(st == ATTN_OK, "nadaraya_watson: %d (%s)", st, attn_last_error());
+        outs_make(&b, nq, nq * nk, 0, want_w, 0);
+        CHECK(attn_nadaraya_watson(ctx, nq, nk, q, k, v, w, b.o, b.w) == ATTN_OK, "rerun");
+        expect_same_again(&a, &b, "attn_nadaraya_watson");
+        outs_free(&b);
+        double *l = xalloc((size_t)nk * sizeof *l), *le = xalloc((size_t)nk * sizeof *le);
+        double *vd = to_double(v, nk);
+        rowref rr;
+        rowref_make(&rr, nk, 1);
+        for (int64_t i = 0; i < nq; i++) {
+            for (int64_t j = 0; j < nk; j++) {
+                double d = ((double)q[i] - k[j]) * w;
+                rr.vis[j] = 1;
+                l[j] = -0.5 * d * d;
+                le[j] = 6.0 * 0x1p-24 * fabs(l[j]);
+            }
+            row_reference(&rr, nk, l, le, vd, 1, 1);
+            check_row("nadaraya-watson", &rr, nk, 1, a.o + i, 1, a.w ? a.w + i * nk : NULL, NULL,
+                      p.tensor == 3);
+        }
+        rowref_free(&rr);
+        free(l), free(le), free(vd);
+    }
+    outs_free(&a);
+    attn_context_destroy(ctx);
+    free(q), free(k), free(v);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t size)
+{
+    rd r = {buf, size, 0x5EED};
+    for (size_t i = 0; i < size; i++) /* the data depend on the whole input */
+        r.s = (r.s ^ buf[i]) * 1099511628211u;
+    switch (u8(&r) % 4) {
+    case 0: fuzz_sdpa(&r); break;
+    case 1: fuzz_mha(&r); break;
+    case 2: fuzz_additive(&r); break;
+    default: fuzz_nadaraya_watson(&r); break;
+    }
+    return 0;
+}
