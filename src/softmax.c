@@ -118,7 +118,8 @@ float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv
     float max = row_max(row, n);
     if (max == -INFINITY) {
         if (!any_nan(row, n)) {
-            memset(row, 0, (size_t)n * sizeof *row);
+            if (n > 0)  /* row may be NULL then: no scratch for zero keys */
+                memset(row, 0, (size_t)n * sizeof *row);
             *inv_sum = 0.0f;
             return -INFINITY;
         }

@@ -409,8 +409,11 @@ static void test_mha_forward_state(void **state) {
 
 enum { NUL_NONE, NUL_CTX, NUL_OP, NUL_Q, NUL_K, NUL_V, NUL_OUT, NUL_W, NUL_QO, NUL_KV, NUL_ALL };
 enum { MK_NONE, MK_LEN, MK_LEN_BIG, MK_LEN_NEG, MK_BOOL, MK_BIAS };
-static const char *const mha_arg[] = {"", "ctx", "mha", "query", "key", "value", "out"};
-static const char *const add_arg[] = {"", "ctx", "op", "queries", "keys", "values", "out"};
+/* The argument each NUL_* case names; the later kinds are calls that succeed
+ * (NULL allowed) and name nothing, but the table must still cover them. */
+static const char *const mha_arg[NUL_ALL + 1] = {"", "ctx", "mha", "query", "key", "value", "out"};
+static const char *const add_arg[NUL_ALL + 1] = {"", "ctx", "op", "queries", "keys", "values",
+                                                 "out"};
 
 typedef struct {
     const char *name;
