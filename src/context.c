@@ -137,6 +137,8 @@ attn_status attn_context_reserve(attn_context *ctx, const char *func, int thread
 attn_status attn_context_workspace(attn_context *ctx, const char *func, size_t floats,
                                    float **out)
 {
+    if (floats == 0)
+        floats = 1;  /* a real buffer even for empty tensors: no offsets from NULL */
     if (ctx->workspace_floats < floats) {
         if (floats > SIZE_MAX / sizeof(float))
             return attn_fail(ATTN_ERR_SIZE_OVERFLOW, func, "workspace of %zu floats overflows",
