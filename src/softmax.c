@@ -112,20 +112,31 @@ static float exp_and_sum(float *row, int64_t n, float max)
     return sum;
 }
 
+/* A row with no visible key: zeros, 1/sum 0, lse -INFINITY. */
+static float empty_row(float *row, int64_t n, float *inv_sum)
+{
+    if (n > 0)  /* row may be NULL then: no scratch for zero keys */
+        memset(row, 0, (size_t)n * sizeof *row);
+    *inv_sum = 0.0f;
+    return -INFINITY;
+}
+
 float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv_sum)
 {
     apply_mask(row, n, m);
     float max = row_max(row, n);
     if (max == -INFINITY) {
-        if (!any_nan(row, n)) {
-            if (n > 0)  /* row may be NULL then: no scratch for zero keys */
-                memset(row, 0, (size_t)n * sizeof *row);
-            *inv_sum = 0.0f;
-            return -INFINITY;
-        }
+        if (!any_nan(row, n))
+            return empty_row(row, n, inv_sum);
         max = NAN;  /* every visible logit NaN: the row is NaN */
     }
     float sum = exp_and_sum(row, n, max);
+    /* The maximum's own term is exp(0) = 1, so a zero sum means no key was
+     * visible after all: the identity of the max reduction is compiler's
+     * choice (GCC -INFINITY, clang -FLT_MAX), so a row of -INFINITY can get
+     * a finite "maximum" here. */
+    if (sum == 0.0f)
+        return empty_row(row, n, inv_sum);
     *inv_sum = 1.0f / sum;
     return max + logf(sum);
 }
