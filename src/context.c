@@ -115,6 +115,8 @@ static attn_status reserve_pool(attn_context *ctx, int threads)
 
 attn_status attn_context_reserve(attn_context *ctx, const char *func, int threads, size_t floats)
 {
+    if (floats == 0)
+        floats = 1;  /* a real buffer even when len_kv is 0: no offsets from NULL */
     if (reserve_slots(ctx, threads) != ATTN_OK)
         return attn_fail(ATTN_ERR_OUT_OF_MEMORY, func, "cannot allocate scratch for %d threads",
                          threads);
