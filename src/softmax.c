@@ -30,15 +30,14 @@ float expf(float);
 #define ATTN_VECTOR_CLONES
 #endif
 
-/* Pass 1a: masked keys become -INFINITY, the bias is added. A -INFINITY bias
- * masks the key whatever its logit: NaN + -Inf would be NaN and leak a
- * masked key's NaN into the whole row. */
+/* Pass 1a, over the keys before the row's visible end: keys the boolean
+ * mask drops become -INFINITY, the bias is added. A -INFINITY bias masks the
+ * key whatever its logit: NaN + -Inf would be NaN and leak a masked key's
+ * NaN into the whole row. (Keys from the visible end on are not read at
+ * all: attn_softmax_row zeroes them.) */
 ATTN_VECTOR_CLONES
-static void apply_mask(float *row, int64_t n, const attn_row_mask *m)
+static void apply_mask(float *row, int64_t end, const attn_row_mask *m)
 {
-    int64_t end = m->visible_end < n ? m->visible_end : n;
-    for (int64_t j = end; j < n; j++)
-        row[j] = -INFINITY;
     const uint8_t *keep = m->keep;
     const float *bias = m->bias;
     if (keep) {
@@ -53,18 +52,25 @@ static void apply_mask(float *row, int64_t n, const attn_row_mask *m)
     }
 }
 
-/* Pass 1b: the maximum of the row. A NaN logit never wins it (the
- * comparison is false), so a row with a NaN and finite logits keeps a finite
- * maximum and exp turns the NaN into a NaN sum: the whole row, and only it,
- * becomes NaN. */
+/* Pass 1b: the maximum and the minimum of the row. A NaN logit never wins
+ * either (the comparisons are false), so a row with a NaN and finite logits
+ * keeps a finite maximum and exp turns the NaN into a NaN sum: the whole
+ * row, and only it, becomes NaN. The minimum costs nothing in this
+ * memory-bound pass and tells pass 2 whether any term needs flushing. */
+typedef struct row_range {
+    float max, min;
+} row_range;
+
 ATTN_VECTOR_CLONES
-static float row_max(const float *row, int64_t n)
+static row_range row_min_max(const float *row, int64_t n)
 {
-    float max = -INFINITY;
-#pragma omp simd reduction(max : max)
-    for (int64_t j = 0; j < n; j++)
+    float max = -INFINITY, min = INFINITY;
+#pragma omp simd reduction(max : max) reduction(min : min)
+    for (int64_t j = 0; j < n; j++) {
         max = row[j] > max ? row[j] : max;
-    return max;
+        min = row[j] < min ? row[j] : min;
+    }
+    return (row_range){max, min};
 }
 
 /* A maximum of -INFINITY means every key is masked, unless the visible
@@ -90,11 +96,27 @@ static bool any_nan(const float *row, int64_t n)
  * its relative rounding error stays near n·2⁻²⁴ / lanes. NaN stays NaN (the
  * comparisons are false for it).
  *
- * The clamp is a loop of its own on purpose: written inside the exp loop as
+ * Rows whose logits span less than 87 (the usual case: scaled dot products
+ * of normalised activations) take the plain loop. Wider rows first clamp
+ * their far terms in a loop of its own: written inside the exp loop as
  * `x < F ? 0 : expf(x < F ? F : x)`, GCC proves the clamped lanes' result
- * unused and calls expf on the unclamped x, which brings back the slow lanes. */
+ * unused and calls expf on the unclamped x, which brings back the slow
+ * lanes. */
 ATTN_VECTOR_CLONES
 static float exp_and_sum(float *row, int64_t n, float max)
+{
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; j++) {
+        float e = expf(row[j] - max);
+        row[j] = e;
+        sum += e;
+    }
+    return sum;
+}
+
+ATTN_VECTOR_CLONES
+static float exp_and_sum_flushed(float *row, int64_t n, float max)
 {
 #pragma omp simd
     for (int64_t j = 0; j < n; j++) {
@@ -123,14 +145,25 @@ static float empty_row(float *row, int64_t n, float *inv_sum)
 
 float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv_sum)
 {
-    apply_mask(row, n, m);
-    float max = row_max(row, n);
+    /* Keys from the visible end on (valid length, causal limit) get weight
+     * 0 without being looked at: their logits may be NaN. */
+    int64_t end = m->visible_end < n ? m->visible_end : n;
+    if (end < 0)
+        end = 0;
+    apply_mask(row, end, m);
+    row_range range = row_min_max(row, end);
+    float max = range.max;
     if (max == -INFINITY) {
-        if (!any_nan(row, n))
+        if (!any_nan(row, end))
             return empty_row(row, n, inv_sum);
         max = NAN;  /* every visible logit NaN: the row is NaN */
     }
-    float sum = exp_and_sum(row, n, max);
+    /* min − max is NaN for an all-NaN row and -Inf with masked keys: both
+     * take the flushing loop, which handles them exactly. */
+    float sum = range.min - max >= ATTN_EXP_FLUSH ? exp_and_sum(row, end, max)
+                                                  : exp_and_sum_flushed(row, end, max);
+    if (end < n)
+        memset(row + end, 0, (size_t)(n - end) * sizeof *row);
     /* The maximum's own term is exp(0) = 1, so a zero sum means no key was
      * visible after all: the identity of the max reduction is compiler's
      * choice (GCC -INFINITY, clang -FLT_MAX), so a row of -INFINITY can get
