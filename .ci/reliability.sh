@@ -172,9 +172,9 @@ size_overflow() {
 # ---- 4. numerical edge cases and NaN confinement -----------------------------------
 numeric_edges() {
     build-asan/tests/test_numeric_edges && build-asan/tests/test_nan_confinement || return 1
-    SUMMARY="$(grep -h "^numeric-edges:" "$logs/numeric-edges.log" | sed 's/^numeric-edges: //' |
-        sed 's/ agree with.*//') edge cases and $(grep -h "^nan-confinement:" "$logs/numeric-edges.log" |
-        grep -o "[0-9]* poisoned cases") match the float64 reference"
+    SUMMARY="$(grep -h "^numeric-edges:" "$logs/numeric-edges.log" | grep -o "[0-9]* cases" |
+        head -1 | sed 's/cases/edge cases/') and $(grep -h "^nan-confinement:" "$logs/numeric-edges.log" |
+        grep -o "[0-9]* poisoned cases") (NaN/Inf in one row) agree with the float64 reference"
 }
 
 # ---- 5. Valgrind memcheck, whole suite -------------------------------------------------
@@ -258,7 +258,9 @@ abi() {
     local bad added
     bad=$(grep -oE "[0-9]+ (Removed|Changed)" "$logs/abidiff.txt" | awk '$1 > 0' | wc -l)
     added=$(grep -oE "[0-9]+ Added function" "$logs/abidiff.txt" | head -1 | awk '{print $1 + 0}')
-    SUMMARY="$(basename "$lib") vs abi/libattn.so.1.abi: abidiff exit $rc, ${added:-0} functions added, $bad kinds of removed or changed entities"
+    local names
+    names=$(grep -oE "\[A\] 'function [^(]*" "$logs/abidiff.txt" | awk '{print $NF}' | paste -sd, -)
+    SUMMARY="$(basename "$lib") vs abi/libattn.so.1.abi: abidiff exit $rc, ${added:-0} functions added${names:+ ($names)}, $bad kinds of removed or changed entities"
     [ $((rc & 11)) -eq 0 ] && [ "$bad" -eq 0 ]
 }
 
