@@ -22,13 +22,13 @@
 #include <attn.h>
 #include <cblas.h>
 
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -269,9 +269,41 @@ static double flops(const config *c)
     return f;
 }
 
+/* A "VmRSS:"-style field of /proc/self/status in KiB, -1 if absent. */
+static long status_kib(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    size_t n = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n))
+            kib = atol(line + n);
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+/* Restarts the process's peak-RSS mark (VmHWM) at its current RSS (Linux
+ * 4.0+: "5" to /proc/self/clear_refs). */
+static bool reset_peak_rss(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f)
+        return false;
+    bool ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
 /* Peak RSS growth (KiB) across one libattn call, measured in a child process
  * so that earlier configurations' peaks do not hide it; the child writes the
- * figure into a pipe. -1 if the child failed. */
+ * figure into a pipe. -1 if the child failed. Two things would hide the
+ * call's memory and are ruled out: the peak the child inherits from the
+ * parent (reset once the inputs are set up), and memory the parent freed but
+ * its malloc kept resident, which the call's buffers would reuse without
+ * growing the RSS (measured: 8 MiB buffers counted as 0 after a larger
+ * configuration). malloc_trim returns those pages to the system, and a fixed
+ * mmap threshold gives later large buffers fresh pages. */
 static long extra_memory_kib(const config *c, int threads)
 {
     int fd[2];
@@ -281,13 +313,18 @@ static long extra_memory_kib(const config *c, int threads)
     pid_t pid = fork();
     if (pid == 0) {
         close(fd[0]);
+        mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+        malloc_trim(0);
         problem p;
         problem_init(&p, c, threads);
-        struct rusage before, after;
-        getrusage(RUSAGE_SELF, &before);
-        run_libattn(&p);
-        getrusage(RUSAGE_SELF, &after);
-        long kib = after.ru_maxrss - before.ru_maxrss;
+        long kib = -1;
+        if (reset_peak_rss()) {
+            long before = status_kib("VmRSS:");
+            run_libattn(&p);
+            long peak = status_kib("VmHWM:");
+            if (before >= 0 && peak >= 0)
+                kib = peak - before;
+        }
         _exit(write(fd[1], &kib, sizeof kib) == (ssize_t)sizeof kib ? 0 : 1);
     }
     close(fd[1]);
