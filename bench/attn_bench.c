@@ -165,9 +165,21 @@ static void run_libattn(problem *p)
 
 /* ---- the GEMM floor ------------------------------------------------------ */
 
-/* The floor's blocks match libattn's: 64 query rows, keys up to the block's
- * causal limit. */
-enum { FLOOR_BLOCK = 64 };
+/* The floor's blocks match libattn's: keys up to the block's causal limit,
+ * and as many query rows as src/attend.c's query_block_rows picks (the same
+ * rule, kept in step by hand: 64 rows when causal, else up to 256 while the
+ * block's logits stay within 4 MiB and there are at least 16 blocks). */
+static int64_t floor_block(const config *c)
+{
+    if (c->causal != ATTN_CAUSAL_NONE)
+        return 64;
+    int64_t rows = 256;
+    while (rows > 64 && c->len_kv > ((int64_t)4 << 20) / (rows * (int64_t)sizeof(float)))
+        rows /= 2;
+    while (rows > 64 && c->batch * c->heads_q * ((c->len_q + rows - 1) / rows) < 16)
+        rows /= 2;
+    return rows;
+}
 
 typedef struct floor_job {
     problem *p;
@@ -176,6 +188,7 @@ typedef struct floor_job {
     int64_t heads_q, heads_kv;
     int first_head, n_heads;    /* this thread's share of batch × heads_q */
     float *s;
+    int64_t block;              /* query rows per GEMM pair */
 } floor_job;
 
 static void floor_head(const floor_job *j, int64_t bh)
@@ -194,8 +207,8 @@ static void floor_head(const floor_job *j, int64_t bh)
                     0.0f, o, 1);
         return;
     }
-    for (int64_t i0 = 0; i0 < c->len_q; i0 += FLOOR_BLOCK) {
-        int64_t rows = c->len_q - i0 < FLOOR_BLOCK ? c->len_q - i0 : FLOOR_BLOCK;
+    for (int64_t i0 = 0; i0 < c->len_q; i0 += j->block) {
+        int64_t rows = c->len_q - i0 < j->block ? c->len_q - i0 : j->block;
         int64_t n = c->len_kv;
         if (c->causal == ATTN_CAUSAL_TOP_LEFT && i0 + rows < n)
             n = i0 + rows;
@@ -225,11 +238,12 @@ static void run_attention_floor(problem *p, int threads, const float *q, const f
     pthread_t tid[64];
     floor_job jobs[64];
     threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
-    size_t per = (size_t)(FLOOR_BLOCK * c->len_kv);
+    int64_t block = floor_block(c);
+    size_t per = (size_t)(block * c->len_kv);
     for (int t = 0; t < threads; t++) {
         int first = total * t / threads, last = total * (t + 1) / threads;
         jobs[t] = (floor_job){p, q, k, v, out, c->heads_q, c->heads_kv, first, last - first,
-                              p->scratch + per * (size_t)t};
+                              p->scratch + per * (size_t)t, block};
     }
     for (int t = 1; t < threads; t++)
         pthread_create(&tid[t], NULL, floor_thread, &jobs[t]);
@@ -238,7 +252,42 @@ static void run_attention_floor(problem *p, int threads, const float *q, const f
         pthread_join(tid[t], NULL);
 }
 
-/* MHA's floor adds the four projections: one sgemm each over all rows. */
+/* One projection out[rows, e] = in[rows, e] · Wᵀ, its rows split over
+ * `threads` threads as libattn splits them (one sgemm per share, BLAS
+ * single-threaded inside each). */
+typedef struct projection_job {
+    int64_t rows, e;
+    const float *in, *w;
+    float *out;
+} projection_job;
+
+static void *projection_thread(void *arg)
+{
+    const projection_job *j = arg;
+    if (j->rows > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->rows, (int)j->e, (int)j->e,
+                    1.0f, j->in, (int)j->e, j->w, (int)j->e, 0.0f, j->out, (int)j->e);
+    return NULL;
+}
+
+static void run_projection_floor(int threads, int64_t rows, int64_t e, const float *in,
+                                 const float *w, float *out)
+{
+    pthread_t tid[64];
+    projection_job jobs[64];
+    threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+    for (int t = 0; t < threads; t++) {
+        int64_t first = rows * t / threads, last = rows * (t + 1) / threads;
+        jobs[t] = (projection_job){last - first, e, in + first * e, w, out + first * e};
+    }
+    for (int t = 1; t < threads; t++)
+        pthread_create(&tid[t], NULL, projection_thread, &jobs[t]);
+    projection_thread(&jobs[0]);
+    for (int t = 1; t < threads; t++)
+        pthread_join(tid[t], NULL);
+}
+
+/* MHA's floor adds the four projections, each split by rows over the threads. */
 static void run_floor(problem *p, int threads)
 {
     const config *c = p->c;
@@ -246,13 +295,11 @@ static void run_floor(problem *p, int threads)
         run_attention_floor(p, threads, p->q, p->k, p->v, p->out);
         return;
     }
-    int rows = (int)(c->batch * c->len_q), e = (int)p->embed;
+    int64_t rows = c->batch * c->len_q;
     for (int i = 0; i < 3; i++)  /* Q, K, V projections of the same input */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, e, e, 1.0f, p->q, e, p->w[i],
-                    e, 0.0f, p->proj[i], e);
+        run_projection_floor(threads, rows, p->embed, p->q, p->w[i], p->proj[i]);
     run_attention_floor(p, threads, p->proj[0], p->proj[1], p->proj[2], p->proj[3]);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, e, e, 1.0f, p->proj[3], e,
-                p->w[3], e, 0.0f, p->out, e);
+    run_projection_floor(threads, rows, p->embed, p->proj[3], p->w[3], p->out);
 }
 
 /* ---- measurement ----------------------------------------------------------- */
@@ -348,7 +395,7 @@ static void measure(const config *c, const options *o)
     }
     problem p;
     problem_init(&p, c, o->threads);
-    p.scratch = random_floats((size_t)(FLOOR_BLOCK * c->len_kv) * (size_t)o->threads, 5);
+    p.scratch = random_floats((size_t)(floor_block(c) * c->len_kv) * (size_t)o->threads, 5);
     double t_lib[64], t_floor[64];
     run_floor(&p, o->threads);
     run_libattn(&p);

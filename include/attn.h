@@ -317,7 +317,8 @@ ATTN_API attn_status attn_mask_set_bias(attn_mask *mask, const float *bias,
  * beyond a batch row's per-batch valid length are never read at all.
  *
  * Memory. The work is split into blocks of query rows; scratch is
- * O(block_q × len_kv) floats per thread, kept in the context. libattn never
+ * block_q × len_kv floats per thread, kept in the context: at most 4 MiB per
+ * thread for len_kv ≤ 16384, and 64 × len_kv floats beyond. libattn never
  * allocates a [batch, heads, len_q, len_kv] buffer: only the caller's
  * `weights` array, when passed, holds one.
  * @{
