@@ -12,8 +12,8 @@
  * where n is the number of keys any row of the block can see (valid length,
  * causal limit): blocks never compute keys they cannot use, and keys beyond
  * a batch row's valid length are never read. Scratch is block_q × len_kv
- * floats per thread (at most 4 MiB once len_kv ≥ 4096, 64 × len_kv beyond
- * 16384); nothing of size len_q × len_kv is ever allocated.
+ * floats per thread (at most 4 MiB for len_kv ≤ 16384, 64 × len_kv
+ * beyond); nothing of size len_q × len_kv is ever allocated.
  */
 #include <string.h>
 
