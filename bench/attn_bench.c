@@ -168,7 +168,8 @@ static void run_libattn(problem *p)
 /* The floor's blocks match libattn's: keys up to the block's causal limit,
  * and as many query rows as src/attend.c's query_block_rows picks (the same
  * rule, kept in step by hand: 64 rows when causal, else up to 256 while the
- * block's logits stay within 4 MiB and there are at least 16 blocks). */
+ * block's logits stay within 4 MiB and one batch row has at least 16 items,
+ * heads × blocks). */
 static int64_t floor_block(const config *c)
 {
     if (c->causal != ATTN_CAUSAL_NONE)
@@ -176,7 +177,7 @@ static int64_t floor_block(const config *c)
     int64_t rows = 256;
     while (rows > 64 && c->len_kv > ((int64_t)4 << 20) / (rows * (int64_t)sizeof(float)))
         rows /= 2;
-    while (rows > 64 && c->batch * c->heads_q * ((c->len_q + rows - 1) / rows) < 16)
+    while (rows > 64 && c->heads_q * ((c->len_q + rows - 1) / rows) < 16)
         rows /= 2;
     return rows;
 }
@@ -253,8 +254,9 @@ static void run_attention_floor(problem *p, int threads, const float *q, const f
 }
 
 /* One projection out[rows, e] = in[rows, e] · Wᵀ, its rows split over
- * `threads` threads as libattn splits them (one sgemm per share, BLAS
- * single-threaded inside each). */
+ * `threads` threads, BLAS single-threaded inside each. libattn hands out
+ * 256-row blocks (src/linear.c); the floor makes one sgemm per thread's
+ * share, which packs W fewer times, so it is if anything the faster. */
 typedef struct projection_job {
     int64_t rows, e;
     const float *in, *w;

@@ -33,12 +33,18 @@
  * than 64-row ones, although their logits no longer fit in L2. Causal blocks
  * stay at 64 rows: a tall block computes keys up to its last row's causal
  * limit, which would cost most of what causal skipping saves. Blocks also
- * shrink until there are at least 16 items, so that threads stay busy on
- * small batches. The choice depends on the shape only, never on the thread
- * count: a row's bits can depend on its block (its GEMMs' M, and the keys
- * the block computes under per-query lengths; test_sdpa_random saw 1 and 3
- * threads differ when the rows followed the thread count), and the output
- * must be bitwise the same whatever the threads. */
+ * shrink until one batch row has at least 16 items (heads × blocks), so that
+ * threads stay busy on short inputs. The choice depends on the layer's
+ * shape only — never on the thread count or the batch size: a row's bits can
+ * depend on its block (its GEMMs' M, and the keys the block computes under
+ * per-query lengths; test_sdpa_random saw 1 and 3 threads differ when the
+ * rows followed the thread count), and the output must be bitwise the same
+ * whatever the threads, and for a sequence whatever else is in the batch. */
+static int64_t ceil_div(int64_t a, int64_t b)
+{
+    return a / b + (a % b != 0);  /* no a + b − 1: len_q may be near INT64_MAX when batch is 0 */
+}
+
 static int64_t query_block_rows(const attn_attend_args *a)
 {
     if (a->causal != ATTN_CAUSAL_NONE)
@@ -47,7 +53,7 @@ static int64_t query_block_rows(const attn_attend_args *a)
     while (rows > ATTN_BLOCK_Q_MIN &&
            a->len_kv > ATTN_BLOCK_LOGITS_BYTES / (rows * (int64_t)sizeof(float)))
         rows /= 2;
-    while (rows > ATTN_BLOCK_Q_MIN && a->batch * a->heads_q * ((a->len_q + rows - 1) / rows) < 16)
+    while (rows > ATTN_BLOCK_Q_MIN && a->heads_q * ceil_div(a->len_q, rows) < 16)
         rows /= 2;
     return rows;
 }
@@ -184,7 +190,7 @@ static void attend_item(void *arg, int64_t item, int worker)
 attn_status attn_attend(attn_context *ctx, const attn_attend_args *a, const char *func)
 {
     int64_t block_q = query_block_rows(a);
-    int64_t blocks = (a->len_q + block_q - 1) / block_q;
+    int64_t blocks = ceil_div(a->len_q, block_q);
     int64_t items = a->batch * a->heads_q * blocks;
     if (items == 0)
         return ATTN_OK;

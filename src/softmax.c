@@ -158,10 +158,13 @@ float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv
             return empty_row(row, n, inv_sum);
         max = NAN;  /* every visible logit NaN: the row is NaN */
     }
-    /* min − max is NaN for an all-NaN row and -Inf with masked keys: both
-     * take the flushing loop, which handles them exactly. */
-    float sum = range.min - max >= ATTN_EXP_FLUSH ? exp_and_sum(row, end, max)
-                                                  : exp_and_sum_flushed(row, end, max);
+    /* The plain loop only when no term reaches the flush threshold, so that
+     * both loops give the same bits. min − max is -Inf with masked keys and
+     * NaN for an all-NaN row under GCC (flushing loop, exact); under clang's
+     * reduction identities an all-NaN row gives +Inf and the plain loop,
+     * whose expf(NaN) makes the row NaN just the same. */
+    float sum = range.min - max > ATTN_EXP_FLUSH ? exp_and_sum(row, end, max)
+                                                 : exp_and_sum_flushed(row, end, max);
     if (end < n)
         memset(row + end, 0, (size_t)(n - end) * sizeof *row);
     /* The maximum's own term is exp(0) = 1, so a zero sum means no key was
