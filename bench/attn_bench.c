@@ -22,6 +22,8 @@
 #include <attn.h>
 #include <cblas.h>
 
+#include "block_rows.h"
+
 #include <malloc.h>
 #include <math.h>
 #include <pthread.h>
@@ -165,21 +167,11 @@ static void run_libattn(problem *p)
 
 /* ---- the GEMM floor ------------------------------------------------------ */
 
-/* The floor's blocks match libattn's: keys up to the block's causal limit,
- * and as many query rows as src/attend.c's query_block_rows picks (the same
- * rule, kept in step by hand: 64 rows when causal, else up to 256 while the
- * block's logits stay within 4 MiB and one batch row has at least 16 items,
- * heads × blocks). */
+/* The floor's blocks match libattn's: the same rows per block
+ * (src/block_rows.h), keys up to the block's causal limit. */
 static int64_t floor_block(const config *c)
 {
-    if (c->causal != ATTN_CAUSAL_NONE)
-        return 64;
-    int64_t rows = 256;
-    while (rows > 64 && c->len_kv > ((int64_t)4 << 20) / (rows * (int64_t)sizeof(float)))
-        rows /= 2;
-    while (rows > 64 && c->heads_q * ((c->len_q + rows - 1) / rows) < 16)
-        rows /= 2;
-    return rows;
+    return attn_query_block_rows(c->heads_q, c->len_q, c->len_kv, c->causal != ATTN_CAUSAL_NONE);
 }
 
 typedef struct floor_job {

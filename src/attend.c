@@ -11,52 +11,15 @@
  *   O_blk = diag(1/sum) · P · V[0:n]                       cblas_sgemm
  * where n is the number of keys any row of the block can see (valid length,
  * causal limit): blocks never compute keys they cannot use, and keys beyond
- * a batch row's valid length are never read. Scratch is block_q × len_kv
+ * a batch row's valid length are never read. Blocks are 64–256 query rows
+ * (block_rows.h). Scratch is block_q × len_kv
  * floats per thread (at most 4 MiB for len_kv ≤ 16384, 64 × len_kv
  * beyond); nothing of size len_q × len_kv is ever allocated.
  */
 #include <string.h>
 
 #include "attn_internal.h"
-
-/* Query rows per item, chosen per call by query_block_rows. */
-#define ATTN_BLOCK_Q_MIN 64
-#define ATTN_BLOCK_Q_MAX 256
-/* Per-thread logits scratch that larger blocks may use: 4 MiB is what 64
- * rows need at len_kv = 16384, so long sequences use no more memory than
- * 64-row blocks would. */
-#define ATTN_BLOCK_LOGITS_BYTES ((int64_t)4 << 20)
-
-/* Rows per query block. Each block's Q·Kᵀ repacks all of K and V inside
- * OpenBLAS, so taller blocks amortise that over more rows: measured here
- * (Zen 3, d = 64 and 128, L = 1024–8192), 256-row blocks ran 8–16% faster
- * than 64-row ones, although their logits no longer fit in L2. Causal blocks
- * stay at 64 rows: a tall block computes keys up to its last row's causal
- * limit, which would cost most of what causal skipping saves. Blocks also
- * shrink until one batch row has at least 16 items (heads × blocks), so that
- * threads stay busy on short inputs. The choice depends on the layer's
- * shape only — never on the thread count or the batch size: a row's bits can
- * depend on its block (its GEMMs' M, and the keys the block computes under
- * per-query lengths; test_sdpa_random saw 1 and 3 threads differ when the
- * rows followed the thread count), and the output must be bitwise the same
- * whatever the threads, and for a sequence whatever else is in the batch. */
-static int64_t ceil_div(int64_t a, int64_t b)
-{
-    return a / b + (a % b != 0);  /* no a + b − 1: len_q may be near INT64_MAX when batch is 0 */
-}
-
-static int64_t query_block_rows(const attn_attend_args *a)
-{
-    if (a->causal != ATTN_CAUSAL_NONE)
-        return ATTN_BLOCK_Q_MIN;
-    int64_t rows = ATTN_BLOCK_Q_MAX;
-    while (rows > ATTN_BLOCK_Q_MIN &&
-           a->len_kv > ATTN_BLOCK_LOGITS_BYTES / (rows * (int64_t)sizeof(float)))
-        rows /= 2;
-    while (rows > ATTN_BLOCK_Q_MIN && a->heads_q * ceil_div(a->len_q, rows) < 16)
-        rows /= 2;
-    return rows;
-}
+#include "block_rows.h"
 
 int64_t attn_view_offset(const attn_view *t, int64_t b, int64_t h)
 {
@@ -189,8 +152,9 @@ static void attend_item(void *arg, int64_t item, int worker)
 
 attn_status attn_attend(attn_context *ctx, const attn_attend_args *a, const char *func)
 {
-    int64_t block_q = query_block_rows(a);
-    int64_t blocks = ceil_div(a->len_q, block_q);
+    int64_t block_q = attn_query_block_rows(a->heads_q, a->len_q, a->len_kv,
+                                            a->causal != ATTN_CAUSAL_NONE);
+    int64_t blocks = attn_ceil_div(a->len_q, block_q);
     int64_t items = a->batch * a->heads_q * blocks;
     if (items == 0)
         return ATTN_OK;
