@@ -374,7 +374,7 @@ static sdpa_case cases[] = {
     CASE("no_weights_no_lse", 2, 4, 2, 7, 9, 8, 8), .lengths = LEN_QUERY, .omit = OMIT_BOTH},
     CASE("weights_only", 2, 4, 2, 7, 9, 8, 8), .keep = MK_ON, .omit = OMIT_LSE},
     CASE("lse_only", 2, 4, 2, 7, 9, 8, 8), .bias = MK_ON, .bias_ninf = 1, .omit = OMIT_W},
-    /* larger shapes: several query blocks of 64 */
+    /* larger shapes: several query blocks of 64 (few heads keep blocks at 64) */
     CASE("large_bhsd_gqa_lq257_lkv500_all_masks", 2, 4, 2, 257, 500, 64, 64),
          .lengths = LEN_BATCH, .keep = MK_ON | MK_B1 | MK_H1, .bias = MK_ON | MK_B1,
          .bias_ninf = 1},
@@ -385,7 +385,12 @@ static sdpa_case cases[] = {
     CASE("large_lq_gt_lkv_br_lq230_lkv70", 1, 3, 1, 230, 70, 16, 16), .causal = BR,
          .keep = MK_ON | MK_H1, .omit = OMIT_W},
     CASE("large_no_outputs_lq129_lkv257", 2, 2, 2, 129, 257, 24, 24), .bias = MK_ON | MK_H1,
-         .omit = OMIT_BOTH},
+         .omit = OMIT_BOTH},    /* taller blocks (src/block_rows.h): 256 rows with a tail of 88, and 128
+     * rows once len_kv passes 4096 */
+    CASE("tall_blocks_256_rows_lq600_lkv90_per_query", 1, 8, 2, 600, 90, 8, 8),
+         .lengths = LEN_QUERY, .keep = MK_ON | MK_H1},
+    CASE("tall_blocks_128_rows_lq300_lkv4500_bshd", 1, 16, 4, 300, 4500, 4, 4), .layout = BSHD,
+         .bias = MK_ON | MK_H1, .omit = OMIT_W},
 };
 
 static sdpa_case thread_cases[] = {
@@ -393,6 +398,8 @@ static sdpa_case thread_cases[] = {
          .lengths = LEN_QUERY, .keep = MK_ON | MK_H1, .bias = MK_ON | MK_B1, .bias_ninf = 1},
     CASE("threads_1_2_3_bitwise_identical_bshd_causal", 3, 6, 2, 130, 190, 17, 9),
          .layout = BSHD, .causal = BR, .lengths = LEN_BATCH},
+    CASE("threads_1_2_3_bitwise_identical_tall_blocks", 2, 8, 8, 600, 90, 8, 8),
+         .lengths = LEN_QUERY, .keep = MK_ON},
 };
 
 #define N_CASES (sizeof cases / sizeof cases[0])
