@@ -220,6 +220,20 @@ static void *floor_thread(void *arg)
     return NULL;
 }
 
+/* Runs fn(&jobs[t]) for t < threads, job 0 on the calling thread, the others
+ * on threads of their own, and waits for all: the floor's counterpart of
+ * libattn's pool (jobs is an array of `threads` elements of job_size bytes). */
+static void run_on_threads(int threads, void *(*fn)(void *), void *jobs, size_t job_size)
+{
+    pthread_t tid[64];
+    char *job = jobs;
+    for (int t = 1; t < threads; t++)
+        pthread_create(&tid[t], NULL, fn, job + (size_t)t * job_size);
+    fn(job);
+    for (int t = 1; t < threads; t++)
+        pthread_join(tid[t], NULL);
+}
+
 /* The attention GEMMs over all heads, split over `threads` threads. For MHA
  * the tensors are the projected [B, L, E] buffers viewed per head as BHSD:
  * the floor's cost does not depend on which rows a head's GEMM reads. */
@@ -228,7 +242,6 @@ static void run_attention_floor(problem *p, int threads, const float *q, const f
 {
     const config *c = p->c;
     int total = (int)(c->batch * c->heads_q);
-    pthread_t tid[64];
     floor_job jobs[64];
     threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
     int64_t block = floor_block(c);
@@ -238,11 +251,7 @@ static void run_attention_floor(problem *p, int threads, const float *q, const f
         jobs[t] = (floor_job){p, q, k, v, out, c->heads_q, c->heads_kv, first, last - first,
                               p->scratch + per * (size_t)t, block};
     }
-    for (int t = 1; t < threads; t++)
-        pthread_create(&tid[t], NULL, floor_thread, &jobs[t]);
-    floor_thread(&jobs[0]);
-    for (int t = 1; t < threads; t++)
-        pthread_join(tid[t], NULL);
+    run_on_threads(threads, floor_thread, jobs, sizeof jobs[0]);
 }
 
 /* One projection out[rows, e] = in[rows, e] · Wᵀ, its rows split over
@@ -267,18 +276,13 @@ static void *projection_thread(void *arg)
 static void run_projection_floor(int threads, int64_t rows, int64_t e, const float *in,
                                  const float *w, float *out)
 {
-    pthread_t tid[64];
     projection_job jobs[64];
     threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
     for (int t = 0; t < threads; t++) {
         int64_t first = rows * t / threads, last = rows * (t + 1) / threads;
         jobs[t] = (projection_job){last - first, e, in + first * e, w, out + first * e};
     }
-    for (int t = 1; t < threads; t++)
-        pthread_create(&tid[t], NULL, projection_thread, &jobs[t]);
-    projection_thread(&jobs[0]);
-    for (int t = 1; t < threads; t++)
-        pthread_join(tid[t], NULL);
+    run_on_threads(threads, projection_thread, jobs, sizeof jobs[0]);
 }
 
 /* MHA's floor adds the four projections, each split by rows over the threads. */
