@@ -88,6 +88,8 @@ struct attn_context {
 /* The number of threads a forward call on ctx would use, never above
  * max_useful (the number of independent work items), never below 1. */
 int attn_context_threads(const attn_context *ctx, int64_t max_useful);
+/* The thread count of a context left at its default (before max_useful). */
+int attn_default_threads(void);
 
 /* Makes sure ctx has `threads` threads and `threads` scratch buffers of at
  * least `floats` floats each. Allocates only what is missing; on failure
@@ -227,6 +229,15 @@ int64_t attn_linear_items(int64_t rows);
 
 /* How many threads the BLAS library runs each call on (1 when unknown). */
 int attn_blas_threads(void);
+
+/* How the BLAS library runs its threads (openblas_get_parallel()). */
+typedef enum attn_blas_threading {
+    ATTN_BLAS_THREADING_UNKNOWN,   /* not OpenBLAS: no way to ask */
+    ATTN_BLAS_THREADING_SERIAL,    /* built without threads */
+    ATTN_BLAS_THREADING_PTHREADS,  /* its own pthread pool (Debian's default) */
+    ATTN_BLAS_THREADING_OPENMP,    /* OpenMP: serial inside a parallel region */
+} attn_blas_threading;
+attn_blas_threading attn_blas_threading_model(void);
 
 /* C[m×n] = alpha · A[m×k] · B[n×k]ᵀ (+ beta·C), row-major with leading dims. */
 void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,

@@ -13,10 +13,11 @@
 
 #include "attn_internal.h"
 
-/* OpenBLAS's getter, if the BLAS library is OpenBLAS: a weak reference, so
- * that libattn also links against a CBLAS that lacks it. Only read, never
- * set: the BLAS thread count is the caller's (see attn_context_threads). */
+/* OpenBLAS's getters, if the BLAS library is OpenBLAS: weak references, so
+ * that libattn also links against a CBLAS that lacks them. Only read, never
+ * set: the BLAS thread count is process-global and belongs to the caller. */
 extern int openblas_get_num_threads(void) __attribute__((weak));
+extern int openblas_get_parallel(void) __attribute__((weak));
 
 int attn_blas_threads(void)
 {
@@ -24,6 +25,18 @@ int attn_blas_threads(void)
         return 1;
     int n = openblas_get_num_threads();
     return n < 1 ? 1 : n;
+}
+
+attn_blas_threading attn_blas_threading_model(void)
+{
+    if (!openblas_get_parallel)
+        return ATTN_BLAS_THREADING_UNKNOWN;
+    switch (openblas_get_parallel()) {
+    case 0:  return ATTN_BLAS_THREADING_SERIAL;
+    case 1:  return ATTN_BLAS_THREADING_PTHREADS;
+    case 2:  return ATTN_BLAS_THREADING_OPENMP;
+    default: return ATTN_BLAS_THREADING_UNKNOWN;
+    }
 }
 
 void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,

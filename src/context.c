@@ -60,14 +60,14 @@ static int online_cores(void)
  * same cores (measured on 2 cores: 20× slower than either alone). So by
  * default libattn only parallelises when BLAS is single-threaded
  * (OPENBLAS_NUM_THREADS=1), and otherwise leaves the cores to BLAS. */
-static int default_threads(void)
+int attn_default_threads(void)
 {
     return attn_blas_threads() > 1 ? 1 : online_cores();
 }
 
 int attn_context_threads(const attn_context *ctx, int64_t max_useful)
 {
-    int n = ctx->requested_threads ? ctx->requested_threads : default_threads();
+    int n = ctx->requested_threads ? ctx->requested_threads : attn_default_threads();
     if (max_useful < n)
         n = max_useful < 1 ? 1 : (int)max_useful;
     return n;
