@@ -87,6 +87,7 @@
 #ifndef ATTN_H
 #define ATTN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "attn_version.h"
@@ -667,6 +668,69 @@ ATTN_API attn_status attn_nadaraya_watson(attn_context *ctx, int64_t n_queries, 
  * needed. */
 ATTN_API attn_status attn_positional_encoding(float *out, int64_t len, int64_t dim, int64_t start,
                                               float base);
+
+/** @} */
+
+/* ======================================================================
+ * v1.1: runtime information
+ * ====================================================================== */
+/**
+ * @defgroup runtime_info Runtime information (v1.1)
+ *
+ * What this process's libattn runs on: the BLAS library, the kernels it
+ * picked for this CPU, its threads, the CPU's usable vector instructions and
+ * libattn's default thread count, with one line of advice when the setup is
+ * known to be slow. For logs, bug reports and `attn info`. Added in 1.1.0:
+ * check attn_version_number() >= 10100 before calling it from a program that
+ * may run with an older libattn.so.1.
+ * @{
+ */
+
+/** Writes a description of this process's setup into buf, snprintf-style.
+ *
+ * The text is one "key: value" line per fact, each ending in '\n', in this
+ * order (more keys may be added in later versions, anywhere; a reader looks
+ * keys up by name):
+ * @code{.unparsed}
+ *   version:        libattn's version, as attn_version_string()
+ *   blas:           the BLAS library and its version as it describes itself
+ *                   (OpenBLAS: openblas_get_config(), e.g. "OpenBLAS 0.3.21
+ *                   NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY Cooperlake
+ *                   MAX_THREADS=64"), or "unknown" for another CBLAS
+ *   blas_kernel:    the kernel set OpenBLAS runs (openblas_get_corename(),
+ *                   e.g. "Haswell"; the value OPENBLAS_CORETYPE takes), or
+ *                   "unknown"
+ *   blas_threads:   the BLAS's thread count per call (1 when unknown)
+ *   blas_threading: pthreads, openmp, serial or unknown
+ *   cpu:            vendor, family and model as Linux shows them, then the
+ *                   vector extensions this process may use (the CPU has them
+ *                   by cpuid and the OS saves their registers by xgetbv), in
+ *                   Linux's names: sse4_2 avx avx2 fma avx512f avx512bw
+ *                   avx512vl avx512dq avx512cd avx512_bf16 avx512_fp16
+ *                   amx_tile amx_bf16; e.g. "AuthenticAMD family 25 model 17,
+ *                   sse4_2 avx avx2 fma avx512f ...". "unknown" off x86-64.
+ *   threads:        the thread count a context left at its default uses
+ *                   (attn_context_set_num_threads with n = 0)
+ *   advice:         empty (the line is then "advice:"), or one sentence when
+ *                   the setup is known to be slow, naming the environment
+ *                   variable and value that fix it. The value is chosen from
+ *                   the CPU's features and never needs an instruction the CPU
+ *                   lacks: e.g. OpenBLAS 0.3.21 runs its generic Prescott
+ *                   kernels on Intel CPUs it does not know, where
+ *                   OPENBLAS_CORETYPE=Cooperlake runs sgemm ~6x faster.
+ * @endcode
+ *
+ * Writes at most size bytes including the terminating NUL: a text longer
+ * than size - 1 is cut there and still NUL-terminated. buf may be NULL when
+ * size is 0. Returns the length of the whole text (without the NUL), whatever
+ * size is, so `attn_runtime_info(NULL, 0) + 1` is the buffer size needed
+ * (about 400 bytes today; a 1024-byte buffer is ample).
+ *
+ * Never fails; allocates nothing; buf is the caller's. Thread-safe: any
+ * number of threads may call it at once. It only reads (cpuid, xgetbv and
+ * the BLAS's getters): it never changes any process-global state of the BLAS,
+ * such as its thread count or kernel. */
+ATTN_API size_t attn_runtime_info(char *buf, size_t size);
 
 /** @} */
 

@@ -90,6 +90,10 @@ struct attn_context {
 int attn_context_threads(const attn_context *ctx, int64_t max_useful);
 /* The thread count of a context left at its default (before max_useful). */
 int attn_default_threads(void);
+/* True when the BLAS runs each call on several threads: libattn then makes
+ * its GEMMs from the calling thread and uses its own threads only between
+ * them. */
+bool attn_context_blas_threaded(const attn_context *ctx);
 
 /* Makes sure ctx has `threads` threads and `threads` scratch buffers of at
  * least `floats` floats each. Allocates only what is missing; on failure
@@ -253,5 +257,79 @@ void attn_gemv_n(int64_t m, int64_t n, float alpha, const float *a, int64_t lda,
 /* y[n] = alpha · A[m×n]ᵀ · x[m], row-major A. */
 void attn_gemv_t(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
                  float *y);
+
+/* ---- runtime information (cpu_features.c, advice.c, runtime_info.c) --- */
+
+/* The vector ISA extensions a kernel may need, as bits. Each is set only
+ * when the CPU has it (cpuid) AND the OS saves its register state (xgetbv:
+ * YMM for AVX, opmask and ZMM for AVX-512, the tile state for AMX), i.e.
+ * when an instruction using it would not fault here. */
+enum {
+    ATTN_CPU_SSE4_2      = 1u << 0,
+    ATTN_CPU_AVX         = 1u << 1,
+    ATTN_CPU_AVX2        = 1u << 2,
+    ATTN_CPU_FMA         = 1u << 3,
+    ATTN_CPU_AVX512F     = 1u << 4,
+    ATTN_CPU_AVX512BW    = 1u << 5,
+    ATTN_CPU_AVX512VL    = 1u << 6,
+    ATTN_CPU_AVX512DQ    = 1u << 7,
+    ATTN_CPU_AVX512CD    = 1u << 8,
+    ATTN_CPU_AVX512_BF16 = 1u << 9,
+    ATTN_CPU_AVX512_FP16 = 1u << 10,
+    ATTN_CPU_AMX_TILE    = 1u << 11,
+    ATTN_CPU_AMX_BF16    = 1u << 12,
+};
+#define ATTN_CPU_FEATURE_COUNT 13
+
+/* What cpuid says about the CPU this process runs on. */
+typedef struct attn_cpu_info {
+    bool known;          /* false off x86-64: everything below is empty */
+    char vendor[13];     /* "GenuineIntel", "AuthenticAMD", ... */
+    int family, model;   /* as Linux's /proc/cpuinfo shows them */
+    unsigned features;   /* ATTN_CPU_* bits usable here */
+} attn_cpu_info;
+
+/* Reads cpuid and xgetbv; never fails (unknown CPUs give known = false).
+ * Thread-safe: it writes only *info. */
+void attn_cpu_detect(attn_cpu_info *info);
+
+/* The Linux /proc/cpuinfo name of one ATTN_CPU_* bit ("avx512_bf16"), or
+ * NULL for anything else. */
+const char *attn_cpu_feature_name(unsigned feature);
+
+/* The BLAS's self-description (openblas_get_config(), e.g. "OpenBLAS 0.3.21
+ * DYNAMIC_ARCH ...") copied into buf (snprintf semantics), or "unknown" for
+ * a BLAS that does not say. Thread-safe (blas.c serialises the copy out of
+ * OpenBLAS's static buffer). */
+void attn_blas_config(char *buf, size_t size);
+
+/* The kernel set the BLAS runs (openblas_get_corename(), e.g. "Haswell":
+ * also the OPENBLAS_CORETYPE value that selects it), or "unknown". Static
+ * storage; never NULL. */
+const char *attn_blas_kernel(void);
+
+/* Everything the advice is computed from: plain values, so that the advice
+ * is a pure function that tests can feed with any machine. */
+typedef struct attn_setup {
+    const char *blas_kernel;            /* attn_blas_kernel(); "unknown" or NULL if not OpenBLAS */
+    unsigned cpu_features;              /* ATTN_CPU_* */
+    int blas_threads;                   /* attn_blas_threads() */
+    attn_blas_threading blas_threading; /* attn_blas_threading_model() */
+    int default_threads;                /* attn_default_threads() */
+} attn_setup;
+
+/* The OPENBLAS_CORETYPE value to advise: the fastest OpenBLAS 0.3.21 kernel
+ * whose instructions the CPU has, when `kernel` is strictly below it in ISA
+ * level; NULL when `kernel` is fine or unknown. Pure. */
+const char *attn_advise_kernel(const char *kernel, unsigned cpu_features);
+
+/* The ATTN_CPU_* bits a kernel named by attn_advise_kernel needs (0 for any
+ * other name). */
+unsigned attn_kernel_needs(const char *kernel);
+
+/* The advice line of attn_runtime_info: empty, or one sentence naming what
+ * is slow and the setting that fixes it. snprintf semantics: writes at most
+ * size bytes with the NUL, returns the whole length. Pure. */
+size_t attn_advice(const attn_setup *setup, char *buf, size_t size);
 
 #endif /* ATTN_INTERNAL_H */

@@ -10,6 +10,8 @@
  * prints.
  */
 #include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
 
 #include "attn_internal.h"
 
@@ -18,6 +20,8 @@
  * set: the BLAS thread count is process-global and belongs to the caller. */
 extern int openblas_get_num_threads(void) __attribute__((weak));
 extern int openblas_get_parallel(void) __attribute__((weak));
+extern char *openblas_get_config(void) __attribute__((weak));
+extern char *openblas_get_corename(void) __attribute__((weak));
 
 int attn_blas_threads(void)
 {
@@ -37,6 +41,31 @@ attn_blas_threading attn_blas_threading_model(void)
     case 2:  return ATTN_BLAS_THREADING_OPENMP;
     default: return ATTN_BLAS_THREADING_UNKNOWN;
     }
+}
+
+/* openblas_get_config() rebuilds its text in one static buffer at every
+ * call (OpenBLAS 0.3.21, driver/others/openblas_get_config.c), so two threads
+ * calling it at once race on that buffer; the mutex serialises libattn's own
+ * calls and the copy out. */
+static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void attn_blas_config(char *buf, size_t size)
+{
+    if (!openblas_get_config) {
+        snprintf(buf, size, "unknown");
+        return;
+    }
+    pthread_mutex_lock(&config_lock);
+    const char *config = openblas_get_config();
+    snprintf(buf, size, "%s", config ? config : "unknown");
+    pthread_mutex_unlock(&config_lock);
+}
+
+const char *attn_blas_kernel(void)
+{
+    /* A pointer into OpenBLAS's constant table of names: no copy needed. */
+    const char *name = openblas_get_corename ? openblas_get_corename() : NULL;
+    return name && name[0] ? name : "unknown";
 }
 
 void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
