@@ -145,6 +145,9 @@ export UBSAN_OPTIONS="halt_on_error=1:exitcode=86:print_stacktrace=1"
 asan() {
     setup build-asan -Db_sanitize=address,undefined -Db_lundef=false \
         -Dc_args=-fno-sanitize-recover=all -Dcpp_args=-fno-sanitize-recover=all || return 1
+    # tests/meson.build preloads the ASan runtime for test_python by itself (so
+    # that a plain meson test passes); the wrapper's settings, applied last,
+    # are these strict ones all the same.
     make_wrapper build-asan "" "env -u LD_PRELOAD ASAN_OPTIONS=$ASAN_OPTIONS" \
         "env LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=$ASAN_OPTIONS:detect_leaks=0"
     meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --wrapper "$root/build-asan/rel-wrap"
