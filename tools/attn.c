@@ -1,5 +1,6 @@
 /*
- * attn.c — the attn program: `attn demo`, `attn run`, `attn heatmap`.
+ * attn.c — the attn program: `attn demo`, `attn run`, `attn heatmap`,
+ * `attn info`.
  *
  * main only dispatches: each subcommand lives in its own file, parses its
  * own options and returns an exit status (cli.h). The library never prints;
@@ -24,6 +25,8 @@ static const char usage[] =
     "  run                scaled dot-product attention on NumPy .npy files, with\n"
     "                     masks, valid lengths, bias, causal modes and GQA\n"
     "  heatmap            draw saved attention weights (.npy) as SVG heatmaps\n"
+    "  info               print what libattn runs on here (BLAS, its kernels and\n"
+    "                     threads, the CPU's vector extensions) and any advice\n"
     "\n"
     "  attn COMMAND --help   describes every option of COMMAND\n"
     "  attn --version        prints the versions of attn and of libattn\n"
@@ -40,6 +43,7 @@ static const command commands[] = {
     {"demo", cmd_demo},
     {"run", cmd_run},
     {"heatmap", cmd_heatmap},
+    {"info", cmd_info},
 };
 
 int main(int argc, char **argv)

@@ -24,6 +24,15 @@ enum {
 int cmd_demo(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_heatmap(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+/* attn_runtime_info()'s whole text in a malloc'd string (the caller frees
+ * it), or NULL when memory runs out. */
+char *cli_runtime_info(void);
+
+/* The value of its "advice:" line into buf (snprintf semantics): returns 1
+ * when there is advice, 0 when it is empty (or memory ran out). */
+int cli_runtime_advice(char *buf, size_t size);
 
 /* Prints "attn <cmd>: <message>\n" to stderr; returns CLI_REFUSED. */
 #if defined(__GNUC__)

@@ -122,6 +122,10 @@ int cmd_demo(int argc, char **argv)
         return demo_fail("attn_context_create", st);
     printf("attn demo: the seeds' worked examples, computed by libattn %s\n",
            attn_version_string());
+    /* On stderr, so that the printed numbers stay the seeds' own. */
+    char advice[1024];
+    if (cli_runtime_advice(advice, sizeof advice))
+        fprintf(stderr, "attn demo: advice: %s\n", advice);
     int (*const examples[])(const demo_env *) = {demo_uva, demo_masked, demo_kernel_regression,
                                                  demo_mha};
     for (size_t i = 0; i < sizeof examples / sizeof examples[0] && rc == CLI_OK; i++) {
