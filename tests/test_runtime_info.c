@@ -1,0 +1,323 @@
+/*
+ * test_runtime_info.c — attn_runtime_info() and its advice (issue 19).
+ *
+ * The text: every key once, the values the BLAS and the CPU report when
+ * asked directly (openblas_get_corename(), /proc/cpuinfo), snprintf
+ * semantics, no change to the BLAS. The advice: a pure function of (kernel,
+ * CPU features), checked on a table of machines and, for every one of the
+ * 2^13 feature sets and every kernel name, never naming a kernel whose
+ * instructions the CPU lacks (with this file's own list of what each needs).
+ *
+ * Linked with the library's object files, not libattn.so, to reach the
+ * internal advice functions.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "attn_internal.h"
+
+/* OpenBLAS's own getters, asked directly (weak: another CBLAS lacks them). */
+extern char *openblas_get_corename(void) __attribute__((weak));
+extern char *openblas_get_config(void) __attribute__((weak));
+extern int openblas_get_num_threads(void) __attribute__((weak));
+
+static const char *const keys[] = {"version", "blas", "blas_kernel", "blas_threads",
+                                   "blas_threading", "cpu", "threads", "advice"};
+#define N_KEYS (sizeof keys / sizeof keys[0])
+
+static char *info_text(void)
+{
+    size_t n = attn_runtime_info(NULL, 0);
+    char *text = malloc(n + 1);
+    assert_non_null(text);
+    assert_int_equal(attn_runtime_info(text, n + 1), n);
+    return text;
+}
+
+/* The value of "key: value" (or "" for "key:"), copied into out; false if
+ * the key is not at the start of a line. */
+static bool value_of(const char *text, const char *key, char *out, size_t size)
+{
+    size_t k = strlen(key);
+    for (const char *line = text; *line; line = strchr(line, '\n') + 1) {
+        if (strncmp(line, key, k) == 0 && line[k] == ':') {
+            const char *v = line + k + 1;
+            if (*v == ' ')
+                v++;
+            snprintf(out, size, "%.*s", (int)strcspn(v, "\n"), v);
+            return true;
+        }
+        if (!strchr(line, '\n'))
+            break;
+    }
+    return false;
+}
+
+static void every_key_once(void **state)
+{
+    (void)state;
+    char *text = info_text();
+    assert_true(strlen(text) > 0 && text[strlen(text) - 1] == '\n');
+    for (size_t i = 0; i < N_KEYS; i++) {
+        int count = 0;
+        size_t k = strlen(keys[i]);
+        for (const char *line = text; *line; line = strchr(line, '\n') + 1)
+            count += strncmp(line, keys[i], k) == 0 && line[k] == ':';
+        if (count != 1)
+            fail_msg("key %s appears %d times in:\n%s", keys[i], count, text);
+    }
+    /* Every line is "key: value" or "key:". */
+    for (const char *line = text; *line; line = strchr(line, '\n') + 1) {
+        size_t key_len = strspn(line, "abcdefghijklmnopqrstuvwxyz_");
+        assert_true(key_len > 0);
+        assert_true(line[key_len] == ':');
+        assert_true(line[key_len + 1] == ' ' || line[key_len + 1] == '\n');
+    }
+    free(text);
+}
+
+static void values_match_the_sources(void **state)
+{
+    (void)state;
+    char *text = info_text();
+    char v[512];
+    assert_true(value_of(text, "version", v, sizeof v));
+    assert_string_equal(v, attn_version_string());
+    assert_true(value_of(text, "blas_kernel", v, sizeof v));
+    if (openblas_get_corename)
+        assert_string_equal(v, openblas_get_corename());
+    else
+        assert_string_equal(v, "unknown");
+    assert_true(value_of(text, "blas", v, sizeof v));
+    if (openblas_get_config)
+        assert_string_equal(v, openblas_get_config());
+    assert_true(value_of(text, "blas_threads", v, sizeof v));
+    if (openblas_get_num_threads)
+        assert_int_equal(atoi(v), openblas_get_num_threads());
+    assert_true(value_of(text, "threads", v, sizeof v));
+    assert_int_equal(atoi(v), attn_default_threads());
+    assert_true(value_of(text, "blas_threading", v, sizeof v));
+    assert_true(strcmp(v, "pthreads") == 0 || strcmp(v, "openmp") == 0 ||
+                strcmp(v, "serial") == 0 || strcmp(v, "unknown") == 0);
+    free(text);
+}
+
+/* The cpu line against Linux's own view: the same family and model, and for
+ * each listed extension, the same presence as in /proc/cpuinfo's flags
+ * (Linux too lists only what the OS enables). */
+static void cpu_matches_proc_cpuinfo(void **state)
+{
+    (void)state;
+#if defined(__x86_64__) && defined(__linux__)
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        skip();
+    char line[8192], flags[8192] = "";
+    int family = -1, model = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "cpu family : %d", &family) == 1 && family >= 0)
+            continue;
+        if (strncmp(line, "model\t", 6) == 0)
+            sscanf(strchr(line, ':') + 1, "%d", &model);
+        if (strncmp(line, "flags", 5) == 0 && !flags[0])
+            snprintf(flags, sizeof flags, " %s", strchr(line, ':') + 1);
+        if (line[0] == '\n' && flags[0])
+            break;  /* the first CPU is enough */
+    }
+    fclose(f);
+    char *nl = strchr(flags, '\n');
+    if (nl)
+        *nl = ' ';
+
+    char *text = info_text(), cpu[1024], want[64];
+    assert_true(value_of(text, "cpu", cpu, sizeof cpu));
+    snprintf(want, sizeof want, " family %d model %d,", family, model);
+    if (!strstr(cpu, want))
+        fail_msg("cpu line '%s' lacks '%s'", cpu, want);
+    strcat(cpu, " ");
+    for (int i = 0; i < ATTN_CPU_FEATURE_COUNT; i++) {
+        char word[32];
+        snprintf(word, sizeof word, " %s ", attn_cpu_feature_name(1u << i));
+        bool in_linux = strstr(flags, word) != NULL, in_ours = strstr(cpu, word) != NULL;
+        if (in_linux != in_ours)
+            fail_msg("%s: /proc/cpuinfo %d, attn_runtime_info %d", word, in_linux, in_ours);
+    }
+    free(text);
+#else
+    skip();
+#endif
+}
+
+static void snprintf_semantics(void **state)
+{
+    (void)state;
+    size_t n = attn_runtime_info(NULL, 0);
+    assert_true(n > 100 && n < 1024);
+    char *full = info_text();
+    assert_int_equal(strlen(full), n);
+
+    /* size 0 with a real buffer writes nothing. */
+    char guard[4] = {'x', 'x', 'x', 'x'};
+    assert_int_equal(attn_runtime_info(guard, 0), n);
+    assert_memory_equal(guard, "xxxx", 4);
+
+    /* Cut texts: the prefix that fits, NUL-terminated, nothing beyond size. */
+    const size_t sizes[] = {1, 2, 10, n / 2, n, n + 1};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t size = sizes[i];
+        char *buf = malloc(n + 16);
+        assert_non_null(buf);
+        memset(buf, '#', n + 16);
+        assert_int_equal(attn_runtime_info(buf, size), n);
+        assert_int_equal(strlen(buf), size - 1 < n ? size - 1 : n);
+        assert_memory_equal(buf, full, strlen(buf));
+        for (size_t j = size; j < n + 16; j++)
+            assert_int_equal(buf[j], '#');
+        free(buf);
+    }
+    free(full);
+}
+
+static void leaves_the_blas_alone(void **state)
+{
+    (void)state;
+    int before = openblas_get_num_threads ? openblas_get_num_threads() : 0;
+    const char *kernel = attn_blas_kernel();
+    free(info_text());
+    if (openblas_get_num_threads)
+        assert_int_equal(openblas_get_num_threads(), before);
+    assert_string_equal(attn_blas_kernel(), kernel);
+}
+
+/* ---- the advice, as a pure function ----------------------------------- */
+
+#define AVX2_FMA (ATTN_CPU_SSE4_2 | ATTN_CPU_AVX | ATTN_CPU_AVX2 | ATTN_CPU_FMA)
+#define AVX512 (AVX2_FMA | ATTN_CPU_AVX512F | ATTN_CPU_AVX512BW | ATTN_CPU_AVX512VL | \
+                ATTN_CPU_AVX512DQ | ATTN_CPU_AVX512CD)
+#define AVX512_BF16 (AVX512 | ATTN_CPU_AVX512_BF16)
+
+typedef struct advice_case {
+    const char *what;
+    const char *kernel;
+    unsigned features;
+    const char *advised;  /* NULL: no advice */
+} advice_case;
+
+static const advice_case advice_cases[] = {
+    {"Prescott on AVX-512 + BF16 (Emerald Rapids)", "Prescott",
+     AVX512_BF16 | ATTN_CPU_AVX512_FP16 | ATTN_CPU_AMX_TILE | ATTN_CPU_AMX_BF16, "Cooperlake"},
+    {"Prescott on AVX-512 without BF16 (Skylake-SP)", "Prescott", AVX512, "SkylakeX"},
+    {"Prescott on AVX2 + FMA", "Prescott", AVX2_FMA, "Haswell"},
+    {"Prescott on AVX-512 without DQ: not SkylakeX", "Prescott", AVX512 & ~ATTN_CPU_AVX512DQ,
+     "Haswell"},
+    {"Prescott on AVX2 without FMA: not Haswell", "Prescott", AVX2_FMA & ~ATTN_CPU_FMA,
+     "Sandybridge"},
+    {"Prescott on AVX only", "Prescott", ATTN_CPU_SSE4_2 | ATTN_CPU_AVX, "Sandybridge"},
+    {"Prescott on SSE4.2 only", "Prescott", ATTN_CPU_SSE4_2, "Nehalem"},
+    {"Prescott on a CPU with nothing listed", "Prescott", 0, NULL},
+    {"Haswell on AVX2", "Haswell", AVX2_FMA, NULL},
+    {"Zen on AVX2 (Zen 3)", "Zen", AVX2_FMA, NULL},
+    {"Sandybridge on AVX only", "Sandybridge", ATTN_CPU_SSE4_2 | ATTN_CPU_AVX, NULL},
+    {"SkylakeX on AVX-512", "SkylakeX", AVX512, NULL},
+    {"Cooperlake on AVX-512 + BF16", "Cooperlake", AVX512_BF16, NULL},
+    {"Haswell on AVX-512 + BF16", "Haswell", AVX512_BF16, "Cooperlake"},
+    {"Zen on AVX-512 + BF16 (Zen 4)", "Zen", AVX512_BF16, "Cooperlake"},
+    {"SkylakeX on AVX-512 + BF16", "SkylakeX", AVX512_BF16, "Cooperlake"},
+    {"Cooperlake on a CPU without BF16: already above, no advice", "Cooperlake", AVX512, NULL},
+    {"Bulldozer (FMA4) on AVX only: never advised, same level", "Bulldozer",
+     ATTN_CPU_SSE4_2 | ATTN_CPU_AVX, NULL},
+    {"an unknown kernel", "SapphireRapids", AVX512_BF16, NULL},
+    {"not OpenBLAS", "unknown", AVX512_BF16, NULL},
+    {"no kernel name", NULL, AVX512_BF16, NULL},
+};
+
+static void advice_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof advice_cases / sizeof advice_cases[0]; i++) {
+        const advice_case *c = &advice_cases[i];
+        const char *got = attn_advise_kernel(c->kernel, c->features);
+        if ((got == NULL) != (c->advised == NULL) ||
+            (got && strcmp(got, c->advised) != 0))
+            fail_msg("%s: advised %s, expected %s", c->what, got ? got : "nothing",
+                     c->advised ? c->advised : "nothing");
+
+        attn_setup setup = {c->kernel, c->features, 1, ATTN_BLAS_THREADING_PTHREADS, 2};
+        char text[1024], want[64];
+        size_t n = attn_advice(&setup, text, sizeof text);
+        assert_int_equal(n, strlen(text));
+        if (!c->advised) {
+            assert_string_equal(text, "");
+            continue;
+        }
+        snprintf(want, sizeof want, "OPENBLAS_CORETYPE=%s ", c->advised);
+        if (!strstr(text, want) || !strstr(text, c->kernel) || strchr(text, '\n'))
+            fail_msg("%s: advice '%s'", c->what, text);
+    }
+}
+
+/* What each kernel the advice may name needs, written here from OpenBLAS's
+ * build flags, independently of src/advice.c. */
+static const struct {
+    const char *name;
+    unsigned needs;
+} kernel_needs[] = {
+    {"Cooperlake", AVX512_BF16 & ~ATTN_CPU_SSE4_2},
+    {"SkylakeX", AVX512 & ~ATTN_CPU_SSE4_2},
+    {"Haswell", ATTN_CPU_AVX | ATTN_CPU_AVX2 | ATTN_CPU_FMA},
+    {"Sandybridge", ATTN_CPU_AVX},
+    {"Nehalem", ATTN_CPU_SSE4_2},
+    {"Prescott", 0},
+};
+
+static const char *const running_kernels[] = {
+    "Prescott", "Core2",       "Penryn",   "Dunnington", "Nehalem",     "Atom",
+    "Nano",     "Opteron",     "Opteron_SSE3", "Barcelona", "Bobcat",  "Sandybridge",
+    "Bulldozer", "Piledriver", "Steamroller", "Excavator", "Haswell",   "Zen",
+    "SkylakeX", "Cooperlake",  "unknown",  "Katmai",     "",            "cooperlake",
+};
+
+static void never_a_missing_instruction(void **state)
+{
+    (void)state;
+    long advised = 0;
+    for (unsigned f = 0; f < 1u << ATTN_CPU_FEATURE_COUNT; f++)
+        for (size_t k = 0; k < sizeof running_kernels / sizeof running_kernels[0]; k++) {
+            const char *got = attn_advise_kernel(running_kernels[k], f);
+            if (!got)
+                continue;
+            advised++;
+            size_t j = 0;
+            while (j < sizeof kernel_needs / sizeof kernel_needs[0] &&
+                   strcmp(kernel_needs[j].name, got) != 0)
+                j++;
+            if (j == sizeof kernel_needs / sizeof kernel_needs[0])
+                fail_msg("advised %s, which this test does not know", got);
+            if (kernel_needs[j].needs & ~f)
+                fail_msg("%s on features 0x%x: advised %s, which needs 0x%x", running_kernels[k],
+                         f, got, kernel_needs[j].needs);
+            assert_int_equal(attn_kernel_needs(got), kernel_needs[j].needs);
+            assert_true(strcmp(got, running_kernels[k]) != 0);
+        }
+    assert_true(advised > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(every_key_once),
+        cmocka_unit_test(values_match_the_sources),
+        cmocka_unit_test(cpu_matches_proc_cpuinfo),
+        cmocka_unit_test(snprintf_semantics),
+        cmocka_unit_test(leaves_the_blas_alone),
+        cmocka_unit_test(advice_table),
+        cmocka_unit_test(never_a_missing_instruction),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
