@@ -464,6 +464,25 @@ static int make_configs(config *list, bool quick)
     return n;
 }
 
+/* attn_runtime_info()'s text (malloc'd; NULL when memory runs out), so that
+ * every table says which BLAS kernels and threads it was measured with. */
+static char *runtime_info(void)
+{
+    size_t n = attn_runtime_info(NULL, 0) + 1;
+    char *text = malloc(n);
+    if (text)
+        attn_runtime_info(text, n);
+    return text;
+}
+
+/* The advice line again, below the table, where a reader looks last. */
+static void print_advice(const char *info)
+{
+    const char *line = info ? strstr(info, "\nadvice: ") : NULL;
+    if (line)
+        fprintf(stderr, "attn-bench: advice: %.*s\n", (int)strcspn(line + 9, "\n"), line + 9);
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: attn-bench [--threads N] [--runs N] [--quick] [--filter TEXT]\n");
@@ -487,6 +506,9 @@ int main(int argc, char **argv)
     }
     if (o.threads < 1 || o.threads > 64 || o.runs < 1 || o.runs > 64)
         usage();
+    char *info = runtime_info();
+    if (info)
+        fputs(info, stderr);
     const char *blas_threads = getenv("OPENBLAS_NUM_THREADS");
     fprintf(stderr, "libattn %s, %d threads, %d timed runs, OPENBLAS_NUM_THREADS=%s\n",
             attn_version_string(), o.threads, o.runs, blas_threads ? blas_threads : "(unset)");
@@ -497,5 +519,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++)
         if (!o.filter || strstr(list[i].name, o.filter))
             measure(&list[i], &o);
+    print_advice(info);
+    free(info);
     return 0;
 }
