@@ -72,15 +72,31 @@ void        attn_pool_destroy(attn_pool *pool);
  * an item (results stay bitwise identical for any schedule). */
 void attn_pool_run(attn_pool *pool, int active, attn_task_fn fn, void *arg, int64_t n_items);
 
+/* ---- OpenMP (openmp.c) ------------------------------------------------- */
+
+/* True when libattn was built with OpenMP. */
+bool attn_openmp_available(void);
+/* Runs fn over n_items in an OpenMP parallel region of `threads` threads
+ * (worker = omp_get_thread_num()); serially without OpenMP. */
+void attn_openmp_run(int threads, attn_task_fn fn, void *arg, int64_t n_items);
+
 /* ---- contexts (context.c) --------------------------------------------- */
 
+/* Who runs a call's items; see context.c for how it is chosen. */
+typedef enum attn_schedule {
+    ATTN_SCHEDULE_POOL,          /* libattn's pool; the BLAS runs serially */
+    ATTN_SCHEDULE_OPENMP,        /* an OpenMP region; OpenBLAS is serial inside */
+    ATTN_SCHEDULE_BLAS_THREADS,  /* one libattn thread; the BLAS threads each call */
+} attn_schedule;
+
 struct attn_context {
-    int requested_threads;   /* 0 = all online cores */
+    int requested_threads;   /* 0 = the default, attn_default_threads() */
     attn_pool *pool;         /* NULL until a forward call needs > 1 thread */
     int pool_workers;        /* background threads in pool */
     float **scratch;         /* one buffer per thread (worker index) */
     size_t *scratch_floats;  /* capacity of each, in floats */
     int scratch_count;       /* entries in scratch / scratch_floats */
+    attn_schedule schedule;  /* of the last attn_context_reserve */
     float *workspace;        /* the layers' projected activations */
     size_t workspace_floats;
 };
@@ -90,10 +106,8 @@ struct attn_context {
 int attn_context_threads(const attn_context *ctx, int64_t max_useful);
 /* The thread count of a context left at its default (before max_useful). */
 int attn_default_threads(void);
-/* True when the BLAS runs each call on several threads: libattn then makes
- * its GEMMs from the calling thread and uses its own threads only between
- * them. */
-bool attn_context_blas_threaded(const attn_context *ctx);
+/* The schedule a call on ctx uses, read from the BLAS's threads now. */
+attn_schedule attn_context_schedule(const attn_context *ctx);
 
 /* Makes sure ctx has `threads` threads and `threads` scratch buffers of at
  * least `floats` floats each. Allocates only what is missing; on failure

@@ -55,14 +55,46 @@ static int online_cores(void)
     return n > ATTN_MAX_THREADS ? ATTN_MAX_THREADS : (int)n;
 }
 
-/* The default thread count. libattn's threads each call BLAS; if the BLAS
- * library also runs every call on several threads, the two fight over the
- * same cores (measured on 2 cores: 20× slower than either alone). So by
- * default libattn only parallelises when BLAS is single-threaded
- * (OPENBLAS_NUM_THREADS=1), and otherwise leaves the cores to BLAS. */
+/* How the work of a call shares the cores with the BLAS library's threads.
+ * libattn's threads each call BLAS, so the two kinds of threads must not
+ * both run on every core at once (measured on 2 cores: 4-20x slower than
+ * either alone, bench/README.md). libattn never changes the BLAS's thread
+ * count (it is process-global and belongs to the caller); it reads it and
+ * picks:
+ *  - a serial BLAS (one BLAS thread): libattn's own pool takes the items;
+ *  - OpenBLAS built with OpenMP: the items run inside an OpenMP parallel
+ *    region, where OpenBLAS runs each call on one thread by its own rule
+ *    (omp_in_parallel()), on the same OpenMP threads it would use itself;
+ *  - a BLAS with its own pthread pool (Debian's default OpenBLAS): one
+ *    libattn thread, and the BLAS spreads each GEMM over its threads. Its
+ *    workers spin between calls, so libattn threads beside them only lose
+ *    (sharing the softmax out between the GEMMs measured no faster). */
+static attn_schedule default_schedule(void)
+{
+    if (attn_blas_threads() <= 1)
+        return ATTN_SCHEDULE_POOL;
+    if (attn_blas_threading_model() == ATTN_BLAS_THREADING_OPENMP && attn_openmp_available())
+        return ATTN_SCHEDULE_OPENMP;
+    return ATTN_SCHEDULE_BLAS_THREADS;
+}
+
 int attn_default_threads(void)
 {
-    return attn_blas_threads() > 1 ? 1 : online_cores();
+    switch (default_schedule()) {
+    case ATTN_SCHEDULE_POOL:   return online_cores();
+    case ATTN_SCHEDULE_OPENMP: return attn_blas_threads();  /* omp_get_max_threads() */
+    default:                   return 1;
+    }
+}
+
+attn_schedule attn_context_schedule(const attn_context *ctx)
+{
+    attn_schedule s = default_schedule();
+    /* An explicit thread count is libattn's own threads; with a pthreads BLAS
+     * that is the caller's choice to make. */
+    if (s == ATTN_SCHEDULE_BLAS_THREADS && ctx->requested_threads > 1)
+        return ATTN_SCHEDULE_POOL;
+    return s;
 }
 
 int attn_context_threads(const attn_context *ctx, int64_t max_useful)
@@ -131,7 +163,9 @@ attn_status attn_context_reserve(attn_context *ctx, const char *func, int thread
         ctx->scratch[i] = buf;
         ctx->scratch_floats[i] = floats;
     }
-    if (threads > 1 && reserve_pool(ctx, threads) != ATTN_OK)
+    ctx->schedule = attn_context_schedule(ctx);
+    if (threads > 1 && ctx->schedule != ATTN_SCHEDULE_OPENMP &&
+        reserve_pool(ctx, threads) != ATTN_OK)
         return attn_fail(ATTN_ERR_OUT_OF_MEMORY, func, "cannot start %d threads", threads - 1);
     return ATTN_OK;
 }
@@ -165,5 +199,8 @@ void attn_context_run(attn_context *ctx, int threads, attn_task_fn fn, void *arg
             fn(arg, i, 0);
         return;
     }
-    attn_pool_run(ctx->pool, threads - 1, fn, arg, n_items);
+    if (ctx->schedule == ATTN_SCHEDULE_OPENMP)
+        attn_openmp_run(threads, fn, arg, n_items);
+    else
+        attn_pool_run(ctx->pool, threads - 1, fn, arg, n_items);
 }
