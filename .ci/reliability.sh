@@ -118,8 +118,12 @@ python*)
         *)
             if [ -f "\$a" ] && [ -x "\$a" ] && [ "\$(head -c 4 "\$a" | tail -c 3)" = "ELF" ]; then
                 shim="$dir/rel-shims/\$(basename "\$a")"
-                printf '#!/bin/sh\nexec %s %s "\$@"\n' "$dir/rel-run" "\$(readlink -f "\$a")" >"\$shim"
-                chmod +x "\$shim"
+                # Written aside, then renamed: CLI tests run in parallel, and
+                # a test that executes a shim while another test rewrites it
+                # in place fails with ETXTBSY ("Text file busy").
+                printf '#!/bin/sh\nexec %s %s "\$@"\n' "$dir/rel-run" "\$(readlink -f "\$a")" >"\$shim.\$\$"
+                chmod +x "\$shim.\$\$"
+                mv -f "\$shim.\$\$" "\$shim"
                 a=\$shim
             fi ;;
         esac
