@@ -69,9 +69,8 @@
  * changes them meanwhile.
  * attn_last_error() is per thread. libattn never changes process-global state
  * of the BLAS library (such as openblas_set_num_threads): the number of BLAS
- * threads is the caller's to choose. For speed, run with
- * OPENBLAS_NUM_THREADS=1 and let libattn's threads use every core (see
- * attn_context_set_num_threads for why and for the default).
+ * threads is the caller's to choose; libattn reads it and adapts its own
+ * threads to it (attn_context_set_num_threads says how).
  *
  * Errors. Every call that can fail returns an attn_status. It validates every
  * argument before it writes any output, so a failed call leaves all outputs
@@ -159,7 +158,8 @@ ATTN_API const char *attn_last_error(void);
  * handed from one thread to another between calls. */
 typedef struct attn_context attn_context;
 
-/** Creates a context with the default thread count (0: all online cores).
+/** Creates a context with the default thread count (0: libattn's choice,
+ * see attn_context_set_num_threads).
  * Threads and scratch are made lazily by the first forward call that needs
  * them, so creation is cheap.
  * Returns ATTN_OK and sets *ctx; ATTN_ERR_NULL_POINTER if ctx is NULL;
@@ -174,16 +174,35 @@ ATTN_API void attn_context_destroy(attn_context *ctx);
 /** Sets how many threads forward calls on this context use, the calling
  * thread included: 1 means the calling thread only; n > 1 splits the work
  * over (batch, head, block of query rows) and over blocks of projection
- * rows. Results are bitwise identical for any thread count.
- * 0 (the default) means: all online cores if the BLAS library runs each call
- * on one thread (OpenBLAS with OPENBLAS_NUM_THREADS=1 or
- * openblas_set_num_threads(1), or a single-threaded BLAS), and 1 otherwise.
- * Why: each of libattn's threads calls BLAS, and a multi-threaded BLAS called
- * from several threads at once fights them for the same cores — measured on
- * 2 cores at L = 1024: 4–20× slower than either kind of threads alone. The
- * fastest setting measured is OPENBLAS_NUM_THREADS=1 with libattn's threads
- * on every core (about 2× faster than one libattn thread over a 2-thread
- * BLAS). libattn reads the BLAS thread count but never changes it.
+ * rows. 0 (the default) lets libattn choose from how the BLAS library runs its
+ * own threads, read at each call (never changed):
+ *  - one BLAS thread (a serial BLAS, OPENBLAS_NUM_THREADS=1, or
+ *    openblas_set_num_threads(1)): all online cores, each making its own
+ *    single-threaded GEMMs;
+ *  - OpenBLAS built with OpenMP (Debian's libopenblas0-openmp): as many
+ *    threads as OpenBLAS would use (omp_get_max_threads(), OMP_NUM_THREADS),
+ *    in an OpenMP parallel region, inside which OpenBLAS runs each GEMM on
+ *    the calling thread: one team of threads, no contention (1 thread when
+ *    the caller is already inside a parallel region of its own). These
+ *    threads are libgomp's: if it cannot create one, libgomp itself ends
+ *    the process, where libattn's own threads would give
+ *    ATTN_ERR_OUT_OF_MEMORY;
+ *  - OpenBLAS with its own pthreads (Debian's default libopenblas0-pthread)
+ *    on several threads: the calling thread makes every GEMM, which OpenBLAS
+ *    spreads over its threads, and all online cores share the softmax
+ *    between the GEMMs. Threads of libattn's making GEMMs beside OpenBLAS's
+ *    would fight them (its idle threads spin for ~0.1 s after each call):
+ *    on 2 cores, 4–20× slower. This is slower than the two settings above
+ *    (measured in docs/threading.md); attn_runtime_info()'s advice says
+ *    what to set.
+ * An explicit n is n libattn threads. n > 1 with a multi-threaded pthreads
+ * BLAS makes each thread call the BLAS on its own (avoid it); n = 1 with
+ * it keeps the GEMMs on the BLAS's threads and the softmax on the caller.
+ * Results are bitwise identical for any thread count as long as the BLAS
+ * runs each GEMM on the same number of threads: always with one BLAS
+ * thread, and with OpenBLAS's pthreads; with its OpenMP build, n = 1 makes
+ * multi-threaded GEMMs where n > 1 makes single-threaded ones, and
+ * OpenBLAS may round those differently (within float precision).
  * Returns ATTN_ERR_NULL_POINTER (ctx NULL), ATTN_ERR_INVALID_ARGUMENT
  * (n < 0 or n > 1024). Not thread-safe on the same context. */
 ATTN_API attn_status attn_context_set_num_threads(attn_context *ctx, int n);

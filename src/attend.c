@@ -119,35 +119,121 @@ static void scale_rows(float *out, int64_t rows, int64_t stride, int64_t cols,
             out[r * stride + c] *= factors[r];
 }
 
+/* Where one item sits: its batch row, head, kv head, first row, row count
+ * and the keys its rows may see. */
+typedef struct item_geometry {
+    int64_t b, h, g, i0, rows, n;
+} item_geometry;
+
+static item_geometry locate_item(const attend_job *job, int64_t item)
+{
+    const attn_attend_args *a = job->a;
+    item_geometry it;
+    int64_t bh = item / job->blocks_per_head;
+    it.b = bh / a->heads_q;
+    it.h = bh % a->heads_q;
+    it.g = it.h / (a->heads_q / a->heads_kv);
+    it.i0 = item % job->blocks_per_head * job->block_q;
+    it.rows = a->len_q - it.i0 < job->block_q ? a->len_q - it.i0 : job->block_q;
+    it.n = block_keys(a, it.b, it.i0, it.i0 + it.rows);
+    return it;
+}
+
+static float *item_out(const attn_attend_args *a, const item_geometry *it, int64_t *ldo)
+{
+    *ldo = attn_view_stride(&a->out_view);
+    return a->out + attn_view_offset(&a->out_view, it->b, it->h) + it->i0 * *ldo;
+}
+
+/* out_blk = diag(inv_sums) · P · V[0:n]. */
+static void weighted_values(const attn_attend_args *a, const item_geometry *it, const float *p,
+                            const float *inv_sums)
+{
+    int64_t ldo;
+    float *out = item_out(a, it, &ldo);
+    const float *v = a->v + attn_view_offset(&a->v_view, it->b, it->g);
+    int64_t ldv = attn_view_stride(&a->v_view);
+    if (it->rows == 1)
+        attn_gemv_t(it->n, a->v_view.dim, 1.0f, v, ldv, p, out);
+    else
+        attn_gemm_nn(it->rows, a->v_view.dim, it->n, 1.0f, p, it->n, v, ldv, 0.0f, out, ldo);
+    scale_rows(out, it->rows, ldo, a->out_view.dim, inv_sums);
+}
+
+/* A block whose rows see no key: lse and weights as the softmax leaves
+ * them for an empty row, and zero outputs. */
+static void empty_item(const attn_attend_args *a, const item_geometry *it, float *s,
+                       float *inv_sums)
+{
+    int64_t ldo;
+    float *out = item_out(a, it, &ldo);
+    softmax_block(a, s, it->b, it->h, it->i0, it->rows, 0, inv_sums);
+    zero_rows(out, it->rows, ldo, a->out_view.dim);
+}
+
+/* The item schedule: one thread does all of an item, with a single-threaded
+ * BLAS inside. */
 static void attend_item(void *arg, int64_t item, int worker)
 {
     const attend_job *job = arg;
     const attn_attend_args *a = job->a;
-    int64_t i0 = item % job->blocks_per_head * job->block_q;
-    int64_t bh = item / job->blocks_per_head;
-    int64_t b = bh / a->heads_q, h = bh % a->heads_q;
-    int64_t g = h / (a->heads_q / a->heads_kv);
-    int64_t rows = a->len_q - i0 < job->block_q ? a->len_q - i0 : job->block_q;
-    int64_t n = block_keys(a, b, i0, i0 + rows);
+    item_geometry it = locate_item(job, item);
     float *s = job->ctx->scratch[worker];
     float inv_sums[ATTN_BLOCK_Q_MAX];
-    int64_t ldo = attn_view_stride(&a->out_view);
-    float *out = a->out + attn_view_offset(&a->out_view, b, h) + i0 * ldo;
-
-    if (n == 0) {
-        softmax_block(a, s, b, h, i0, rows, 0, inv_sums);
-        zero_rows(out, rows, ldo, a->out_view.dim);
+    if (it.n == 0) {
+        empty_item(a, &it, s, inv_sums);
         return;
     }
-    a->logits(a->logits_arg, b, h, i0, rows, n, s);
-    softmax_block(a, s, b, h, i0, rows, n, inv_sums);
-    const float *v = a->v + attn_view_offset(&a->v_view, b, g);
-    int64_t ldv = attn_view_stride(&a->v_view);
-    if (rows == 1)
-        attn_gemv_t(n, a->v_view.dim, 1.0f, v, ldv, s, out);
-    else
-        attn_gemm_nn(rows, a->v_view.dim, n, 1.0f, s, n, v, ldv, 0.0f, out, ldo);
-    scale_rows(out, rows, ldo, a->out_view.dim, inv_sums);
+    a->logits(a->logits_arg, it.b, it.h, it.i0, it.rows, it.n, s);
+    softmax_block(a, s, it.b, it.h, it.i0, it.rows, it.n, inv_sums);
+    weighted_values(a, &it, s, inv_sums);
+}
+
+/* The BLAS-threaded schedule (context.c says when): the calling thread
+ * takes the items one after the other and makes their GEMMs, which the BLAS
+ * library spreads over its own threads; between them, the block's softmax
+ * rows are shared out over libattn's threads (measured at d64 L2048 on 2
+ * cores: 62 ms instead of 70 with the softmax on the calling thread alone;
+ * the best setting, one BLAS thread, 53). Same GEMMs and the same softmax
+ * per row as attend_item, so the same bits as the item schedule for the
+ * same BLAS. */
+typedef struct softmax_share {
+    const attn_attend_args *a;
+    const item_geometry *it;
+    float *s;
+    float *inv_sums;
+    int64_t rows_per_part;
+} softmax_share;
+
+static void softmax_part(void *arg, int64_t part, int worker)
+{
+    (void)worker;
+    const softmax_share *sh = arg;
+    const item_geometry *it = sh->it;
+    int64_t r0 = part * sh->rows_per_part;
+    int64_t rows = it->rows - r0 < sh->rows_per_part ? it->rows - r0 : sh->rows_per_part;
+    softmax_block(sh->a, sh->s + r0 * it->n, it->b, it->h, it->i0 + r0, rows, it->n,
+                  sh->inv_sums + r0);
+}
+
+static void attend_blas_threaded(attn_context *ctx, const attend_job *job, int threads,
+                                 int64_t items)
+{
+    const attn_attend_args *a = job->a;
+    float *s = ctx->scratch[0];
+    float inv_sums[ATTN_BLOCK_Q_MAX];
+    for (int64_t item = 0; item < items; item++) {
+        item_geometry it = locate_item(job, item);
+        if (it.n == 0) {
+            empty_item(a, &it, s, inv_sums);
+            continue;
+        }
+        a->logits(a->logits_arg, it.b, it.h, it.i0, it.rows, it.n, s);
+        softmax_share sh = {a, &it, s, inv_sums, attn_ceil_div(it.rows, threads)};
+        attn_context_run(ctx, threads, softmax_part, &sh,
+                         attn_ceil_div(it.rows, sh.rows_per_part));
+        weighted_values(a, &it, s, inv_sums);
+    }
 }
 
 attn_status attn_attend(attn_context *ctx, const attn_attend_args *a, const char *func)
@@ -159,11 +245,23 @@ attn_status attn_attend(attn_context *ctx, const attn_attend_args *a, const char
     if (items == 0)
         return ATTN_OK;
     int64_t block_rows = a->len_q < block_q ? a->len_q : block_q;
-    int threads = attn_context_threads(ctx, items);
-    attn_status st = attn_context_reserve(ctx, func, threads, (size_t)(block_rows * a->len_kv));
+    /* The BLAS-threaded schedule has one block of logits at a time (the
+     * calling thread's scratch) and shares its rows out; the item schedule
+     * one block per thread. */
+    bool blas_threaded = attn_context_schedule(ctx) == ATTN_SCHEDULE_BLAS_THREADS;
+    int threads = attn_context_threads(ctx, blas_threaded ? block_rows : items);
+    size_t block_floats = (size_t)(block_rows * a->len_kv);
+    attn_status st = blas_threaded
+        ? attn_context_reserve(ctx, func, 1, block_floats)
+        : attn_context_reserve(ctx, func, threads, block_floats);
+    if (st == ATTN_OK && blas_threaded)
+        st = attn_context_reserve(ctx, func, threads, 0);
     if (st != ATTN_OK)
         return st;
     attend_job job = {.a = a, .ctx = ctx, .blocks_per_head = blocks, .block_q = block_q};
-    attn_context_run(ctx, threads, attend_item, &job, items);
+    if (blas_threaded)
+        attend_blas_threaded(ctx, &job, threads, items);
+    else
+        attn_context_run(ctx, threads, attend_item, &job, items);
     return ATTN_OK;
 }

@@ -76,6 +76,8 @@ void attn_pool_run(attn_pool *pool, int active, attn_task_fn fn, void *arg, int6
 
 /* True when libattn was built with OpenMP. */
 bool attn_openmp_available(void);
+/* omp_get_max_threads() of the calling thread (1 without OpenMP). */
+int attn_openmp_max_threads(void);
 /* Runs fn over n_items in an OpenMP parallel region of `threads` threads
  * (worker = omp_get_thread_num()); serially without OpenMP. */
 void attn_openmp_run(int threads, attn_task_fn fn, void *arg, int64_t n_items);
@@ -86,7 +88,8 @@ void attn_openmp_run(int threads, attn_task_fn fn, void *arg, int64_t n_items);
 typedef enum attn_schedule {
     ATTN_SCHEDULE_POOL,          /* libattn's pool; the BLAS runs serially */
     ATTN_SCHEDULE_OPENMP,        /* an OpenMP region; OpenBLAS is serial inside */
-    ATTN_SCHEDULE_BLAS_THREADS,  /* one libattn thread; the BLAS threads each call */
+    ATTN_SCHEDULE_BLAS_THREADS,  /* the caller makes the GEMMs, the BLAS threads
+                                    them; libattn's threads share the softmax */
 } attn_schedule;
 
 struct attn_context {

@@ -58,40 +58,40 @@ static int online_cores(void)
 /* How the work of a call shares the cores with the BLAS library's threads.
  * libattn's threads each call BLAS, so the two kinds of threads must not
  * both run on every core at once (measured on 2 cores: 4-20x slower than
- * either alone, bench/README.md). libattn never changes the BLAS's thread
+ * either alone, docs/threading.md). libattn never changes the BLAS's thread
  * count (it is process-global and belongs to the caller); it reads it and
  * picks:
- *  - a serial BLAS (one BLAS thread): libattn's own pool takes the items;
+ *  - a serial BLAS (one BLAS thread): libattn's own pool takes the items,
+ *    on every core;
  *  - OpenBLAS built with OpenMP: the items run inside an OpenMP parallel
  *    region, where OpenBLAS runs each call on one thread by its own rule
- *    (omp_in_parallel()), on the same OpenMP threads it would use itself;
- *  - a BLAS with its own pthread pool (Debian's default OpenBLAS): one
- *    libattn thread, and the BLAS spreads each GEMM over its threads. Its
- *    workers spin between calls, so libattn threads beside them only lose
- *    (sharing the softmax out between the GEMMs measured no faster). */
+ *    (omp_in_parallel()). Always, even at one BLAS thread: that build sizes
+ *    each call by the calling thread's omp_get_max_threads(), so threads of
+ *    libattn's own pool would each run multi-threaded GEMMs;
+ *  - a BLAS with its own pthread pool (Debian's default OpenBLAS) on several
+ *    threads: the calling thread makes the GEMMs, which the BLAS spreads over
+ *    its threads, and libattn's threads share only the softmax between them
+ *    (attend.c). Threads of libattn's making GEMMs beside the BLAS's would
+ *    fight them: OpenBLAS's idle workers spin for ~0.1 s after each call. */
 static attn_schedule default_schedule(void)
 {
-    if (attn_blas_threads() <= 1)
-        return ATTN_SCHEDULE_POOL;
-    if (attn_blas_threading_model() == ATTN_BLAS_THREADING_OPENMP && attn_openmp_available())
-        return ATTN_SCHEDULE_OPENMP;
-    return ATTN_SCHEDULE_BLAS_THREADS;
+    if (attn_blas_threading_model() == ATTN_BLAS_THREADING_OPENMP)
+        return attn_openmp_available() ? ATTN_SCHEDULE_OPENMP : ATTN_SCHEDULE_BLAS_THREADS;
+    return attn_blas_threads() <= 1 ? ATTN_SCHEDULE_POOL : ATTN_SCHEDULE_BLAS_THREADS;
 }
 
 int attn_default_threads(void)
 {
-    switch (default_schedule()) {
-    case ATTN_SCHEDULE_POOL:   return online_cores();
-    case ATTN_SCHEDULE_OPENMP: return attn_blas_threads();  /* omp_get_max_threads() */
-    default:                   return 1;
-    }
+    if (default_schedule() == ATTN_SCHEDULE_OPENMP)
+        return attn_openmp_max_threads();
+    return online_cores();
 }
 
 attn_schedule attn_context_schedule(const attn_context *ctx)
 {
     attn_schedule s = default_schedule();
-    /* An explicit thread count is libattn's own threads; with a pthreads BLAS
-     * that is the caller's choice to make. */
+    /* An explicit thread count is libattn's own threads, each making its own
+     * GEMMs: with a pthreads BLAS on several threads, the caller's choice. */
     if (s == ATTN_SCHEDULE_BLAS_THREADS && ctx->requested_threads > 1)
         return ATTN_SCHEDULE_POOL;
     return s;

@@ -44,5 +44,7 @@ void attn_linear(attn_context *ctx, int threads, int64_t rows, int64_t in_featur
                  int64_t out_features, const float *x, const float *w, const float *b, float *y)
 {
     const linear_job job = {rows, in_features, out_features, x, w, b, y};
+    if (attn_context_schedule(ctx) == ATTN_SCHEDULE_BLAS_THREADS)
+        threads = 1;  /* the BLAS spreads each block's GEMM over its own threads */
     attn_context_run(ctx, threads, linear_block, (void *)&job, attn_linear_items(rows));
 }

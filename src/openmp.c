@@ -7,7 +7,8 @@
  * items and the BLAS then share one team of OpenMP threads instead of two
  * kinds of threads fighting over the cores, and libattn never has to touch
  * the BLAS's thread count. Elsewhere libattn uses its own pool
- * (threadpool.c), whose workers sleep between jobs.
+ * (threadpool.c), whose workers sleep between jobs. The results are the
+ * same bits as the pool's: each item is computed whole by one thread.
  */
 #include "attn_internal.h"
 
@@ -17,6 +18,11 @@
 bool attn_openmp_available(void)
 {
     return true;
+}
+
+int attn_openmp_max_threads(void)
+{
+    return omp_get_max_threads();
 }
 
 void attn_openmp_run(int threads, attn_task_fn fn, void *arg, int64_t n_items)
@@ -33,6 +39,11 @@ void attn_openmp_run(int threads, attn_task_fn fn, void *arg, int64_t n_items)
 bool attn_openmp_available(void)
 {
     return false;
+}
+
+int attn_openmp_max_threads(void)
+{
+    return 1;
 }
 
 void attn_openmp_run(int threads, attn_task_fn fn, void *arg, int64_t n_items)
