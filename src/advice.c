@@ -8,7 +8,8 @@
  *      and falls back to its generic Prescott (SSE3) kernels, silently, on
  *      CPUs it does not know (Intel family 6 model 207, Emerald Rapids:
  *      ~6x slower sgemm; upstream fixed it in 0.3.25, OpenBLAS issue 4267);
- *   2. threads: left for the threading defaults' work (thread_advice).
+ *   2. threads: OpenBLAS's pthreads build on several threads, where libattn
+ *      cannot use its own threads for the GEMMs (thread_advice).
  */
 #include <stdio.h>
 #include <string.h>
@@ -131,13 +132,23 @@ static void kernel_advice(const attn_setup *s, char *buf, size_t size)
              running, level_names[best->level], name, speed);
 }
 
-/* Part 2: threads, or "". The threading defaults' work adds its sentence
- * here (e.g. two kinds of threads sharing the cores); nothing yet. */
+/* Part 2: threads, or "". With OpenBLAS's pthreads build on several threads,
+ * libattn cannot give its own threads single-threaded GEMMs without changing
+ * the process-global BLAS thread count, which is the caller's: the calling
+ * thread makes the GEMMs and libattn's threads share only the softmax
+ * (context.c). Measured on 2 cores (docs/threading.md): 1.1-1.5x the time of
+ * the best setting. Either of two settings, both the caller's, gives that. */
 static void thread_advice(const attn_setup *s, char *buf, size_t size)
 {
-    (void)s;
-    (void)size;
     buf[0] = '\0';
+    if (s->blas_threading != ATTN_BLAS_THREADING_PTHREADS || s->blas_threads <= 1)
+        return;
+    snprintf(buf, size,
+             "OpenBLAS runs each call on its own %d pthreads, so libattn makes its GEMMs from "
+             "one thread and shares only the softmax (1.1-1.5x slower, measured on 2 cores): "
+             "set OPENBLAS_NUM_THREADS=1 before the program starts, or install OpenBLAS's "
+             "OpenMP build (libopenblas0-openmp); see docs/threading.md",
+             s->blas_threads);
 }
 
 size_t attn_advice(const attn_setup *setup, char *buf, size_t size)

@@ -308,6 +308,48 @@ static void never_a_missing_instruction(void **state)
     assert_true(advised > 0);
 }
 
+/* The threading sentence: only OpenBLAS's pthreads on several threads, where
+ * libattn cannot give its own threads single-threaded GEMMs; it names both
+ * settings that fix it, and joins a kernel sentence with "; ". */
+static void thread_advice(void **state)
+{
+    (void)state;
+    static const struct {
+        attn_blas_threading threading;
+        int blas_threads;
+        bool advised;
+    } cases[] = {
+        {ATTN_BLAS_THREADING_PTHREADS, 2, true},  {ATTN_BLAS_THREADING_PTHREADS, 64, true},
+        {ATTN_BLAS_THREADING_PTHREADS, 1, false}, {ATTN_BLAS_THREADING_OPENMP, 2, false},
+        {ATTN_BLAS_THREADING_OPENMP, 1, false},   {ATTN_BLAS_THREADING_SERIAL, 1, false},
+        {ATTN_BLAS_THREADING_UNKNOWN, 1, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        attn_setup setup = {"Haswell", ATTN_CPU_AVX | ATTN_CPU_AVX2 | ATTN_CPU_FMA,
+                            cases[i].blas_threads, cases[i].threading, 2};
+        char text[1024];
+        size_t n = attn_advice(&setup, text, sizeof text);
+        assert_int_equal(n, strlen(text));
+        if (!cases[i].advised) {
+            assert_string_equal(text, "");
+            continue;
+        }
+        char threads[32];
+        snprintf(threads, sizeof threads, " %d pthreads", cases[i].blas_threads);
+        if (!strstr(text, "OPENBLAS_NUM_THREADS=1") || !strstr(text, "libopenblas0-openmp") ||
+            !strstr(text, threads) || strchr(text, '\n'))
+            fail_msg("pthreads x %d: advice '%s'", cases[i].blas_threads, text);
+    }
+    attn_setup both = {"Prescott", ATTN_CPU_AVX | ATTN_CPU_AVX2 | ATTN_CPU_FMA, 2,
+                       ATTN_BLAS_THREADING_PTHREADS, 2};
+    char text[1024];
+    attn_advice(&both, text, sizeof text);
+    const char *sep = strstr(text, "; ");
+    assert_non_null(sep);
+    assert_non_null(strstr(text, "OPENBLAS_CORETYPE=Haswell "));
+    assert_true(strstr(text, "OPENBLAS_CORETYPE") < sep && strstr(text, "OPENBLAS_NUM_THREADS") > sep);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +360,7 @@ int main(void)
         cmocka_unit_test(leaves_the_blas_alone),
         cmocka_unit_test(advice_table),
         cmocka_unit_test(never_a_missing_instruction),
+        cmocka_unit_test(thread_advice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
