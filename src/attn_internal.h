@@ -246,14 +246,15 @@ void attn_linear(attn_context *ctx, int threads, int64_t rows, int64_t in_featur
 /* The number of independent blocks attn_linear splits `rows` into. */
 int64_t attn_linear_items(int64_t rows);
 
-/* ---- BLAS (blas.c, the only file that includes cblas.h) --------------- */
+/* ---- BLAS (blas.c, the only file that knows the GEMM provider) -------- */
 
 /* How many threads the BLAS library runs each call on (1 when unknown). */
 int attn_blas_threads(void);
 
-/* How the BLAS library runs its threads (openblas_get_parallel()). */
+/* How the BLAS library runs its threads (openblas_get_parallel(), BLIS's
+ * build, oneDNN's CPU runtime). */
 typedef enum attn_blas_threading {
-    ATTN_BLAS_THREADING_UNKNOWN,   /* not OpenBLAS: no way to ask */
+    ATTN_BLAS_THREADING_UNKNOWN,   /* a CBLAS with no way to ask */
     ATTN_BLAS_THREADING_SERIAL,    /* built without threads */
     ATTN_BLAS_THREADING_PTHREADS,  /* its own pthread pool (Debian's default) */
     ATTN_BLAS_THREADING_OPENMP,    /* OpenMP: serial inside a parallel region */
@@ -315,13 +316,15 @@ void attn_cpu_detect(attn_cpu_info *info);
 const char *attn_cpu_feature_name(unsigned feature);
 
 /* The BLAS's self-description (openblas_get_config(), e.g. "OpenBLAS 0.3.21
- * DYNAMIC_ARCH ...") copied into buf (snprintf semantics), or "unknown" for
- * a BLAS that does not say. Thread-safe (blas.c serialises the copy out of
+ * DYNAMIC_ARCH ..."; "BLIS 0.9.0 OpenMP, configuration zen3"; "oneDNN 2.6.3
+ * ...") copied into buf (snprintf semantics), or "unknown" for a BLAS that
+ * does not say. Thread-safe (blas.c serialises the copy out of
  * OpenBLAS's static buffer). */
 void attn_blas_config(char *buf, size_t size);
 
 /* The kernel set the BLAS runs (openblas_get_corename(), e.g. "Haswell":
- * also the OPENBLAS_CORETYPE value that selects it), or "unknown". Static
+ * also the OPENBLAS_CORETYPE value that selects it; BLIS's configuration,
+ * e.g. "zen3"; oneDNN's GEMM ISA, e.g. "avx512_core"), or "unknown". Static
  * storage; never NULL. */
 const char *attn_blas_kernel(void);
 

@@ -2,15 +2,18 @@
  * test_runtime_info.c — attn_runtime_info() and its advice (issue 19).
  *
  * The text: every key once, the values the BLAS and the CPU report when
- * asked directly (openblas_get_corename(), /proc/cpuinfo), snprintf
- * semantics, no change to the BLAS. The advice: a pure function of (kernel,
+ * asked directly (the GEMM provider's own getters: openblas_get_corename()
+ * and friends, BLIS's bli_info_*, oneDNN's dnnl_version(); /proc/cpuinfo),
+ * snprintf semantics, no change to the BLAS. The advice: a pure function of (kernel,
  * CPU features), checked on a table of machines and, for every one of the
  * 2^13 feature sets and every kernel name, never naming a kernel whose
  * instructions the CPU lacks (with this file's own list of what each needs).
  *
  * Linked with the library's object files, not libattn.so, to reach the
- * internal advice functions.
+ * internal advice functions, and with the provider meson chose (-Dblas=,
+ * one ATTN_BLAS_* macro), whose getters it calls itself.
  */
+#define _POSIX_C_SOURCE 200809L  /* blis.h's pthread types, as the library builds it */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,10 +25,100 @@
 
 #include "attn_internal.h"
 
-/* OpenBLAS's own getters, asked directly (weak: another CBLAS lacks them). */
+/* ---- the provider, asked directly ---------------------------------------- */
+
+/* The values attn_runtime_info() must show, each from the provider's own
+ * getter: blas_kernel exactly, the start of the blas line, the thread count
+ * and threading. */
+typedef struct provider_view {
+    char kernel[128];
+    char blas_prefix[256];
+    int threads;
+    const char *threading;
+} provider_view;
+
+#if defined(ATTN_BLAS_OPENBLAS)
+/* OpenBLAS's getters: strong references, so this build must link OpenBLAS. */
+extern char *openblas_get_corename(void);
+extern char *openblas_get_config(void);
+extern int openblas_get_num_threads(void);
+extern int openblas_get_parallel(void);
+
+static void provider_view_get(provider_view *v)
+{
+    snprintf(v->kernel, sizeof v->kernel, "%s", openblas_get_corename());
+    snprintf(v->blas_prefix, sizeof v->blas_prefix, "%s", openblas_get_config());
+    v->threads = openblas_get_num_threads();
+    static const char *const models[] = {"serial", "pthreads", "openmp"};
+    int p = openblas_get_parallel();
+    v->threading = p >= 0 && p <= 2 ? models[p] : "unknown";
+}
+#elif defined(ATTN_BLAS_BLIS)
+#include <blis.h>
+
+static void provider_view_get(provider_view *v)
+{
+    snprintf(v->kernel, sizeof v->kernel, "%s", bli_arch_string(bli_arch_query_id()));
+    snprintf(v->blas_prefix, sizeof v->blas_prefix, "BLIS %s ", bli_info_get_version_str());
+    bool omp = bli_info_get_enable_openmp(), pth = bli_info_get_enable_pthreads();
+    v->threading = omp ? "openmp" : pth ? "pthreads" : "serial";
+    /* BLIS_NUM_THREADS (or OMP_NUM_THREADS), else the loops' ways, else 1. */
+    dim_t n = bli_thread_get_num_threads();
+    if (n < 1) {
+        n = 1;
+        dim_t ways[] = {bli_thread_get_jc_nt(), bli_thread_get_pc_nt(), bli_thread_get_ic_nt(),
+                        bli_thread_get_jr_nt(), bli_thread_get_ir_nt()};
+        for (int i = 0; i < 5; i++)
+            n *= ways[i] > 1 ? ways[i] : 1;
+    }
+    v->threads = omp || pth ? (int)n : 1;
+}
+#elif defined(ATTN_BLAS_ONEDNN)
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+
+static void provider_view_get(provider_view *v)
+{
+    const dnnl_version_t *ver = dnnl_version();
+    snprintf(v->blas_prefix, sizeof v->blas_prefix, "oneDNN %d.%d.%d ", ver->major, ver->minor,
+             ver->patch);
+    bool omp = ver->cpu_runtime == DNNL_RUNTIME_OMP;
+    v->threading = omp ? "openmp" : ver->cpu_runtime == DNNL_RUNTIME_SEQ ? "serial" : "unknown";
+    v->threads = omp ? omp_get_max_threads() : 1;
+    /* oneDNN's f32 GEMM kernels by ISA family, from the effective ISA. */
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    const char *k = "unknown";
+    if ((isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core)
+        k = "avx512_core";
+    else if ((isa & dnnl_cpu_isa_avx512_mic) == dnnl_cpu_isa_avx512_mic)
+        k = "avx512_mic";
+    else if ((isa & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2)
+        k = "avx2";
+    else if ((isa & dnnl_cpu_isa_avx) == dnnl_cpu_isa_avx)
+        k = "avx";
+    else if ((isa & dnnl_cpu_isa_sse41) == dnnl_cpu_isa_sse41)
+        k = "sse41";
+    snprintf(v->kernel, sizeof v->kernel, "%s", k);
+}
+#else
+/* Any CBLAS: OpenBLAS's getters if it is OpenBLAS (weak), else nothing. */
 extern char *openblas_get_corename(void) __attribute__((weak));
 extern char *openblas_get_config(void) __attribute__((weak));
 extern int openblas_get_num_threads(void) __attribute__((weak));
+extern int openblas_get_parallel(void) __attribute__((weak));
+
+static void provider_view_get(provider_view *v)
+{
+    const char *kernel = openblas_get_corename ? openblas_get_corename() : NULL;
+    snprintf(v->kernel, sizeof v->kernel, "%s", kernel && kernel[0] ? kernel : "unknown");
+    snprintf(v->blas_prefix, sizeof v->blas_prefix, "%s",
+             openblas_get_config ? openblas_get_config() : "unknown");
+    v->threads = openblas_get_num_threads ? openblas_get_num_threads() : 1;
+    static const char *const models[] = {"serial", "pthreads", "openmp"};
+    int p = openblas_get_parallel ? openblas_get_parallel() : -1;
+    v->threading = p >= 0 && p <= 2 ? models[p] : "unknown";
+}
+#endif
 
 static const char *const keys[] = {"version", "blas", "blas_kernel", "blas_threads",
                                    "blas_threading", "cpu", "threads", "advice"};
@@ -89,22 +182,28 @@ static void values_match_the_sources(void **state)
     char v[512];
     assert_true(value_of(text, "version", v, sizeof v));
     assert_string_equal(v, attn_version_string());
+    provider_view want;
+    provider_view_get(&want);
     assert_true(value_of(text, "blas_kernel", v, sizeof v));
-    if (openblas_get_corename)
-        assert_string_equal(v, openblas_get_corename());
-    else
-        assert_string_equal(v, "unknown");
+    assert_string_equal(v, want.kernel);
     assert_true(value_of(text, "blas", v, sizeof v));
-    if (openblas_get_config)
-        assert_string_equal(v, openblas_get_config());
+#if defined(ATTN_BLAS_OPENBLAS) || defined(ATTN_BLAS_CBLAS)
+    assert_string_equal(v, want.blas_prefix);  /* openblas_get_config() verbatim */
+#else
+    if (strncmp(v, want.blas_prefix, strlen(want.blas_prefix)) != 0)
+        fail_msg("blas: '%s' does not start with '%s'", v, want.blas_prefix);
+#endif
     assert_true(value_of(text, "blas_threads", v, sizeof v));
-    if (openblas_get_num_threads)
-        assert_int_equal(atoi(v), openblas_get_num_threads());
+    assert_int_equal(atoi(v), want.threads < 1 ? 1 : want.threads);
     assert_true(value_of(text, "threads", v, sizeof v));
     assert_int_equal(atoi(v), attn_default_threads());
     assert_true(value_of(text, "blas_threading", v, sizeof v));
-    assert_true(strcmp(v, "pthreads") == 0 || strcmp(v, "openmp") == 0 ||
-                strcmp(v, "serial") == 0 || strcmp(v, "unknown") == 0);
+    assert_string_equal(v, want.threading);
+#if !defined(ATTN_BLAS_OPENBLAS) && !defined(ATTN_BLAS_CBLAS)
+    /* OPENBLAS_CORETYPE advice only ever concerns OpenBLAS. */
+    assert_true(value_of(text, "advice", v, sizeof v));
+    assert_null(strstr(v, "OPENBLAS_CORETYPE"));
+#endif
     free(text);
 }
 
@@ -187,11 +286,13 @@ static void snprintf_semantics(void **state)
 static void leaves_the_blas_alone(void **state)
 {
     (void)state;
-    int before = openblas_get_num_threads ? openblas_get_num_threads() : 0;
+    provider_view before, after;
+    provider_view_get(&before);
     const char *kernel = attn_blas_kernel();
     free(info_text());
-    if (openblas_get_num_threads)
-        assert_int_equal(openblas_get_num_threads(), before);
+    provider_view_get(&after);
+    assert_int_equal(after.threads, before.threads);
+    assert_string_equal(after.kernel, before.kernel);
     assert_string_equal(attn_blas_kernel(), kernel);
 }
 
