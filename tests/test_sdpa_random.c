@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <cmocka.h>
 
@@ -274,6 +275,22 @@ static int same_bits(const float *a, const float *b, int64_t n)
     return n == 0 || (a && b && memcmp(a, b, (size_t)n * sizeof(float)) == 0);
 }
 
+/* Whether one libattn thread makes multi-threaded GEMMs where more make
+ * single-threaded ones: a BLAS threaded with OpenMP on several threads
+ * (OpenBLAS's OpenMP build, BLIS's, oneDNN), which is serial only inside
+ * libattn's parallel region. Such GEMMs may round differently (the header,
+ * attn_context_set_num_threads), so 1 thread is then compared with the
+ * reference only. Read from attn_runtime_info(), as libattn reads the BLAS. */
+static bool one_thread_gemms_differ(void)
+{
+    char text[4096];
+    attn_runtime_info(text, sizeof text);
+    const char *threading = strstr(text, "\nblas_threading: ");
+    const char *threads = strstr(text, "\nblas_threads: ");
+    return threading && threads &&
+           strncmp(threading + 17, "openmp\n", 7) == 0 && atoi(threads + 15) > 1;
+}
+
 /* The same inputs with 1, 2 and 3 threads: bitwise-identical outputs (and
  * the 1-thread result matches the reference). */
 static void test_threads_case(void **state)
@@ -285,13 +302,18 @@ static void test_threads_case(void **state)
     for (int t = 0; t < 3; t++)
         run_lib(&p, t + 1, &o[t]);
     check_against_ref(&p, &o[0]);
-    for (int t = 1; t < 3; t++) {
-        if (!same_bits(o[0].out, o[t].out, p.no))
-            print_error("out differs between 1 and %d threads\n", t + 1), fail();
-        if (!same_bits(o[0].w, o[t].w, p.nw))
-            print_error("weights differ between 1 and %d threads\n", t + 1), fail();
-        if (!same_bits(o[0].lse, o[t].lse, p.nl))
-            print_error("lse differs between 1 and %d threads\n", t + 1), fail();
+    int base = 0;  /* the run the others must equal bitwise */
+    if (one_thread_gemms_differ()) {  /* 2 against 3 threads, both in the region */
+        base = 1;
+        check_against_ref(&p, &o[1]);
+    }
+    for (int t = base + 1; t < 3; t++) {
+        if (!same_bits(o[base].out, o[t].out, p.no))
+            print_error("out differs between %d and %d threads\n", base + 1, t + 1), fail();
+        if (!same_bits(o[base].w, o[t].w, p.nw))
+            print_error("weights differ between %d and %d threads\n", base + 1, t + 1), fail();
+        if (!same_bits(o[base].lse, o[t].lse, p.nl))
+            print_error("lse differs between %d and %d threads\n", base + 1, t + 1), fail();
     }
     for (int t = 0; t < 3; t++)
         outputs_free(&o[t]);
