@@ -10,15 +10,35 @@
  * Prints "kernel N GFLOP/s (best|median of R runs)": one warm-up call,
  * then R timed calls of C = A·B with N×N row-major float matrices.
  *
+ * Built with another -Dblas= provider it times that provider's sgemm
+ * (docs/threading.md, "Which GEMM provider"), its threads set as that
+ * provider reads them (BLIS_NUM_THREADS, OMP_NUM_THREADS for oneDNN), and
+ * names the provider's kernel: BLIS's configuration, oneDNN's CPU ISA.
+ *
  * usage: sgemm-kernels [N] [RUNS]   (defaults 2048 and 5)
  */
 #define _POSIX_C_SOURCE 200809L
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
+#if defined(ATTN_BLAS_ONEDNN)
+#include <oneapi/dnnl/dnnl.h>
+static const char *kernel_name(void)  /* the ISA family of its f32 GEMM (src/blas.c) */
+{
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? "oneDNN-avx512_core"
+           : (isa & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2             ? "oneDNN-avx2"
+                                                                        : "oneDNN";
+}
+#elif defined(ATTN_BLAS_BLIS)
+#include <blis.h>
+#define kernel_name() bli_arch_string(bli_arch_query_id())
+#else
+#include <cblas.h>
 extern char *openblas_get_corename(void) __attribute__((weak));
+#define kernel_name() (openblas_get_corename ? openblas_get_corename() : "unknown")
+#endif
 
 static double now(void)
 {
@@ -56,15 +76,19 @@ int main(int argc, char **argv)
     }
     for (int r = -1; r < runs; r++) {
         double t0 = now();
+       #if defined(ATTN_BLAS_ONEDNN)
+        dnnl_sgemm('N', 'N', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+#else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f,
                     c, n);
+#endif
         if (r >= 0)
             t[r] = now() - t0;
     }
     qsort(t, (size_t)runs, sizeof *t, by_value);
     double flops = 2.0 * n * (double)n * n;
     printf("%s %d %.1f GFLOP/s best, %.1f median of %d runs\n",
-           openblas_get_corename ? openblas_get_corename() : "unknown", n, flops / t[0] * 1e-9,
+           kernel_name(), n, flops / t[0] * 1e-9,
            flops / t[runs / 2] * 1e-9, runs);
     free(a);
     free(b);
