@@ -9,9 +9,8 @@
  *     decode the two cblas_sgemv; for MHA the four projections too), split
  *     over the same number of threads, each thread taking whole heads.
  *   - libattn at its best setting: the same call with the BLAS set to one
- *     thread (by this program, for its own process) and the context at its
- *     default, which is then all cores — the setting bench/README.md used to
- *     recommend through OPENBLAS_NUM_THREADS=1.
+ *     thread (by this program, for its own process) and a context with all
+ *     cores (or --threads N): what OPENBLAS_NUM_THREADS=1 gives.
  * The floor always runs with the BLAS on one thread and the heads split over
  * all cores (or --threads N), the fastest way to make those GEMMs here; the
  * BLAS's thread count is put back before libattn runs as the user has it.
@@ -74,6 +73,18 @@ static void set_blas_threads(int n)
 {
     if (openblas_set_num_threads)
         openblas_set_num_threads(n);
+}
+
+/* OpenBLAS's OpenMP build sizes each call by the calling thread's
+ * omp_get_max_threads(), which a thread of this program's making has at its
+ * default: the floor's threads set their own to 1 (pthreads: the process's
+ * count, already 1 while the floor runs). */
+extern int openblas_get_parallel(void) __attribute__((weak));
+
+static void one_blas_thread_here(void)
+{
+    if (openblas_get_parallel && openblas_get_parallel() == 2)
+        set_blas_threads(1);
 }
 
 /* After a multi-threaded call, OpenBLAS's pthreads workers spin (calling
@@ -189,12 +200,12 @@ static void problem_free(problem *p)
     attn_context_destroy(p->ctx);
 }
 
-static void run_libattn(problem *p)
+static void run_libattn(problem *p, attn_context *ctx)
 {
     const config *c = p->c;
     attn_status st = c->kind == SDPA
-        ? attn_sdpa_forward(p->ctx, p->sdpa, p->q, p->k, p->v, NULL, p->out, NULL, NULL)
-        : attn_mha_forward(p->ctx, p->mha, c->batch, c->len_q, c->len_kv, p->q, p->q, p->q, NULL,
+        ? attn_sdpa_forward(ctx, p->sdpa, p->q, p->k, p->v, NULL, p->out, NULL, NULL)
+        : attn_mha_forward(ctx, p->mha, c->batch, c->len_q, c->len_kv, p->q, p->q, p->q, NULL,
                            p->out, NULL);
     if (st != ATTN_OK)
         die("forward", st);
@@ -250,6 +261,7 @@ static void floor_head(const floor_job *j, int64_t bh)
 static void *floor_thread(void *arg)
 {
     floor_job *j = arg;
+    one_blas_thread_here();
     for (int i = 0; i < j->n_heads; i++)
         floor_head(j, j->first_head + i);
     return NULL;
@@ -302,6 +314,7 @@ typedef struct projection_job {
 static void *projection_thread(void *arg)
 {
     const projection_job *j = arg;
+    one_blas_thread_here();
     if (j->rows > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->rows, (int)j->e, (int)j->e,
                     1.0f, j->in, (int)j->e, j->w, (int)j->e, 0.0f, j->out, (int)j->e);
@@ -400,7 +413,7 @@ static long extra_memory_kib(const config *c, int threads)
         long kib = -1;
         if (reset_peak_rss()) {
             long before = status_kib("VmRSS:");
-            run_libattn(&p);
+            run_libattn(&p, p.ctx);
             long peak = status_kib("VmHWM:");
             if (before >= 0 && peak >= 0)
                 kib = peak - before;
@@ -417,9 +430,8 @@ static long extra_memory_kib(const config *c, int threads)
     return kib;
 }
 
-static void measure(const config *c, const options *o)
+static void measure(const config *c, const options *o, long mem_kib)
 {
-    long mem_kib = extra_memory_kib(c, o->threads);
     if (c->memory_only) {
         printf("{\"name\":\"%s\",\"extra_memory_mib\":%.1f}\n", c->name, (double)mem_kib / 1024);
         fprintf(stderr, "%-28s %9s %9s %9s %7s %7s %7s %8s %8s %8.1f\n", c->name, "-", "-", "-",
@@ -430,22 +442,29 @@ static void measure(const config *c, const options *o)
     problem_init(&p, c, o->threads);
     p.scratch = random_floats((size_t)(floor_block(c) * c->len_kv) * (size_t)o->floor_threads, 5);
     int user_blas_threads = blas_threads();
+    attn_context *best_ctx = NULL;  /* the best setting: libattn's threads on every core */
+    attn_status st = attn_context_create(&best_ctx);
+    if (st == ATTN_OK)
+        st = attn_context_set_num_threads(best_ctx, o->floor_threads);
+    if (st != ATTN_OK)
+        die("context", st);
     double t_lib[64], t_best[64], t_floor[64];
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
         set_blas_threads(1);
         double t0 = now();
         run_floor(&p, o->floor_threads);
         double t1 = now();
-        run_libattn(&p);  /* the best setting: BLAS on 1 thread, context at its default */
+        run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
         double t2 = now();
         set_blas_threads(user_blas_threads);
-        run_libattn(&p);  /* as the user has it */
+        run_libattn(&p, p.ctx);  /* as the user has it */
         double t3 = now();
         if (user_blas_threads > 1)
             let_blas_threads_sleep();
         if (r >= 0)
             t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_lib[r] = t3 - t2;
     }
+    attn_context_destroy(best_ctx);
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
     double fl = median(t_floor, o->runs);
     double gf = flops(c) / lib * 1e-9, gf_floor = flops(c) / fl * 1e-9;
@@ -564,16 +583,25 @@ int main(int argc, char **argv)
             "libattn %s, context threads %s, floor threads %d, %d timed runs, "
             "OPENBLAS_NUM_THREADS=%s\n"
             "ms: libattn as run (no flags: as a program gets it); best: BLAS on 1 thread, context\n"
-            "at its default; floor: the GEMMs alone, BLAS on 1 thread, heads over the threads\n",
+            "on the floor's threads; floor: the GEMMs alone, BLAS on 1 thread, heads over the\n"
+            "floor's threads\n",
             attn_version_string(), threads_text, o.floor_threads, o.runs,
             env_threads ? env_threads : "(unset)");
     fprintf(stderr, "%-28s %9s %9s %9s %7s %7s %7s %8s %8s %8s\n", "configuration", "ms",
             "best ms", "floor ms", "ratio", "best", "vs best", "GFLOP/s", "floor", "mem MiB");
     config list[64];
     int n = make_configs(list, o.quick);
+    /* Every memory figure first, each in a forked child, before this process
+     * runs any call: libgomp (OpenMP, libattn's schedule with OpenBLAS's
+     * OpenMP build) does not survive fork once it has started its threads,
+     * and a child's first parallel region would then hang. */
+    long mem_kib[64];
     for (int i = 0; i < n; i++)
         if (!o.filter || strstr(list[i].name, o.filter))
-            measure(&list[i], &o);
+            mem_kib[i] = extra_memory_kib(&list[i], o.threads);
+    for (int i = 0; i < n; i++)
+        if (!o.filter || strstr(list[i].name, o.filter))
+            measure(&list[i], &o, mem_kib[i]);
     print_advice(info);
     free(info);
     return 0;

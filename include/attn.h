@@ -186,7 +186,9 @@ ATTN_API void attn_context_destroy(attn_context *ctx);
  *    the caller is already inside a parallel region of its own). These
  *    threads are libgomp's: if it cannot create one, libgomp itself ends
  *    the process, where libattn's own threads would give
- *    ATTN_ERR_OUT_OF_MEMORY;
+ *    ATTN_ERR_OUT_OF_MEMORY; and libgomp does not survive fork() once its
+ *    threads exist: a child process must not use it (libattn there, as
+ *    OpenBLAS's OpenMP build itself, would hang);
  *  - OpenBLAS with its own pthreads (Debian's default libopenblas0-pthread)
  *    on several threads: the calling thread makes every GEMM, which OpenBLAS
  *    spreads over its threads, and all online cores share the softmax

@@ -197,6 +197,11 @@ static void attend_item(void *arg, int64_t item, int worker)
  * the best setting, one BLAS thread, 53). Same GEMMs and the same softmax
  * per row as attend_item, so the same bits as the item schedule for the
  * same BLAS. */
+/* A block's softmax is shared out only from this many logits on (~20 µs of
+ * exp): waking the pool costs several µs, which small causal blocks'
+ * softmax does not repay. */
+#define ATTN_SHARED_SOFTMAX_MIN (64 * 1024)
+
 typedef struct softmax_share {
     const attn_attend_args *a;
     const item_geometry *it;
@@ -229,9 +234,9 @@ static void attend_blas_threaded(attn_context *ctx, const attend_job *job, int t
             continue;
         }
         a->logits(a->logits_arg, it.b, it.h, it.i0, it.rows, it.n, s);
-        softmax_share sh = {a, &it, s, inv_sums, attn_ceil_div(it.rows, threads)};
-        attn_context_run(ctx, threads, softmax_part, &sh,
-                         attn_ceil_div(it.rows, sh.rows_per_part));
+        int share = it.rows * it.n >= ATTN_SHARED_SOFTMAX_MIN ? threads : 1;
+        softmax_share sh = {a, &it, s, inv_sums, attn_ceil_div(it.rows, share)};
+        attn_context_run(ctx, share, softmax_part, &sh, attn_ceil_div(it.rows, sh.rows_per_part));
         weighted_values(a, &it, s, inv_sums);
     }
 }
