@@ -136,7 +136,7 @@ static void kernel_advice(const attn_setup *s, char *buf, size_t size)
  * libattn cannot give its own threads single-threaded GEMMs without changing
  * the process-global BLAS thread count, which is the caller's: the calling
  * thread makes the GEMMs and libattn's threads share only the softmax
- * (context.c). Measured on 2 cores (docs/threading.md): 1.1-1.5x the time of
+ * (context.c). Measured on 2 cores (docs/threading.md): 1.2-2x the time of
  * the best setting. Either of two settings, both the caller's, gives that. */
 static void thread_advice(const attn_setup *s, char *buf, size_t size)
 {
@@ -145,7 +145,7 @@ static void thread_advice(const attn_setup *s, char *buf, size_t size)
         return;
     snprintf(buf, size,
              "OpenBLAS runs each call on its own %d pthreads, so libattn makes its GEMMs from "
-             "one thread and shares only the softmax (1.1-1.5x slower, measured on 2 cores): "
+             "one thread and shares only the softmax (1.2-2x slower, measured on 2 cores): "
              "set OPENBLAS_NUM_THREADS=1 before the program starts, or install OpenBLAS's "
              "OpenMP build (libopenblas0-openmp); see docs/threading.md",
              s->blas_threads);

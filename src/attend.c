@@ -192,14 +192,15 @@ static void attend_item(void *arg, int64_t item, int worker)
 /* The BLAS-threaded schedule (context.c says when): the calling thread
  * takes the items one after the other and makes their GEMMs, which the BLAS
  * library spreads over its own threads; between them, the block's softmax
- * rows are shared out over libattn's threads (measured at d64 L2048 on 2
- * cores: 62 ms instead of 70 with the softmax on the calling thread alone;
- * the best setting, one BLAS thread, 53). Same GEMMs and the same softmax
- * per row as attend_item, so the same bits as the item schedule for the
- * same BLAS. */
-/* A block's softmax is shared out only from this many logits on (~20 µs of
- * exp): waking the pool costs several µs, which small causal blocks'
- * softmax does not repay. */
+ * rows are shared out over libattn's threads (d64 L2048 on 2 cores: 62 ms
+ * instead of 70 with the softmax on the calling thread alone in one quiet
+ * run, no clear difference in others; the best setting, one BLAS thread,
+ * 53-55). Same GEMMs and the same softmax per row as attend_item, so the
+ * same bits as the item schedule for the same BLAS.
+ *
+ * A block's softmax is shared out only from ATTN_SHARED_SOFTMAX_MIN logits
+ * on (~20 µs of exp): waking the pool costs several µs, which small causal
+ * blocks' softmax does not repay. */
 #define ATTN_SHARED_SOFTMAX_MIN (64 * 1024)
 
 typedef struct softmax_share {
