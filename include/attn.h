@@ -174,37 +174,41 @@ ATTN_API void attn_context_destroy(attn_context *ctx);
 /** Sets how many threads forward calls on this context use, the calling
  * thread included: 1 means the calling thread only; n > 1 splits the work
  * over (batch, head, block of query rows) and over blocks of projection
- * rows. 0 (the default) lets libattn choose from how the BLAS library runs its
- * own threads, read at each call (never changed):
+ * rows. 0 (the default) lets libattn choose from how the BLAS library runs
+ * its own threads, read at each call, never changed (docs/threading.md;
+ * attn_runtime_info() names the choice on its "schedule" line):
  *  - one BLAS thread (a serial BLAS, OPENBLAS_NUM_THREADS=1, or
  *    openblas_set_num_threads(1)): all online cores, each making its own
- *    single-threaded GEMMs;
- *  - OpenBLAS built with OpenMP (Debian's libopenblas0-openmp): as many
- *    threads as OpenBLAS would use (omp_get_max_threads(), OMP_NUM_THREADS),
- *    in an OpenMP parallel region, inside which OpenBLAS runs each GEMM on
- *    the calling thread: one team of threads, no contention (1 thread when
- *    the caller is already inside a parallel region of its own). These
- *    threads are libgomp's: if it cannot create one, libgomp itself ends
- *    the process, where libattn's own threads would give
- *    ATTN_ERR_OUT_OF_MEMORY; and libgomp does not survive fork() once its
- *    threads exist: a child process must not use it (libattn there, as
- *    OpenBLAS's OpenMP build itself, would hang);
- *  - OpenBLAS with its own pthreads (Debian's default libopenblas0-pthread)
- *    on several threads: the calling thread makes every GEMM, which OpenBLAS
- *    spreads over its threads, and all online cores share the softmax
- *    between the GEMMs. Threads of libattn's making GEMMs beside OpenBLAS's
- *    would fight them (its idle threads spin for ~0.1 s after each call):
- *    on 2 cores, 4–20× slower. This is slower than the two settings above
- *    (measured in docs/threading.md); attn_runtime_info()'s advice says
- *    what to set.
- * An explicit n is n libattn threads. n > 1 with a multi-threaded pthreads
- * BLAS makes each thread call the BLAS on its own (avoid it); n = 1 with
- * it keeps the GEMMs on the BLAS's threads and the softmax on the caller.
+ *    single-threaded GEMMs ("pool");
+ *  - a BLAS threaded by OpenMP (Debian's libopenblas0-openmp; BLIS's OpenMP
+ *    build and oneDNN with meson's -Dblas=), libattn built with OpenMP: as
+ *    many threads as the BLAS would use (omp_get_max_threads(),
+ *    OMP_NUM_THREADS) in an OpenMP parallel region, inside which the BLAS
+ *    runs each GEMM on the calling thread: one team of threads, no
+ *    contention ("openmp"; 1 thread when the caller is already inside a
+ *    parallel region of its own). These threads are libgomp's: if it cannot
+ *    create one, libgomp itself ends the process, where libattn's own
+ *    threads would give ATTN_ERR_OUT_OF_MEMORY; and libgomp does not survive
+ *    fork() once its threads exist: a child process must not use it
+ *    (libattn there, as OpenBLAS's OpenMP build itself, would hang);
+ *  - a BLAS with its own pthreads on several threads (Debian's default
+ *    libopenblas0-pthread), or an OpenMP BLAS when libattn is built without
+ *    OpenMP: the calling thread makes every GEMM, which the BLAS spreads
+ *    over its threads, and all online cores share the softmax between the
+ *    GEMMs of a block of 64K logits or more ("blas-threads"). Threads of
+ *    libattn's making GEMMs beside OpenBLAS's would fight them (its idle
+ *    threads spin for ~0.1 s after each call): on 2 cores, 4–20× slower.
+ *    This is 1.2–2× slower than the two settings above (measured in
+ *    docs/threading.md); attn_runtime_info()'s advice says what to set.
+ * An explicit n is n libattn threads. With a pthreads BLAS on several
+ * threads, n > 1 makes each thread call the BLAS on its own (avoid it) and
+ * n = 1 keeps the GEMMs on the BLAS's threads and the softmax on the caller.
  * Results are bitwise identical for any thread count as long as the BLAS
- * runs each GEMM on the same number of threads: always with one BLAS
- * thread, and with OpenBLAS's pthreads; with its OpenMP build, n = 1 makes
- * multi-threaded GEMMs where n > 1 makes single-threaded ones, and
- * OpenBLAS may round those differently (within float precision).
+ * runs each GEMM on as many threads of its own: always with one BLAS thread
+ * and with OpenBLAS's pthreads. Under the OpenMP schedule, n = 1 (or a call
+ * with a single block of work) makes multi-threaded GEMMs where n > 1 makes
+ * single-threaded ones, which the BLAS may round differently (within float
+ * precision).
  * Returns ATTN_ERR_NULL_POINTER (ctx NULL), ATTN_ERR_INVALID_ARGUMENT
  * (n < 0 or n > 1024). Not thread-safe on the same context. */
 ATTN_API attn_status attn_context_set_num_threads(attn_context *ctx, int n);
@@ -736,6 +740,11 @@ ATTN_API attn_status attn_positional_encoding(float *out, int64_t len, int64_t d
  *                   sse4_2 avx avx2 fma avx512f ...". "unknown" off x86-64.
  *   threads:        the thread count a context left at its default uses
  *                   (attn_context_set_num_threads with n = 0)
+ *   schedule:       how such a context shares the cores with the BLAS
+ *                   (attn_context_set_num_threads): pool (libattn's threads,
+ *                   one BLAS thread each), openmp (an OpenMP parallel region,
+ *                   the BLAS serial inside) or blas-threads (the GEMMs from
+ *                   the calling thread, threaded by the BLAS)
  *   advice:         empty (the line is then "advice:"), or one sentence when
  *                   the setup is known to be slow, naming the environment
  *                   variable and value that fix it. The value is chosen from
@@ -749,7 +758,8 @@ ATTN_API attn_status attn_positional_encoding(float *out, int64_t len, int64_t d
  * than size - 1 is cut there and still NUL-terminated. buf may be NULL when
  * size is 0. Returns the length of the whole text (without the NUL), whatever
  * size is, so `attn_runtime_info(NULL, 0) + 1` is the buffer size needed
- * (about 400 bytes today; a 1024-byte buffer is ample).
+ * (400 to 900 bytes today, the most with both advice sentences; a 2048-byte
+ * buffer is ample).
  *
  * Never fails; allocates nothing; buf is the caller's. Thread-safe: any
  * number of threads may call it at once. It only reads (cpuid, xgetbv and

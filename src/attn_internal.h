@@ -87,7 +87,7 @@ void attn_openmp_run(int threads, attn_task_fn fn, void *arg, int64_t n_items);
 /* Who runs a call's items; see context.c for how it is chosen. */
 typedef enum attn_schedule {
     ATTN_SCHEDULE_POOL,          /* libattn's pool; the BLAS runs serially */
-    ATTN_SCHEDULE_OPENMP,        /* an OpenMP region; OpenBLAS is serial inside */
+    ATTN_SCHEDULE_OPENMP,        /* an OpenMP region; an OpenMP BLAS is serial inside */
     ATTN_SCHEDULE_BLAS_THREADS,  /* the caller makes the GEMMs, the BLAS threads
                                     them; libattn's threads share the softmax */
 } attn_schedule;
@@ -109,8 +109,10 @@ struct attn_context {
 int attn_context_threads(const attn_context *ctx, int64_t max_useful);
 /* The thread count of a context left at its default (before max_useful). */
 int attn_default_threads(void);
-/* The schedule a call on ctx uses, read from the BLAS's threads now. */
+/* The schedule a call on ctx uses, read from the BLAS's threads now; the
+ * one a context left at its default uses. */
 attn_schedule attn_context_schedule(const attn_context *ctx);
+attn_schedule attn_default_schedule(void);
 
 /* Makes sure ctx has `threads` threads and `threads` scratch buffers of at
  * least `floats` floats each. Allocates only what is missing; on failure

@@ -63,17 +63,19 @@ static int online_cores(void)
  * picks:
  *  - a serial BLAS (one BLAS thread): libattn's own pool takes the items,
  *    on every core;
- *  - OpenBLAS built with OpenMP: the items run inside an OpenMP parallel
- *    region, where OpenBLAS runs each call on one thread by its own rule
- *    (omp_in_parallel()). Always, even at one BLAS thread: that build sizes
+ *  - a BLAS threaded by OpenMP (OpenBLAS's OpenMP build; BLIS's and
+ *    oneDNN's with -Dblas=): the items run inside an OpenMP parallel region,
+ *    where the BLAS runs each call on one thread by its own rule
+ *    (omp_in_parallel()). Always, even at one BLAS thread: such a BLAS sizes
  *    each call by the calling thread's omp_get_max_threads(), so threads of
- *    libattn's own pool would each run multi-threaded GEMMs;
+ *    libattn's own pool would each run multi-threaded GEMMs. Without OpenMP
+ *    in libattn (-Dopenmp=disabled), the BLAS-threaded schedule below;
  *  - a BLAS with its own pthread pool (Debian's default OpenBLAS) on several
  *    threads: the calling thread makes the GEMMs, which the BLAS spreads over
  *    its threads, and libattn's threads share only the softmax between them
- *    (attend.c). Threads of libattn's making GEMMs beside the BLAS's would
+ *    (attend.c; blocks of 64K logits or more). Threads of libattn's making GEMMs beside the BLAS's would
  *    fight them: OpenBLAS's idle workers spin for ~0.1 s after each call. */
-static attn_schedule default_schedule(void)
+attn_schedule attn_default_schedule(void)
 {
     if (attn_blas_threading_model() == ATTN_BLAS_THREADING_OPENMP)
         return attn_openmp_available() ? ATTN_SCHEDULE_OPENMP : ATTN_SCHEDULE_BLAS_THREADS;
@@ -82,17 +84,21 @@ static attn_schedule default_schedule(void)
 
 int attn_default_threads(void)
 {
-    if (default_schedule() == ATTN_SCHEDULE_OPENMP)
+    if (attn_default_schedule() == ATTN_SCHEDULE_OPENMP)
         return attn_openmp_max_threads();
     return online_cores();
 }
 
 attn_schedule attn_context_schedule(const attn_context *ctx)
 {
-    attn_schedule s = default_schedule();
+    attn_schedule s = attn_default_schedule();
     /* An explicit thread count is libattn's own threads, each making its own
-     * GEMMs: with a pthreads BLAS on several threads, the caller's choice. */
-    if (s == ATTN_SCHEDULE_BLAS_THREADS && ctx->requested_threads > 1)
+     * GEMMs: with a pthreads BLAS on several threads, the caller's choice.
+     * Not with an OpenMP BLAS in a build without OpenMP: threads of the pool
+     * would run GEMMs as wide as their own OpenMP default, unlike the
+     * calling thread's, and the bits would depend on who ran an item. */
+    if (s == ATTN_SCHEDULE_BLAS_THREADS && ctx->requested_threads > 1 &&
+        attn_blas_threading_model() != ATTN_BLAS_THREADING_OPENMP)
         return ATTN_SCHEDULE_POOL;
     return s;
 }

@@ -42,6 +42,15 @@ static const char *threading_name(attn_blas_threading model)
     }
 }
 
+static const char *schedule_name(attn_schedule schedule)
+{
+    switch (schedule) {
+    case ATTN_SCHEDULE_POOL:   return "pool";
+    case ATTN_SCHEDULE_OPENMP: return "openmp";
+    default:                   return "blas-threads";
+    }
+}
+
 /* "AuthenticAMD family 25 model 17, avx avx2 fma ...", or "unknown". */
 static void append_cpu(text *t, const attn_cpu_info *cpu)
 {
@@ -86,6 +95,7 @@ size_t attn_runtime_info(char *buf, size_t size)
     append(&t, "blas_threading: %s\n", threading_name(setup.blas_threading));
     append_cpu(&t, &cpu);
     append(&t, "threads: %d\n", setup.default_threads);
+    append(&t, "schedule: %s\n", schedule_name(attn_default_schedule()));
     append(&t, "advice:%s%s\n", advice[0] ? " " : "", advice);
     return t.len;
 }

@@ -121,7 +121,7 @@ static void provider_view_get(provider_view *v)
 #endif
 
 static const char *const keys[] = {"version", "blas", "blas_kernel", "blas_threads",
-                                   "blas_threading", "cpu", "threads", "advice"};
+                                   "blas_threading", "cpu", "threads", "schedule", "advice"};
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
 static char *info_text(void)
@@ -197,6 +197,9 @@ static void values_match_the_sources(void **state)
     assert_int_equal(atoi(v), want.threads < 1 ? 1 : want.threads);
     assert_true(value_of(text, "threads", v, sizeof v));
     assert_int_equal(atoi(v), attn_default_threads());
+    static const char *const schedules[] = {"pool", "openmp", "blas-threads"};
+    assert_true(value_of(text, "schedule", v, sizeof v));
+    assert_string_equal(v, schedules[attn_default_schedule()]);
     assert_true(value_of(text, "blas_threading", v, sizeof v));
     assert_string_equal(v, want.threading);
 #if !defined(ATTN_BLAS_OPENBLAS) && !defined(ATTN_BLAS_CBLAS)

@@ -80,6 +80,10 @@ typedef struct sdpa_case {
 } sdpa_case;
 
 static const sdpa_case cases[] = {
+    /* 64-row blocks of 2048 keys: 128K logits, enough to share the softmax
+     * out in the BLAS-threaded schedule (attend.c, from 64K) */
+    {"1 head, 64-row blocks, 2048 keys", 1, 1, 1, 1024, 2048, 64, 64, ATTN_LAYOUT_BHSD,
+     ATTN_CAUSAL_NONE, 0},
     {"gqa 8/2 lengths", 2, 8, 2, 300, 257, 64, 64, ATTN_LAYOUT_BHSD, ATTN_CAUSAL_NONE, 1},
     {"causal bottom-right bias bshd", 1, 4, 4, 200, 333, 64, 48, ATTN_LAYOUT_BSHD,
      ATTN_CAUSAL_BOTTOM_RIGHT, 4},
@@ -156,7 +160,22 @@ static void check_sdpa_case(const sdpa_case *c, int blas_threads, uint64_t seed)
 }
 
 /* nn.MultiheadAttention, causal, default context, against float64. */
-static void check_mha(int blas_threads)
+/* The schedule a context left at its default takes for this BLAS setting
+ * (attn_context_set_num_threads): one pthreads BLAS thread → the pool; several
+ * → the GEMMs from the calling thread; an OpenMP BLAS → an OpenMP region when
+ * libattn has OpenMP, else the calling thread's GEMMs, never the pool. */
+static const char *expected_schedule(int blas_threads)
+{
+    char threading[64];
+    info_value("blas_threading", threading, sizeof threading);
+    if (strcmp(threading, "openmp") == 0)
+        return ATTN_TEST_OPENMP ? "openmp" : "blas-threads";
+    return blas_threads == 1 ? "pool" : "blas-threads";
+}
+
+/* nn.MultiheadAttention, causal and not, default context, against float64
+ * and bitwise against one explicit thread under the same BLAS setting. */
+static void check_mha(int blas_threads, attn_causal causal)
 {
     enum { BATCH = 2, L = 300, E = 128, H = 8 };
     tu_rng rng;
@@ -175,20 +194,27 @@ static void check_mha(int blas_threads)
     assert_int_equal(attn_mha_create(&mha, E, H, H, E, E, 1), ATTN_OK);
     for (int i = 0; i < 4; i++)
         assert_int_equal(attn_mha_set_weights(mha, (attn_proj)i, w[i], b[i]), ATTN_OK);
-    assert_int_equal(attn_mha_set_causal(mha, ATTN_CAUSAL_TOP_LEFT), ATTN_OK);
+    assert_int_equal(attn_mha_set_causal(mha, causal), ATTN_OK);
     assert_int_equal(attn_mha_forward(ctx, mha, BATCH, L, L, x, x, x, NULL, out, NULL), ATTN_OK);
+    float *out1 = ru_floats(BATCH * L * E);
+    attn_context *one = NULL;
+    assert_int_equal(attn_context_create(&one), ATTN_OK);
+    assert_int_equal(attn_context_set_num_threads(one, 1), ATTN_OK);
+    assert_int_equal(attn_mha_forward(one, mha, BATCH, L, L, x, x, x, NULL, out1, NULL), ATTN_OK);
+    attn_context_destroy(one);
 
-    ru_mha m = {.embed = E, .heads = H, .kv_heads = H, .kdim = E, .vdim = E,
-                .causal = ATTN_CAUSAL_TOP_LEFT};
+    ru_mha m = {.embed = E, .heads = H, .kv_heads = H, .kdim = E, .vdim = E, .causal = causal};
     for (int i = 0; i < 4; i++)
         m.w[i] = w[i], m.b[i] = b[i];
     double *ref = ru_doubles(BATCH * L * E);
     ru_ref_mha(&m, BATCH, L, L, x, x, x, NULL, ref, NULL);
     char what[64];
-    snprintf(what, sizeof what, "mha, BLAS threads %d", blas_threads);
+    snprintf(what, sizeof what, "mha causal %d, BLAS threads %d", (int)causal, blas_threads);
     assert_true(ru_close(what, out, ref, BATCH * L * E, E, TOL));
+    if (same_gemms(blas_threads, 1))
+        assert_true(ru_same_bits(what, out, out1, BATCH * L * E));
 
-    free(ref), free(x), free(out);
+    free(ref), free(x), free(out), free(out1);
     for (int i = 0; i < 4; i++)
         free(w[i]), free(b[i]);
     attn_mha_destroy(mha);
@@ -212,11 +238,16 @@ static void test_every_schedule(void **state)
         char threading[64], threads[16];
         info_value("blas_threading", threading, sizeof threading);
         info_value("threads", threads, sizeof threads);
-        print_message("schedules: BLAS %s on %d threads, default context: %s threads\n",
-                      threading, blas_threads, threads);
+        char schedule[32];
+        info_value("schedule", schedule, sizeof schedule);
+        print_message("schedules: BLAS %s on %d threads, default context: %s threads, %s\n",
+                      threading, blas_threads, threads, schedule);
+        if (openblas_set_num_threads)
+            assert_string_equal(schedule, expected_schedule(blas_threads));
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
             check_sdpa_case(&cases[i], blas_threads, 1000 + i);
-        check_mha(blas_threads);
+        check_mha(blas_threads, ATTN_CAUSAL_TOP_LEFT);
+        check_mha(blas_threads, ATTN_CAUSAL_NONE);
     }
     if (openblas_set_num_threads)
         openblas_set_num_threads(user);
