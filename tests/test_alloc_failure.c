@@ -527,7 +527,9 @@ static void test_forward_calls(void **state)
 {
     (void)state;
     static const call_id ids[] = {C_SDPA_FORWARD, C_MHA_FORWARD, C_ADD_FORWARD, C_NW};
-    static const int threads[] = {1, 2, 4};
+    /* 0: the default, whose schedule follows the BLAS's threads (with a
+     * multi-threaded pthreads BLAS, a pool that shares the softmax only) */
+    static const int threads[] = {0, 1, 2, 4};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
         for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++)
             for (int warm = 0; warm < 2; warm++)
@@ -540,7 +542,7 @@ static void test_forward_calls(void **state)
 static void test_thread_creation_failure(void **state)
 {
     (void)state;
-    if (attn_blas_threading_model() == ATTN_BLAS_THREADING_OPENMP && attn_openmp_available()) {
+    if (attn_default_schedule() == ATTN_SCHEDULE_OPENMP) {
         /* With OpenBLAS's OpenMP build the items run on libgomp's threads,
          * which libattn does not create (and libgomp aborts when it cannot). */
         print_message("alloc-failure: OpenMP schedule, libattn creates no threads: skipped\n");
