@@ -195,7 +195,11 @@ void attn_blas_config(char *buf, size_t size)
 const char *attn_blas_kernel(void)
 {
     /* The sub-configuration BLIS picked from cpuid ("zen3", "skx", "haswell",
-     * "generic"); BLIS_ARCH_TYPE overrides it. A constant string. */
+     * "generic"); BLIS_ARCH_TYPE overrides it. A constant string. Asked
+     * before BLIS's first computation with BLIS_ARCH_TYPE set, BLIS 0.9
+     * aborts ("Accessed uninitialized context in gks"): bli_init() first,
+     * which every computing call makes anyway (once per process). */
+    bli_init();
     const char *name = bli_arch_string(bli_arch_query_id());
     return name && name[0] ? name : "unknown";
 }

@@ -58,6 +58,7 @@ static void provider_view_get(provider_view *v)
 
 static void provider_view_get(provider_view *v)
 {
+    bli_init();  /* before bli_arch_query_id(): see src/blas.c */
     snprintf(v->kernel, sizeof v->kernel, "%s", bli_arch_string(bli_arch_query_id()));
     snprintf(v->blas_prefix, sizeof v->blas_prefix, "BLIS %s ", bli_info_get_version_str());
     bool omp = bli_info_get_enable_openmp(), pth = bli_info_get_enable_pthreads();
