@@ -143,6 +143,11 @@ static void thread_advice(const attn_setup *s, char *buf, size_t size)
     buf[0] = '\0';
     if (s->blas_threading != ATTN_BLAS_THREADING_PTHREADS || s->blas_threads <= 1)
         return;
+    /* The sentence names OpenBLAS's variable and package: only for OpenBLAS
+     * (its kernel names; BLIS's pthreads build reports "zen3" and the like,
+     * and is set with BLIS_NUM_THREADS, which docs/threading.md gives). */
+    if (!find_kernel(s->blas_kernel))
+        return;
     snprintf(buf, size,
              "OpenBLAS runs each call on its own %d pthreads, so libattn makes its GEMMs from "
              "one thread and shares only the softmax (1.2-2x slower, measured on 2 cores): "

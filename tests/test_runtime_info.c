@@ -445,6 +445,14 @@ static void thread_advice(void **state)
             !strstr(text, threads) || strchr(text, '\n'))
             fail_msg("pthreads x %d: advice '%s'", cases[i].blas_threads, text);
     }
+    /* BLIS's pthreads build (kernel "zen3"): OpenBLAS's advice would name
+     * the wrong variable, so none. */
+    attn_setup blis = {"zen3", ATTN_CPU_AVX | ATTN_CPU_AVX2 | ATTN_CPU_FMA, 2,
+                       ATTN_BLAS_THREADING_PTHREADS, 2};
+    char none[64];
+    attn_advice(&blis, none, sizeof none);
+    assert_string_equal(none, "");
+
     attn_setup both = {"Prescott", ATTN_CPU_AVX | ATTN_CPU_AVX2 | ATTN_CPU_FMA, 2,
                        ATTN_BLAS_THREADING_PTHREADS, 2};
     char text[1024];
