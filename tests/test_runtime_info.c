@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "attn_internal.h"
+#include "test_util.h"
 
 /* ---- the provider, asked directly ---------------------------------------- */
 
@@ -214,19 +215,10 @@ static void values_match_the_sources(void **state)
 /* The cpu line against Linux's own view: the same family and model, and for
  * each listed extension, the same presence as in /proc/cpuinfo's flags
  * (Linux too lists only what the OS enables). */
-/* Valgrind runs a program on an emulated CPU: its cpuid describes another
- * processor (an Intel Haswell in Valgrind 3.19), which OpenBLAS and libattn
- * then read. Its preload libraries in LD_PRELOAD tell that it is there. */
-static int under_valgrind(void)
-{
-    const char *preload = getenv("LD_PRELOAD");
-    return preload && strstr(preload, "vgpreload") != NULL;
-}
-
 static void cpu_matches_proc_cpuinfo(void **state)
 {
     (void)state;
-    if (under_valgrind()) {
+    if (tu_under_valgrind()) {
         print_message("cpu: under Valgrind, whose cpuid is not /proc/cpuinfo's: skipped\n");
         skip();
     }

@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* ---- PRNG ------------------------------------------------------------ */
 
@@ -253,4 +254,10 @@ int64_t tu_count_nonfinite(const float *x, int64_t n)
         if (!isfinite(x[i]))
             c++;
     return c;
+}
+
+int tu_under_valgrind(void)
+{
+    const char *preload = getenv("LD_PRELOAD");
+    return preload && strstr(preload, "vgpreload") != NULL;
 }

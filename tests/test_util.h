@@ -109,4 +109,10 @@ double tu_max_err_lse(const float *actual, const double *ref, int64_t n, int64_t
 /* Number of elements of x that are NaN or infinite. */
 int64_t tu_count_nonfinite(const float *x, int64_t n);
 
+/* Whether this process runs under Valgrind, whose emulated CPU (its cpuid
+ * describes an Intel Haswell in Valgrind 3.19) is not the machine's: tests
+ * that compare what the CPU reports with /proc/cpuinfo or with a program run
+ * natively skip then. Valgrind's preload libraries in LD_PRELOAD tell. */
+int tu_under_valgrind(void);
+
 #endif /* TEST_UTIL_H */

@@ -17,6 +17,8 @@
 
 #include <attn.h>
 
+#include "test_util.h"
+
 static const char *attn_program;
 
 /* Runs "attn ARGS" through the shell; returns its stdout (malloc'd) and sets
@@ -45,19 +47,10 @@ static char *run(const char *args, int *status)
     return out;
 }
 
-/* Valgrind runs a program on an emulated CPU: its cpuid describes another
- * processor (an Intel Haswell in Valgrind 3.19), which OpenBLAS and libattn
- * then read. Its preload libraries in LD_PRELOAD tell that it is there. */
-static int under_valgrind(void)
-{
-    const char *preload = getenv("LD_PRELOAD");
-    return preload && strstr(preload, "vgpreload") != NULL;
-}
-
 static void prints_the_library_text(void **state)
 {
     (void)state;
-    if (under_valgrind()) {
+    if (tu_under_valgrind()) {
         /* the attn program may run natively beside this emulated process:
          * two CPUs, two texts */
         print_message("attn info: under Valgrind, whose cpuid differs: skipped\n");
