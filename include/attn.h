@@ -769,6 +769,75 @@ ATTN_API size_t attn_runtime_info(char *buf, size_t size);
 
 /** @} */
 
+/* ======================================================================
+ * v1.1: training
+ * ====================================================================== */
+/**
+ * @defgroup training Training: gradients (v1.1)
+ *
+ * The backward passes of the attention calls, so that a program can train
+ * with libattn. Conventions (the same for every gradient call): every
+ * gradient output is overwritten completely, never accumulated into; an
+ * output passed as NULL is not computed; a query row with no visible key
+ * gets zero gradients, never NaN. Added in 1.1.0: check
+ * attn_version_number() >= 10100 before calling them from a program that
+ * may run with an older libattn.so.1.
+ * @{
+ */
+
+/** Gradients of attn_sdpa_forward: given d_out = ∂L/∂out, writes
+ * d_q = ∂L/∂q, d_k = ∂L/∂k and d_v = ∂L/∂v for the forward made with the
+ * same op (shapes, layout, scale, causal) and the same mask.
+ *
+ * Formula: the FlashAttention-2 backward (Dao 2023, "FlashAttention-2:
+ * Faster Attention with Better Parallelism and Work Partitioning",
+ * Algorithm 2). With P the forward's weights, recomputed block by block
+ * from the logits and lse as P = exp(scale·q·kᵀ + bias − lse):
+ * @code{.unparsed}
+ *   dV = Pᵀ dO,  dP = dO Vᵀ,  D_i = Σ_c dO[i,c] · O[i,c],
+ *   dS = P ∘ (dP − D),  dQ = scale · dS K,  dK = scale · dSᵀ Q
+ * @endcode
+ * Shapes (layout of the op, as attn_sdpa_forward):
+ * @code{.unparsed}
+ *   q, k, v  the forward's inputs
+ *   mask     the forward's mask (NULL if it had none); its arrays must hold
+ *            the same values
+ *   out      [B, Hq, Lq, Dv]  the forward's out (layout of q)
+ *   lse      [B, Hq, Lq]      the forward's lse (always this order), required;
+ *            -INFINITY or +INFINITY mark a row with no visible key
+ *   d_out    [B, Hq, Lq, Dv]  ∂L/∂out (layout of q)
+ *   d_q      NULL or [B, Hq, Lq, Dqk]  (layout of q), written completely
+ *   d_k      NULL or [B, Hkv, Lkv, Dqk] (layout of k), written completely;
+ *            with GQA/MQA the sum over the query heads of each group
+ *   d_v      NULL or [B, Hkv, Lkv, Dv]  (layout of v), likewise
+ * @endcode
+ * Keys the forward never read (at or beyond a valid length, past the causal
+ * limit of every row of a block) are not read here either, and get zero
+ * gradients. A masked key's NaN value never reaches d_q or d_k (its weight
+ * 0 makes its dS exactly 0); a masked key's NaN in k can reach d_q through
+ * the 0·NaN of the dS·K product when the key is masked by a boolean mask or
+ * a -INFINITY bias, as in the forward's P·V.
+ *
+ * Results are bitwise identical for any number of libattn threads (for a
+ * given number of BLAS threads per GEMM): each (batch row, kv head) is
+ * reduced in one fixed order. Extra memory: 2 × block × Lkv floats per
+ * thread (block ≤ 256 query rows, ≤ 64 from Lkv = 4096 on), never Lq × Lkv.
+ *
+ * Returns ATTN_ERR_NULL_POINTER (ctx, op, or a non-empty q, k, v, out, lse
+ * or d_out NULL), ATTN_ERR_SHAPE_MISMATCH (mask shapes do not fit the op),
+ * ATTN_ERR_INVALID_ARGUMENT (a valid length negative or above len_kv; a
+ * gradient output overlapping an input or another gradient output),
+ * ATTN_ERR_OUT_OF_MEMORY (scratch or threads could not be made). On failure
+ * no output byte is written.
+ * Thread-safety: concurrent calls may share op and mask, never ctx. */
+ATTN_API attn_status attn_sdpa_backward(attn_context *ctx, const attn_sdpa *op,
+                                        const float *q, const float *k, const float *v,
+                                        const attn_mask *mask, const float *out,
+                                        const float *lse, const float *d_out, float *d_q,
+                                        float *d_k, float *d_v);
+
+/** @} */
+
 #ifdef __cplusplus
 }
 #endif

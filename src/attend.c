@@ -58,8 +58,23 @@ static int64_t row_end(const attn_attend_args *a, int64_t b, int64_t i)
     return lim < end ? lim : end;
 }
 
+attn_row_mask attn_attend_row_mask(const attn_attend_args *a, int64_t b, int64_t h, int64_t i)
+{
+    const attn_mask *mask = a->mask;
+    return (attn_row_mask){
+        .visible_end = row_end(a, b, i),
+        .keep = mask ? attn_mask_row(&mask->keep, b, h, i, sizeof(uint8_t)) : NULL,
+        .bias = mask ? attn_mask_row(&mask->bias, b, h, i, sizeof(float)) : NULL,
+    };
+}
+
+int64_t attn_attend_block_rows(const attn_attend_args *a)
+{
+    return attn_query_block_rows(a->heads_q, a->len_q, a->len_kv, a->causal != ATTN_CAUSAL_NONE);
+}
+
 /* The number of keys any row in [i0, i1) may see: the logits stop there. */
-static int64_t block_keys(const attn_attend_args *a, int64_t b, int64_t i0, int64_t i1)
+int64_t attn_attend_block_keys(const attn_attend_args *a, int64_t b, int64_t i0, int64_t i1)
 {
     int64_t n = 0;
     for (int64_t i = i0; i < i1 && n < a->len_kv; i++) {
@@ -91,16 +106,11 @@ static void write_weights(float *w, const float *p, int64_t n, int64_t len_kv, f
 static void softmax_block(const attn_attend_args *a, float *s, int64_t b, int64_t h,
                           int64_t i0, int64_t rows, int64_t n, float *inv_sums)
 {
-    const attn_mask *mask = a->mask;
     int64_t bh = b * a->heads_q + h;
     for (int64_t r = 0; r < rows; r++) {
         int64_t i = i0 + r;
         float *row = s + r * n;
-        attn_row_mask m = {
-            .visible_end = row_end(a, b, i),
-            .keep = mask ? attn_mask_row(&mask->keep, b, h, i, sizeof(uint8_t)) : NULL,
-            .bias = mask ? attn_mask_row(&mask->bias, b, h, i, sizeof(float)) : NULL,
-        };
+        attn_row_mask m = attn_attend_row_mask(a, b, h, i);
         float lse = attn_softmax_row(row, n, &m, &inv_sums[r]);
         if (a->lse)
             a->lse[bh * a->len_q + i] = lse;
@@ -135,7 +145,7 @@ static item_geometry locate_item(const attend_job *job, int64_t item)
     it.g = it.h / (a->heads_q / a->heads_kv);
     it.i0 = item % job->blocks_per_head * job->block_q;
     it.rows = a->len_q - it.i0 < job->block_q ? a->len_q - it.i0 : job->block_q;
-    it.n = block_keys(a, it.b, it.i0, it.i0 + it.rows);
+    it.n = attn_attend_block_keys(a, it.b, it.i0, it.i0 + it.rows);
     return it;
 }
 
@@ -199,9 +209,7 @@ static void attend_item(void *arg, int64_t item, int worker)
  * same bits as the item schedule for the same BLAS.
  *
  * A block's softmax is shared out only from ATTN_SHARED_SOFTMAX_MIN logits
- * on (~20 µs of exp): waking the pool costs several µs, which small causal
- * blocks' softmax does not repay. */
-#define ATTN_SHARED_SOFTMAX_MIN (64 * 1024)
+ * on (attn_internal.h says why). */
 
 typedef struct softmax_share {
     const attn_attend_args *a;
@@ -244,8 +252,7 @@ static void attend_blas_threaded(attn_context *ctx, const attend_job *job, int t
 
 attn_status attn_attend(attn_context *ctx, const attn_attend_args *a, const char *func)
 {
-    int64_t block_q = attn_query_block_rows(a->heads_q, a->len_q, a->len_kv,
-                                            a->causal != ATTN_CAUSAL_NONE);
+    int64_t block_q = attn_attend_block_rows(a);
     int64_t blocks = attn_ceil_div(a->len_q, block_q);
     int64_t items = a->batch * a->heads_q * blocks;
     if (items == 0)

@@ -32,6 +32,10 @@ void  attn_free(void *p);
 
 /* ---- size arithmetic (shape.c) ---------------------------------------- */
 
+/* Whether the byte ranges [a, a + a_bytes) and [b, b + b_bytes) share a
+ * byte. NULL or empty ranges overlap nothing. */
+bool attn_ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes);
+
 /* *out = a * b; false if the product does not fit in int64_t. a, b >= 0. */
 bool attn_mul_i64(int64_t a, int64_t b, int64_t *out);
 
@@ -186,6 +190,13 @@ typedef struct attn_row_mask {
  * becomes all zeros, *inv_sum 0, and returns -INFINITY. */
 float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv_sum);
 
+/* Recomputes a row's softmax from the forward's log-sum-exp (the backward,
+ * FlashAttention-2 Alg. 2 line 11): row[0..n) of scaled logits becomes
+ * exp(x − lse) with m applied as attn_softmax_row applies it (masked keys
+ * 0). An lse of ±INFINITY (a row with no visible key) gives zeros; NaN
+ * logits or a NaN lse give NaN. */
+void attn_softmax_row_from_lse(float *row, int64_t n, const attn_row_mask *m, float lse);
+
 /* ---- attention pooling (attend.c) -------------------------------------- */
 
 /* The geometry of a [batch, heads, len, dim] tensor in BHSD or BSHD layout. */
@@ -217,6 +228,20 @@ typedef struct attn_attend_args {
     float *lse;              /* NULL or [batch, heads_q, len_q] */
 } attn_attend_args;
 
+/* The block schedule forward and backward share (block_rows.h): query rows
+ * per block, the keys [0, n) a block of rows [i0, i1) of batch row b may
+ * see (valid lengths, causal; nothing beyond is ever read), and the mask of
+ * one row, the one place masks are looked up for a row. */
+int64_t attn_attend_block_rows(const attn_attend_args *a);
+int64_t attn_attend_block_keys(const attn_attend_args *a, int64_t b, int64_t i0, int64_t i1);
+attn_row_mask attn_attend_row_mask(const attn_attend_args *a, int64_t b, int64_t h, int64_t i);
+
+/* Under the BLAS-threaded schedule, the element-wise work of a block
+ * (softmax, the backward's P and dS) is shared over libattn's threads only
+ * from this many logits on (~20 µs of exp): waking the pool costs several
+ * µs, which small causal blocks do not repay. */
+#define ATTN_SHARED_SOFTMAX_MIN (64 * 1024)
+
 /* out = masked softmax(logits) · V for every (b, h, i). Every argument must
  * have been validated; the only failure left is ATTN_ERR_OUT_OF_MEMORY (for
  * scratch or threads), reported before anything is written. */
@@ -237,6 +262,26 @@ typedef struct attn_qk {
  * the multi-head layer on its projections. */
 attn_status attn_dot_product_attend(attn_context *ctx, const attn_qk *qk, attn_attend_args *a,
                                     const char *func);
+/* Sets a->logits to scale · Q Kᵀ of qk, as attn_dot_product_attend does. */
+void attn_dot_product_logits(const attn_qk *qk, attn_attend_args *a);
+
+/* ---- the SDPA backward (backward.c) ------------------------------------ */
+
+/* Everything attn_dot_product_backward reads and writes. */
+typedef struct attn_backward_args {
+    const attn_attend_args *fwd;  /* the forward's geometry, mask, v, out; its logits
+                                     callback set by attn_dot_product_attend's rule */
+    const attn_qk *qk;            /* q, k, scale */
+    const float *lse;             /* [batch, heads_q, len_q] */
+    const float *d_out;           /* in out's view */
+    float *d_q, *d_k, *d_v;       /* NULL (not computed) or in the views of q, k, v */
+} attn_backward_args;
+
+/* d_q, d_k, d_v of out = attention(q, k, v) given d_out (FlashAttention-2
+ * backward). Every argument must have been validated; the only failure left
+ * is ATTN_ERR_OUT_OF_MEMORY, reported before anything is written. */
+attn_status attn_dot_product_backward(attn_context *ctx, const attn_backward_args *ba,
+                                      const char *func);
 
 /* ---- linear projections (linear.c) ------------------------------------ */
 
@@ -268,6 +313,11 @@ void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, 
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 /* C[m×n] = alpha · A[m×k] · B[k×n] (+ beta·C), row-major with leading dims. */
 void attn_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+/* C[m×n] = alpha · A[k×m]ᵀ · B[k×n] (+ beta·C), row-major with leading dims
+ * (the backward's Pᵀ·dO and dSᵀ·Q). */
+void attn_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
 /* y[m] = alpha · A[m×n] · x[n], row-major A. For one query row (decoding) a

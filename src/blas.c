@@ -129,6 +129,12 @@ void attn_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, 
     (void)dnnl_sgemm('N', 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+void attn_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    (void)dnnl_sgemm('T', 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
 /* The GEMVs as GEMMs with N = 1 (x and y are columns, leading dimension 1):
  * oneDNN's GEMM driver sends M = 1 or N = 1 to its GEMV kernels, so this
  * reads A once, like cblas_sgemv, without a second BLAS library (and its
@@ -276,6 +282,13 @@ void attn_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, 
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, alpha, a,
+                (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+void attn_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
+{
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)n, (int)k, alpha, a,
                 (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 

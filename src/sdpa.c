@@ -146,11 +146,16 @@ static void dot_product_logits(const void *arg, int64_t b, int64_t h, int64_t i0
         attn_gemm_nt(rows, n, qk->q_view.dim, qk->scale, q, ldq, k, ldk, 0.0f, s, n);
 }
 
-attn_status attn_dot_product_attend(attn_context *ctx, const attn_qk *qk, attn_attend_args *a,
-                                    const char *func)
+void attn_dot_product_logits(const attn_qk *qk, attn_attend_args *a)
 {
     a->logits = dot_product_logits;
     a->logits_arg = qk;
+}
+
+attn_status attn_dot_product_attend(attn_context *ctx, const attn_qk *qk, attn_attend_args *a,
+                                    const char *func)
+{
+    attn_dot_product_logits(qk, a);
     return attn_attend(ctx, a, func);
 }
 
@@ -177,6 +182,29 @@ static attn_status validate_forward(attn_context *ctx, const attn_sdpa *op, cons
     return attn_mask_validate(mask, &md, f);
 }
 
+/* The logits' inputs and the pooling's arguments of one call on op. */
+static attn_qk make_qk(const attn_sdpa *op, const float *q, const float *k)
+{
+    bool bshd = op->layout == ATTN_LAYOUT_BSHD;
+    return (attn_qk){
+        .q = q, .q_view = {op->heads_q, op->len_q, op->dim_qk, bshd},
+        .k = k, .k_view = {op->heads_kv, op->len_kv, op->dim_qk, bshd},
+        .scale = op->scale,
+    };
+}
+
+static attn_attend_args make_attend_args(const attn_sdpa *op, const attn_mask *mask,
+                                         const float *v, float *out)
+{
+    bool bshd = op->layout == ATTN_LAYOUT_BSHD;
+    return (attn_attend_args){
+        .batch = op->batch, .heads_q = op->heads_q, .heads_kv = op->heads_kv,
+        .len_q = op->len_q, .len_kv = op->len_kv, .causal = op->causal, .mask = mask,
+        .v = v, .v_view = {op->heads_kv, op->len_kv, op->dim_v, bshd},
+        .out = out, .out_view = {op->heads_q, op->len_q, op->dim_v, bshd},
+    };
+}
+
 attn_status attn_sdpa_forward(attn_context *ctx, const attn_sdpa *op, const float *q,
                               const float *k, const float *v, const attn_mask *mask, float *out,
                               float *weights, float *lse)
@@ -185,19 +213,71 @@ attn_status attn_sdpa_forward(attn_context *ctx, const attn_sdpa *op, const floa
     attn_status st = validate_forward(ctx, op, q, k, v, mask, out, weights, f);
     if (st != ATTN_OK)
         return st;
-
-    bool bshd = op->layout == ATTN_LAYOUT_BSHD;
-    const attn_qk qk = {
-        .q = q, .q_view = {op->heads_q, op->len_q, op->dim_qk, bshd},
-        .k = k, .k_view = {op->heads_kv, op->len_kv, op->dim_qk, bshd},
-        .scale = op->scale,
-    };
-    attn_attend_args a = {
-        .batch = op->batch, .heads_q = op->heads_q, .heads_kv = op->heads_kv,
-        .len_q = op->len_q, .len_kv = op->len_kv, .causal = op->causal, .mask = mask,
-        .v = v, .v_view = {op->heads_kv, op->len_kv, op->dim_v, bshd},
-        .out = out, .out_view = {op->heads_q, op->len_q, op->dim_v, bshd},
-        .weights = weights, .lse = lse,
-    };
+    const attn_qk qk = make_qk(op, q, k);
+    attn_attend_args a = make_attend_args(op, mask, v, out);
+    a.weights = weights;
+    a.lse = lse;
     return attn_dot_product_attend(ctx, &qk, &a, f);
+}
+
+/* ---- backward ----------------------------------------------------------- */
+
+/* A gradient output must not share a byte with any input or with another
+ * output: the backward zeroes d_k and d_v before it reads q, k, v. */
+static attn_status check_gradients_disjoint(const attn_sdpa *op, const float *const in[6],
+                                            float *const grad[3], const char *f)
+{
+    size_t nq = (size_t)(op->batch * op->heads_q * op->len_q);
+    size_t nkv = (size_t)(op->batch * op->heads_kv * op->len_kv);
+    const size_t in_bytes[6] = {nq * op->dim_qk * 4, nkv * op->dim_qk * 4, nkv * op->dim_v * 4,
+                                nq * op->dim_v * 4, nq * 4, nq * op->dim_v * 4};
+    static const char *in_names[6] = {"q", "k", "v", "out", "lse", "d_out"};
+    static const char *grad_names[3] = {"d_q", "d_k", "d_v"};
+    for (int i = 0; i < 3; i++) {
+        size_t bytes = in_bytes[i];  /* d_q, d_k, d_v have the sizes of q, k, v */
+        for (int j = 0; j < 6; j++)
+            if (attn_ranges_overlap(grad[i], bytes, in[j], in_bytes[j]))
+                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "%s overlaps %s", grad_names[i],
+                                 in_names[j]);
+        for (int j = 0; j < i; j++)
+            if (attn_ranges_overlap(grad[i], bytes, grad[j], in_bytes[j]))
+                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "%s overlaps %s", grad_names[i],
+                                 grad_names[j]);
+    }
+    return ATTN_OK;
+}
+
+static attn_status validate_backward(attn_context *ctx, const attn_sdpa *op,
+                                     const float *const in[6], float *const grad[3],
+                                     const attn_mask *mask, const char *f)
+{
+    attn_status st = validate_forward(ctx, op, in[0], in[1], in[2], mask, in[3], NULL, f);
+    if (st != ATTN_OK)
+        return st;
+    int64_t nq = op->batch * op->heads_q * op->len_q;
+    if ((st = attn_check_data(in[4], nq, "lse", f)) != ATTN_OK ||
+        (st = attn_check_data(in[5], nq * op->dim_v, "d_out", f)) != ATTN_OK)
+        return st;
+    return check_gradients_disjoint(op, in, grad, f);
+}
+
+attn_status attn_sdpa_backward(attn_context *ctx, const attn_sdpa *op, const float *q,
+                               const float *k, const float *v, const attn_mask *mask,
+                               const float *out, const float *lse, const float *d_out,
+                               float *d_q, float *d_k, float *d_v)
+{
+    static const char *f = "attn_sdpa_backward";
+    const float *const in[6] = {q, k, v, out, lse, d_out};
+    float *const grad[3] = {d_q, d_k, d_v};
+    attn_status st = validate_backward(ctx, op, in, grad, mask, f);
+    if (st != ATTN_OK)
+        return st;
+    const attn_qk qk = make_qk(op, q, k);
+    /* The backward only reads out (attn_attend_args has one pointer for
+     * both uses). */
+    attn_attend_args a = make_attend_args(op, mask, v, (float *)out);
+    attn_dot_product_logits(&qk, &a);
+    const attn_backward_args ba = {.fwd = &a, .qk = &qk, .lse = lse, .d_out = d_out,
+                                   .d_q = d_q, .d_k = d_k, .d_v = d_v};
+    return attn_dot_product_backward(ctx, &ba, f);
 }

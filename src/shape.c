@@ -78,3 +78,11 @@ attn_status attn_check_causal(attn_causal causal, const char *func)
     return attn_fail(ATTN_ERR_INVALID_ARGUMENT, func, "causal (%d) is not an attn_causal",
                      (int)causal);
 }
+
+bool attn_ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes)
+{
+    if (!a || !b || a_bytes == 0 || b_bytes == 0)
+        return false;
+    uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+    return a0 < b0 + b_bytes && b0 < a0 + a_bytes;
+}

@@ -196,3 +196,26 @@ float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv
     *inv_sum = 1.0f / sum;
     return max + logf(sum);
 }
+
+void attn_softmax_row_from_lse(float *row, int64_t n, const attn_row_mask *m, float lse)
+{
+    int64_t end = m->visible_end < n ? m->visible_end : n;
+    if (end < 0)
+        end = 0;
+    if (lse == INFINITY || lse == -INFINITY) {
+        float unused;
+        empty_row(row, n, &unused);
+        return;
+    }
+    apply_mask(row, end, m);
+    /* The same two loops as the forward, with the shift lse in place of
+     * the maximum (lse >= max, so every term is at most 1). Their sums are
+     * not needed. */
+    row_range range = row_min_max(row, end);
+    if (range.min - lse > ATTN_EXP_FLUSH)
+        (void)exp_and_sum(row, end, lse);
+    else
+        (void)exp_and_sum_flushed(row, end, lse);
+    if (end < n)
+        memset(row + end, 0, (size_t)(n - end) * sizeof *row);
+}

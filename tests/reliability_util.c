@@ -117,11 +117,16 @@ attn_status ru_sdpa_run(const ru_sdpa *p, int threads, ru_out *r)
     return st;
 }
 
-int ru_sdpa_ref(const ru_sdpa *p, ru_ref *d)
+ref_shape ru_sdpa_shape(const ru_sdpa *p)
 {
     double scale = p->scale != 0.0f ? (double)p->scale : (double)(float)(1.0 / sqrt((double)p->D));
-    ref_shape s = {p->B, p->Hq, p->Hkv, p->Lq, p->Lkv, p->D, p->Dv, (int)p->layout,
-                   (int)p->causal, scale};
+    return (ref_shape){p->B, p->Hq, p->Hkv, p->Lq, p->Lkv, p->D, p->Dv, (int)p->layout,
+                       (int)p->causal, scale};
+}
+
+int ru_sdpa_ref(const ru_sdpa *p, ru_ref *d)
+{
+    ref_shape s = ru_sdpa_shape(p);
     d->out = ru_doubles(p->no), d->w = ru_doubles(p->nw), d->lse = ru_doubles(p->nl);
     return ref_sdpa(&s, p->q, p->k, p->v, &p->rm, d->out, d->w, d->lse);
 }

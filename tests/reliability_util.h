@@ -66,6 +66,8 @@ attn_status ru_sdpa_run(const ru_sdpa *p, int threads, ru_out *r);
 /* The same on a given context and op (made by ru_sdpa_make_op). */
 attn_status ru_sdpa_run_on(attn_context *ctx, const attn_sdpa *op, const ru_sdpa *p, ru_out *r);
 attn_status ru_sdpa_make_op(const ru_sdpa *p, attn_sdpa **op);
+/* The reference's description of p (the scale the op uses). */
+ref_shape ru_sdpa_shape(const ru_sdpa *p);
 /* The float64 reference; returns 0. */
 int ru_sdpa_ref(const ru_sdpa *p, ru_ref *d);
 void ru_out_free(ru_out *r);

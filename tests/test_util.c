@@ -190,6 +190,81 @@ int ref_sdpa(const ref_shape *s, const float *q, const float *k, const float *v,
 
 /* The error of one element given its normalizer; non-finite rules of the
  * header. */
+/* One (b, h, i) row of ref_sdpa_backward; w is the row's weights. With
+ * magnitudes set, every product and difference is taken in absolute value
+ * (|x·y| for x·y, |x| + |y| for x − y): the sums then bound how large the
+ * terms whose rounding errors add up are. */
+static void ref_backward_row(const ref_shape *s, const float *q, const float *k, const float *v,
+                             const float *d_out, const double *w, int64_t b, int64_t h,
+                             int64_t i, int magnitudes, double *dp, double *d_q, double *d_k,
+                             double *d_v)
+{
+    int64_t g = h / (s->heads_q / s->heads_kv);
+    const float *dout = d_out + ref_index(s->layout, s->heads_q, s->len_q, s->dim_v, b, h, i, 0);
+    double dsum = 0.0;
+    for (int64_t j = 0; j < s->len_kv; j++) {
+        dp[j] = 0.0;
+        if (w[j] == 0.0)
+            continue;
+        for (int64_t c = 0; c < s->dim_v; c++) {
+            double t = (double)dout[c] *
+                       v[ref_index(s->layout, s->heads_kv, s->len_kv, s->dim_v, b, g, j, c)];
+            dp[j] += magnitudes ? fabs(t) : t;
+        }
+        dsum += w[j] * dp[j];
+    }
+    for (int64_t j = 0; j < s->len_kv; j++) {
+        if (w[j] == 0.0)
+            continue;
+        double ds = magnitudes ? w[j] * (dp[j] + dsum) : w[j] * (dp[j] - dsum);
+        for (int64_t c = 0; c < s->dim_qk; c++) {
+            int64_t qi = ref_index(s->layout, s->heads_q, s->len_q, s->dim_qk, b, h, i, c);
+            int64_t kj = ref_index(s->layout, s->heads_kv, s->len_kv, s->dim_qk, b, g, j, c);
+            double kv = k[kj], qv = q[qi];
+            if (d_q)
+                d_q[qi] += s->scale * ds * (magnitudes ? fabs(kv) : kv);
+            if (d_k)
+                d_k[kj] += s->scale * ds * (magnitudes ? fabs(qv) : qv);
+        }
+        if (d_v)
+            for (int64_t c = 0; c < s->dim_v; c++)
+                d_v[ref_index(s->layout, s->heads_kv, s->len_kv, s->dim_v, b, g, j, c)] +=
+                    w[j] * (magnitudes ? fabs((double)dout[c]) : dout[c]);
+    }
+}
+
+int ref_sdpa_backward(const ref_shape *s, const float *q, const float *k, const float *v,
+                      const ref_mask *mask, const float *d_out, int magnitudes, double *d_q,
+                      double *d_k, double *d_v)
+{
+    size_t nq = (size_t)(s->batch * s->heads_q * s->len_q);
+    size_t nkv = (size_t)(s->batch * s->heads_kv * s->len_kv);
+    double *w = malloc((nq * (size_t)s->len_kv + 1) * sizeof *w);
+    double *out = malloc((nq * (size_t)s->dim_v + 1) * sizeof *out);
+    double *dp = malloc(((size_t)s->len_kv + 1) * sizeof *dp);
+    int rc = -1;
+    if (!w || !out || !dp || ref_sdpa(s, q, k, v, mask, out, w, NULL) != 0)
+        goto done;
+    if (d_q)
+        memset(d_q, 0, nq * (size_t)s->dim_qk * sizeof *d_q);
+    if (d_k)
+        memset(d_k, 0, nkv * (size_t)s->dim_qk * sizeof *d_k);
+    if (d_v)
+        memset(d_v, 0, nkv * (size_t)s->dim_v * sizeof *d_v);
+    for (int64_t b = 0; b < s->batch; b++)
+        for (int64_t h = 0; h < s->heads_q; h++)
+            for (int64_t i = 0; i < s->len_q; i++)
+                ref_backward_row(s, q, k, v, d_out,
+                                 w + ((b * s->heads_q + h) * s->len_q + i) * s->len_kv, b, h, i,
+                                 magnitudes, dp, d_q, d_k, d_v);
+    rc = 0;
+done:
+    free(w);
+    free(out);
+    free(dp);
+    return rc;
+}
+
 static double elem_err(float a, double r, double norm)
 {
     double ad = (double)a;
@@ -245,6 +320,30 @@ double tu_max_err_lse(const float *actual, const double *ref, int64_t n, int64_t
     if (worst)
         *worst = at;
     return max;
+}
+
+double tu_max_err_scaled(const float *actual, const double *ref, const double *magnitude,
+                         int64_t n, int64_t row_len, int64_t *worst)
+{
+    double max_err = 0.0;
+    if (worst)
+        *worst = n > 0 ? 0 : -1;
+    for (int64_t r0 = 0; r0 < n; r0 += row_len) {
+        int64_t r1 = r0 + row_len < n ? r0 + row_len : n;
+        double norm = 0.0;
+        for (int64_t i = r0; i < r1; i++)
+            norm = magnitude[i] > norm ? magnitude[i] : norm;
+        for (int64_t i = r0; i < r1; i++) {
+            double d = fabs((double)actual[i] - ref[i]);
+            double err = isnan(d) ? INFINITY : d == 0.0 ? 0.0 : norm > 0.0 ? d / norm : INFINITY;
+            if (err > max_err) {
+                max_err = err;
+                if (worst)
+                    *worst = i;
+            }
+        }
+    }
+    return max_err;
 }
 
 int64_t tu_count_nonfinite(const float *x, int64_t n)

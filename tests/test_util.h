@@ -76,6 +76,24 @@ typedef struct ref_mask {
 int ref_sdpa(const ref_shape *s, const float *q, const float *k, const float *v,
              const ref_mask *mask, double *out, double *weights, double *lse);
 
+/* Gradients of ref_sdpa's out, in double, from the weights w it computes:
+ * for each (b, h, i), with dO = d_out's row,
+ *   dP_j = dO · v_j,  D = Σ_j w_j dP_j,  dS_j = w_j (dP_j − D),
+ *   d_q[i] = scale Σ_j dS_j k_j,  d_k[j] += scale dS_j q_i,  d_v[j] += w_j dO
+ * summed over every query head of a kv head's group (GQA). Keys of weight 0
+ * (masked) contribute nothing and are not read. d_out has the layout of out;
+ * d_q, d_k, d_v (each may be NULL) those of q, k, v.
+ *
+ * magnitudes = 1 writes, instead of each gradient, the same sums over the
+ * absolute values of their terms (dP_j = Σ|dO·v|, dS_j = w_j (dP_j + D),
+ * Σ dS_j |k_j| ...): the scale that float rounding errors are relative to.
+ * A gradient that cancels to 0 (a row with one visible key has d_q = 0)
+ * is judged against it (tu_max_err_scaled), not against its own size.
+ * Returns 0, or -1 if its scratch cannot be allocated. */
+int ref_sdpa_backward(const ref_shape *s, const float *q, const float *k, const float *v,
+                      const ref_mask *mask, const float *d_out, int magnitudes, double *d_q,
+                      double *d_k, double *d_v);
+
 /* Index of element (b, h, s, d) of a tensor with `heads` heads, `len`
  * positions and `dim` features, in layout REF_BHSD or REF_BSHD. */
 int64_t ref_index(int layout, int64_t heads, int64_t len, int64_t dim, int64_t b, int64_t h,
@@ -105,6 +123,12 @@ double tu_max_err(const float *actual, const double *ref, int64_t n, int64_t row
 /* The same for log-sum-exp values, with err = |a - r| / (|r| + 1) and the
  * same rules for non-finite values (-INFINITY must match exactly). */
 double tu_max_err_lse(const float *actual, const double *ref, int64_t n, int64_t *worst);
+
+/* Error against a scale per row: err(x) = |a(x) − r(x)| / rowmax magnitude,
+ * with rows of row_len elements as tu_max_err; a NaN a, or a difference in a
+ * row whose magnitudes are all 0, gives +INFINITY. */
+double tu_max_err_scaled(const float *actual, const double *ref, const double *magnitude,
+                         int64_t n, int64_t row_len, int64_t *worst);
 
 /* Number of elements of x that are NaN or infinite. */
 int64_t tu_count_nonfinite(const float *x, int64_t n);
