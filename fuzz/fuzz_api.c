@@ -22,7 +22,9 @@
  *     through the 0·NaN of P·V, and never from beyond a batch row's
  *     per-batch valid length;
  *   - the same call again on the same context gives bitwise the same
- *     outputs.
+ *     outputs;
+ *   - attn_sdpa_backward after each SDPA forward (fuzz_sdpa_backward says
+ *     what it checks).
  * Data are multiples of 1/8 (weights 1/16), so float32 dot products and
  * projections are exact and the reference's bounds stay tight.
  */
@@ -67,6 +69,91 @@ static int zero_nan_allowed(const poison *p, const fmask *m, int64_t b, int64_t 
 }
 
 /* ---- scaled dot-product attention ---------------------------------------------- */
+
+/* The shapes of one SDPA problem, for the backward's checks. */
+typedef struct sdpa_dims {
+    int64_t B, Hq, Hkv, Lq, Lkv, D, Dv;
+    int layout;
+} sdpa_dims;
+
+static int64_t row_at(const sdpa_dims *s, int64_t heads, int64_t len, int64_t dim, int64_t b,
+                      int64_t h, int64_t i)
+{
+    return s->layout ? ((b * len + i) * heads + h) * dim : ((b * heads + h) * len + i) * dim;
+}
+
+/* attn_sdpa_backward after a forward with the same op and mask:
+ *   - a mask the forward refused gives the same status, and no gradient
+ *     byte is written;
+ *   - otherwise ATTN_OK, bitwise the same gradients again on the same
+ *     context, finite gradients when the inputs and the forward's outputs
+ *     are finite (and the scale is not ±1e30), zeros in d_q for rows with
+ *     no visible key (lse -inf; unless a key holds a NaN or Inf that the
+ *     dS·K product may carry as 0·NaN), and zeros in d_k and d_v for keys
+ *     at or beyond a batch row's per-batch valid length. */
+static void fuzz_sdpa_backward(rd *r, attn_context *ctx, const attn_sdpa *op, const sdpa_dims *s,
+                               const float *q, const float *k, const float *v, const fmask *m,
+                               attn_status forward_status, const poison *p, int huge)
+{
+    int64_t nq = s->B * s->Hq * s->Lq * s->D, nk = s->B * s->Hkv * s->Lkv * s->D;
+    int64_t nv = s->B * s->Hkv * s->Lkv * s->Dv, no = s->B * s->Hq * s->Lq * s->Dv;
+    int64_t nl = s->B * s->Hq * s->Lq;
+    float *fo = xalloc((size_t)(no + 1) * sizeof *fo), *fl = xalloc((size_t)(nl + 1) * sizeof *fl);
+    float *d_out = data(r, no, 8, 2);
+    outs g, g2;  /* o = d_q, w = d_k, l = d_v */
+    outs_make(&g, nq, nk, nv, chance(r, 80), chance(r, 80));
+    if (forward_status != ATTN_OK) {
+        attn_status st = attn_sdpa_backward(ctx, op, q, k, v, m->mask, fo, fl, d_out,
+                                            nq ? g.o : NULL, g.w, g.l);
+        expect_status(st, m, 0, "attn_sdpa_backward");
+        expect_untouched(&g, "attn_sdpa_backward");
+        goto done;
+    }
+    CHECK(attn_sdpa_forward(ctx, op, q, k, v, m->mask, fo, NULL, fl) == ATTN_OK, "forward");
+    CHECK(attn_sdpa_backward(ctx, op, q, k, v, m->mask, fo, fl, d_out, nq ? g.o : NULL, g.w,
+                             g.l) == ATTN_OK,
+          "attn_sdpa_backward: %s", attn_last_error());
+    outs_make(&g2, nq, nk, nv, g.w != NULL, g.l != NULL);
+    CHECK(attn_sdpa_backward(ctx, op, q, k, v, m->mask, fo, fl, d_out, nq ? g2.o : NULL, g2.w,
+                             g2.l) == ATTN_OK, "backward rerun");
+    expect_same_again(&g, &g2, "attn_sdpa_backward");
+    outs_free(&g2);
+
+    int finite_in = p->tensor == 0 && !huge;
+    for (int64_t i = 0; i < no && finite_in; i++)
+        finite_in = isfinite(fo[i]);
+    for (int64_t i = 0; i < nl && finite_in; i++)
+        finite_in = !isnan(fl[i]) && fl[i] != INFINITY;
+    float *grads[3] = {g.o, g.w, g.l};
+    int64_t counts[3] = {nq, nk, nv};
+    for (int t = 0; t < 3 && finite_in; t++)
+        for (int64_t i = 0; grads[t] && i < counts[t]; i++)
+            CHECK(isfinite(grads[t][i]), "backward: gradient %d element %lld is %g with finite "
+                  "inputs and outputs", t, (long long)i, (double)grads[t][i]);
+    for (int64_t b = 0; b < s->B; b++) {
+        for (int64_t h = 0; h < s->Hq && p->tensor != 2; h++)
+            for (int64_t i = 0; i < s->Lq; i++) {
+                if (fl[(b * s->Hq + h) * s->Lq + i] != -INFINITY)
+                    continue;
+                const float *row = g.o + row_at(s, s->Hq, s->Lq, s->D, b, h, i);
+                for (int64_t d = 0; d < s->D; d++)
+                    CHECK(row[d] == 0.0f, "backward: d_q of a row with no visible key is %g",
+                          (double)row[d]);
+            }
+        for (int64_t g_ = 0; g_ < s->Hkv; g_++)
+            for (int64_t j = batch_limit(m, b, s->Lkv); j < s->Lkv; j++) {
+                for (int64_t d = 0; g.w && d < s->D; d++)
+                    CHECK(g.w[row_at(s, s->Hkv, s->Lkv, s->D, b, g_, j) + d] == 0.0f,
+                          "backward: d_k of a key beyond the valid length");
+                for (int64_t d = 0; g.l && d < s->Dv; d++)
+                    CHECK(g.l[row_at(s, s->Hkv, s->Lkv, s->Dv, b, g_, j) + d] == 0.0f,
+                          "backward: d_v of a key beyond the valid length");
+            }
+    }
+done:
+    outs_free(&g);
+    free(fo), free(fl), free(d_out);
+}
 
 static void fuzz_sdpa(rd *r)
 {
@@ -171,6 +258,8 @@ static void fuzz_sdpa(rd *r)
         free(l), free(le), free(vd);
     }
     outs_free(&a);
+    const sdpa_dims dims = {B, Hq, Hkv, Lq, Lkv, D, Dv, layout};
+    fuzz_sdpa_backward(r, ctx, op, &dims, q, k, v, &m, st, &p, huge);
     attn_context_destroy(ctx);
     free_mask(&m);
     free(q), free(k), free(v);

@@ -114,6 +114,7 @@ typedef enum call_id {
     C_CONTEXT_CREATE, C_CONTEXT_SET,
     C_MASK_CREATE, C_MASK_SET,
     C_SDPA_CREATE, C_SDPA_SET, C_SDPA_FORWARD,
+    C_SDPA_BACKWARD,
     C_MHA_CREATE, C_MHA_SET, C_MHA_FORWARD,
     C_ADD_CREATE, C_ADD_SET, C_ADD_FORWARD,
     C_NW, C_PE,
@@ -124,6 +125,7 @@ static const char *const call_func[C_COUNT] = {
     "attn_context_create", "attn_context_set_num_threads",
     "attn_mask_create", "attn_mask_set_*",
     "attn_sdpa_create", "attn_sdpa_set_*", "attn_sdpa_forward",
+    "attn_sdpa_backward",
     "attn_mha_create", "attn_mha_set_*", "attn_mha_forward",
     "attn_additive_create", "attn_additive_set_weights", "attn_additive_forward",
     "attn_nadaraya_watson", "attn_positional_encoding",
@@ -159,7 +161,9 @@ typedef struct fixture {
     /* outputs: one contiguous region, pre-filled with PATTERN */
     unsigned char *outputs;
     size_t out_bytes;
-    float *out, *w, *lse;
+    float *out, *w, *lse;    /* attn_sdpa_backward: d_q, d_k, d_v */
+    /* the backward's inputs: a forward's out and lse, and d_out */
+    float *fw_out, *fw_lse, *d_out;
 } fixture;
 
 static float *frand(tu_rng *r, size_t n)
@@ -214,6 +218,8 @@ static void make_outputs(fixture *f)
     size_t no = 0, nw = 0, nl = 0;
     switch (f->id) {
     case C_SDPA_FORWARD: no = B * HQ * LQ * DV, nw = B * HQ * LQ * LKV, nl = B * HQ * LQ; break;
+    case C_SDPA_BACKWARD: no = B * HQ * LQ * D, nw = B * HKV * LKV * D, nl = B * HKV * LKV * DV;
+        break;
     case C_MHA_FORWARD:  no = B * MLQ * E, nw = B * NH * MLQ * MLKV; break;
     case C_ADD_FORWARD:  no = B * LQ * ADV, nw = B * LQ * LKV; break;
     case C_NW:           no = NWQ, nw = NWQ * NWK; break;
@@ -277,6 +283,24 @@ static void warm_up(fixture *f)
 }
 
 /* Makes the prerequisites of call f->id (injection off). */
+/* The backward's out, lse (a forward on a separate context, so that the
+ * context under test starts cold) and d_out. */
+static void make_backward_inputs(fixture *f)
+{
+    tu_rng r;
+    tu_rng_seed(&r, 7);
+    f->fw_out = malloc(B * HQ * LQ * DV * sizeof(float));
+    f->fw_lse = malloc(B * HQ * LQ * sizeof(float));
+    f->d_out = frand(&r, B * HQ * LQ * DV);
+    assert_true(f->fw_out && f->fw_lse);
+    attn_context *ctx = NULL;
+    assert_int_equal(attn_context_create(&ctx), ATTN_OK);
+    assert_int_equal(attn_sdpa_forward(ctx, f->sdpa, f->q, f->k, f->v, f->mask, f->fw_out, NULL,
+                                       f->fw_lse),
+                     ATTN_OK);
+    attn_context_destroy(ctx);
+}
+
 static void fx_setup(fixture *f, call_id id, int threads, int warm)
 {
     memset(f, 0, sizeof *f);
@@ -316,6 +340,8 @@ static void fx_setup(fixture *f, call_id id, int threads, int warm)
         if (id != C_ADD_SET)
             assert_int_equal(attn_additive_set_weights(f->add, f->awq, f->awk, f->awv), ATTN_OK);
     }
+    if (id == C_SDPA_BACKWARD)
+        make_backward_inputs(f);
     if (warm)
         warm_up(f);
 }
@@ -333,6 +359,7 @@ static void fx_teardown(fixture *f)
     if (f->add != SENTINEL)
         attn_additive_destroy(f->add);
     attn_mask_destroy(f->mha_mask);
+    free(f->fw_out), free(f->fw_lse), free(f->d_out);
     free_inputs(f);
     free(f->outputs);
 }
@@ -361,6 +388,9 @@ static attn_status fx_run(fixture *f)
     case C_SDPA_FORWARD:
         return attn_sdpa_forward(f->ctx, f->sdpa, f->q, f->k, f->v, f->mask, f->out, f->w,
                                  f->lse);
+    case C_SDPA_BACKWARD:
+        return attn_sdpa_backward(f->ctx, f->sdpa, f->q, f->k, f->v, f->mask, f->fw_out,
+                                  f->fw_lse, f->d_out, f->out, f->w, f->lse);
     case C_MHA_CREATE:     return attn_mha_create(&f->mha, E, NH, NKV, KD, VD, 1);
     case C_MHA_SET:
         if ((st = attn_mha_set_causal(f->mha, ATTN_CAUSAL_TOP_LEFT)) != ATTN_OK)
@@ -526,7 +556,8 @@ static void test_set_calls(void **state)
 static void test_forward_calls(void **state)
 {
     (void)state;
-    static const call_id ids[] = {C_SDPA_FORWARD, C_MHA_FORWARD, C_ADD_FORWARD, C_NW};
+    static const call_id ids[] = {C_SDPA_FORWARD, C_SDPA_BACKWARD, C_MHA_FORWARD,
+                                  C_ADD_FORWARD, C_NW};
     /* 0: the default, whose schedule follows the BLAS's threads (with a
      * multi-threaded pthreads BLAS, a pool that shares the softmax only) */
     static const int threads[] = {0, 1, 2, 4};
@@ -548,7 +579,8 @@ static void test_thread_creation_failure(void **state)
         print_message("alloc-failure: OpenMP schedule, libattn creates no threads: skipped\n");
         skip();
     }
-    static const call_id ids[] = {C_SDPA_FORWARD, C_MHA_FORWARD, C_ADD_FORWARD, C_NW};
+    static const call_id ids[] = {C_SDPA_FORWARD, C_SDPA_BACKWARD, C_MHA_FORWARD,
+                                  C_ADD_FORWARD, C_NW};
     long long checked = 0;
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         unsigned char *clean = clean_outputs(ids[i], 4);

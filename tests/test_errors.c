@@ -1,5 +1,6 @@
 /*
- * test_errors.c — every error path of the basics, contexts, masks and SDPA.
+ * test_errors.c — every error path of the basics, contexts, masks and SDPA
+ * (forward and backward).
  *
  * What it proves, for each documented failure of attn.h:
  *   1. the returned attn_status is the documented one;
@@ -12,6 +13,8 @@
  * the message is thread-local, that attn_status_string never returns NULL,
  * that the version functions match the header, that _destroy(NULL) is a
  * no-op, and that empty tensors (batch, len_q or len_kv = 0) may be NULL.
+ * attn_sdpa_backward (v1.1) gets the same checks, and overlapping gradient
+ * outputs are refused.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -673,6 +676,123 @@ static void test_forward_empty(void **state) {
     attn_mask_destroy(m);
 }
 
+/* ---- attn_sdpa_backward ----------------------------------------------- */
+
+static float dq_buf[NQ], dk_buf[NK], dv_buf[NV], dout_buf[NOUT];
+static unsigned char dq_ref[sizeof dq_buf], dk_ref[sizeof dk_buf], dv_ref[sizeof dv_buf];
+static float dout_ref_copy[NOUT];
+
+static void fill_grads(void) {
+    unsigned char *bufs[3] = {(unsigned char *)dq_buf, (unsigned char *)dk_buf,
+                              (unsigned char *)dv_buf};
+    unsigned char *refs[3] = {dq_ref, dk_ref, dv_ref};
+    size_t sizes[3] = {sizeof dq_buf, sizeof dk_buf, sizeof dv_buf};
+    for (unsigned b = 0; b < 3; b++) {
+        for (size_t i = 0; i < sizes[b]; i++)
+            bufs[b][i] = (unsigned char)(i * 97u + 3u + b * 41u);
+        memcpy(refs[b], bufs[b], sizes[b]);
+    }
+}
+
+static void check_grads_untouched(void) {
+    if (memcmp(dq_buf, dq_ref, sizeof dq_buf) != 0) fail_msg("[%s] d_q written", g_case);
+    if (memcmp(dk_buf, dk_ref, sizeof dk_buf) != 0) fail_msg("[%s] d_k written", g_case);
+    if (memcmp(dv_buf, dv_ref, sizeof dv_buf) != 0) fail_msg("[%s] d_v written", g_case);
+}
+
+enum { BW_CTX, BW_OP, BW_Q, BW_K, BW_V, BW_OUT, BW_LSE, BW_DOUT, BW_N };
+
+/* attn_sdpa_backward on the fixture with argument `nul` (BW_*) NULL, or
+ * none if nul == BW_N. */
+static attn_status call_backward(int nul, const attn_sdpa *op, const attn_mask *m, float *d_q,
+                                 float *d_k, float *d_v) {
+    return attn_sdpa_backward(nul == BW_CTX ? NULL : g_ctx, nul == BW_OP ? NULL : op,
+                              nul == BW_Q ? NULL : q_buf, nul == BW_K ? NULL : k_buf,
+                              nul == BW_V ? NULL : v_buf, m, nul == BW_OUT ? NULL : out_buf,
+                              nul == BW_LSE ? NULL : lse_buf, nul == BW_DOUT ? NULL : dout_buf,
+                              d_q, d_k, d_v);
+}
+
+static void test_backward_errors(void **state) {
+    (void)state;
+    const char *f = "attn_sdpa_backward";
+    attn_sdpa *op = make_op();
+    attn_mask *m = make_mask();
+    forward_into(op, NULL, out_buf, NULL, lse_buf);
+    for (int i = 0; i < NOUT; i++) dout_buf[i] = (float)(i % 7) - 3.0f;
+
+    static const char *names[BW_N] = {"ctx", "op", "q", "k", "v", "out", "lse", "d_out"};
+    for (int nul = 0; nul < BW_N; nul++) {
+        g_case = names[nul];
+        fill_grads();
+        EXPECT_FAIL(call_backward(nul, op, NULL, dq_buf, dk_buf, dv_buf), NUL, f, names[nul]);
+        check_grads_untouched();
+    }
+
+    g_case = "mask shape does not fit the op";
+    assert_int_equal(attn_mask_set_bool(m, keep_buf, 3, HQ, LQ, LKV), ATTN_OK);
+    fill_grads();
+    EXPECT_FAIL(call_backward(BW_N, op, m, dq_buf, dk_buf, dv_buf), MM, f, "mask");
+    check_grads_untouched();
+
+    g_case = "a valid length above len_kv";
+    int64_t lens[B] = {LKV + 1, 1};
+    assert_int_equal(attn_mask_clear(m), ATTN_OK);
+    assert_int_equal(attn_mask_set_kv_lengths(m, lens, B, 0, 0), ATTN_OK);
+    fill_grads();
+    EXPECT_FAIL(call_backward(BW_N, op, m, dq_buf, dk_buf, dv_buf), INV, f,
+                "mask|lengths|length|len_kv");
+    check_grads_untouched();
+
+    /* Gradients that overlap an input or each other. */
+    const struct { const char *name; float *dq, *dk, *dv; const char *arg; } overlaps[] = {
+        {"d_q is q", q_buf, dk_buf, dv_buf, "d_q"},
+        {"d_k is k", dq_buf, k_buf, dv_buf, "d_k"},
+        {"d_v is v", dq_buf, dk_buf, v_buf, "d_v"},
+        {"d_v overlaps d_out", dq_buf, dk_buf, dout_buf + 1, "d_v"},
+        {"d_q overlaps lse", lse_buf + 1, dk_buf, dv_buf, "d_q"},
+        {"d_k overlaps d_q", dq_buf, dq_buf + 3, dv_buf, "d_k"},
+        {"d_v is d_k", NULL, dk_buf, dk_buf, "d_v"},
+    };
+    for (size_t i = 0; i < COUNT(overlaps); i++) {
+        g_case = overlaps[i].name;
+        fill_grads();
+        memcpy(dout_ref_copy, dout_buf, sizeof dout_buf);
+        EXPECT_FAIL(call_backward(BW_N, op, NULL, overlaps[i].dq, overlaps[i].dk, overlaps[i].dv),
+                    INV, f, overlaps[i].arg);
+        check_grads_untouched();
+        if (memcmp(dout_ref_copy, dout_buf, sizeof dout_buf) != 0)
+            fail_msg("[%s] d_out written", g_case);
+    }
+
+    g_case = "no gradient requested";
+    fill_grads();
+    save_error();
+    EXPECT_OK(call_backward(BW_N, op, NULL, NULL, NULL, NULL));
+    check_grads_untouched();
+    g_case = "all gradients";
+    EXPECT_OK(call_backward(BW_N, op, NULL, dq_buf, dk_buf, dv_buf));
+    attn_sdpa_destroy(op);
+
+    g_case = "batch 0: every tensor may be NULL";
+    assert_int_equal(attn_sdpa_create(&op, 0, HQ, HKV, LQ, LKV, DQK, DV), ATTN_OK);
+    EXPECT_OK(attn_sdpa_backward(g_ctx, op, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                                 NULL));
+    attn_sdpa_destroy(op);
+
+    g_case = "len_q 0: d_k and d_v are zeros";
+    assert_int_equal(attn_sdpa_create(&op, B, HQ, HKV, 0, LKV, DQK, DV), ATTN_OK);
+    fill_grads();
+    EXPECT_OK(attn_sdpa_backward(g_ctx, op, NULL, k_buf, v_buf, NULL, NULL, NULL, NULL, NULL,
+                                 dk_buf, dv_buf));
+    for (int i = 0; i < NK; i++)
+        if (dk_buf[i] != 0.0f) fail_msg("[%s] d_k[%d] = %g", g_case, i, dk_buf[i]);
+    for (int i = 0; i < NV; i++)
+        if (dv_buf[i] != 0.0f) fail_msg("[%s] d_v[%d] = %g", g_case, i, dv_buf[i]);
+    attn_sdpa_destroy(op);
+    attn_mask_destroy(m);
+}
+
 #define T(f) cmocka_unit_test_setup(f, reset_case)
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -688,6 +808,7 @@ int main(void) {
         T(test_forward_errors),
         T(test_forward_length_values),
         T(test_forward_empty),
+        T(test_backward_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
