@@ -22,7 +22,16 @@
  * its peak RSS across one call. One JSON line per configuration goes to
  * stdout, a table to stderr.
  *
- * usage: attn-bench [--threads N] [--runs N] [--quick] [--filter SUBSTRING]
+ * --backward measures attn_sdpa_backward instead (all three gradients, from
+ * out and lse of one forward made beforehand, untimed) on the SDPA shapes
+ * from L = 1024 on, against its own floor: the five cblas_sgemm calls per
+ * block of src/backward.c (S = Q_blk·Kᵀ, dV += Pᵀ·dO_blk, dP = dO_blk·Vᵀ,
+ * dQ_blk = dS·K, dK += dSᵀ·Q_blk) with the same shapes, leading dimensions,
+ * alphas and betas, the items (batch row, kv head) split over the threads,
+ * nothing else. The same rounds also time attn_sdpa_forward (with lse, as a
+ * training step calls it) as run, for the ratio backward / forward.
+ *
+ * usage: attn-bench [--threads N] [--runs N] [--quick] [--filter SUBSTRING] [--backward]
  */
 #define _GNU_SOURCE
 #include <attn.h>
@@ -41,7 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef enum kind { SDPA, MHA } kind;
+typedef enum kind { SDPA, MHA, SDPA_BWD } kind;
 
 typedef struct config {
     char name[64];
@@ -56,6 +65,7 @@ typedef struct options {
     int floor_threads;  /* the floor's threads: --threads N, else all cores */
     int runs;
     bool quick;
+    bool backward;      /* the backward's configurations instead of the forward's */
     const char *filter;
 } options;
 
@@ -137,7 +147,10 @@ typedef struct problem {
     int64_t embed;              /* MHA: heads × dim */
     float *q, *k, *v, *out;     /* SDPA: BHSD tensors; MHA: [B, L, E] */
     float *w[4], *b[4];         /* MHA weights */
-    float *scratch;             /* floor: per-thread S blocks */
+    float *scratch;             /* floor: per-thread S blocks (backward: S, dS) */
+    float *lse, *d_out;         /* backward: out and lse of one forward, dO */
+    float *d_q, *d_k, *d_v;     /* backward: the gradients (the floor's too) */
+    float *fwd_out, *fwd_lse;   /* backward: where the timed forward writes */
     float *proj[4];             /* MHA floor: its own Q, K, V, A, so that it
                                    never overwrites libattn's inputs */
     attn_context *ctx;
@@ -149,6 +162,32 @@ static void die(const char *what, attn_status st)
 {
     fprintf(stderr, "attn-bench: %s: %s (%s)\n", what, attn_status_string(st), attn_last_error());
     exit(1);
+}
+
+/* The backward's other inputs and its outputs: dO and the three gradient
+ * buffers, allocated and touched here (so that a memory figure counts only
+ * what the call adds), and out and lse from one forward, made in a context
+ * of its own that is destroyed at once: the backward's context starts as
+ * fresh as a forward's does. */
+static void backward_init(problem *p, int threads)
+{
+    const config *c = p->c;
+    size_t nq = (size_t)(c->batch * c->heads_q * c->len_q * c->dim);
+    size_t nkv = (size_t)(c->batch * c->heads_kv * c->len_kv * c->dim);
+    p->lse = random_floats((size_t)(c->batch * c->heads_q * c->len_q), 6);
+    p->d_out = random_floats(nq, 7);
+    p->d_q = random_floats(nq, 8);
+    p->d_k = random_floats(nkv, 9);
+    p->d_v = random_floats(nkv, 10);
+    attn_context *ctx = NULL;
+    attn_status st = attn_context_create(&ctx);
+    if (st == ATTN_OK && threads > 0)
+        st = attn_context_set_num_threads(ctx, threads);
+    if (st == ATTN_OK)
+        st = attn_sdpa_forward(ctx, p->sdpa, p->q, p->k, p->v, NULL, p->out, NULL, p->lse);
+    attn_context_destroy(ctx);
+    if (st != ATTN_OK)
+        die("forward before the backward", st);
 }
 
 static void problem_init(problem *p, const config *c, int threads)
@@ -166,13 +205,15 @@ static void problem_init(problem *p, const config *c, int threads)
     p->k = random_floats(nkv, 2);
     p->v = random_floats(nkv, 3);
     p->out = random_floats(nq, 4);
-    if (c->kind == SDPA) {
+    if (c->kind != MHA) {
         st = attn_sdpa_create(&p->sdpa, c->batch, c->heads_q, c->heads_kv, c->len_q, c->len_kv,
                               c->dim, c->dim);
         if (st == ATTN_OK)
             st = attn_sdpa_set_causal(p->sdpa, c->causal);
         if (st != ATTN_OK)
             die("sdpa", st);
+        if (c->kind == SDPA_BWD)
+            backward_init(p, threads);
         return;
     }
     p->embed = c->heads_q * c->dim;
@@ -193,6 +234,8 @@ static void problem_init(problem *p, const config *c, int threads)
 static void problem_free(problem *p)
 {
     free(p->q), free(p->k), free(p->v), free(p->out), free(p->scratch);
+    free(p->lse), free(p->d_out), free(p->d_q), free(p->d_k), free(p->d_v);
+    free(p->fwd_out), free(p->fwd_lse);
     for (int i = 0; i < 4; i++)
         free(p->w[i]), free(p->b[i]), free(p->proj[i]);
     attn_sdpa_destroy(p->sdpa);
@@ -203,10 +246,29 @@ static void problem_free(problem *p)
 static void run_libattn(problem *p, attn_context *ctx)
 {
     const config *c = p->c;
-    attn_status st = c->kind == SDPA
+    attn_status st;
+    if (c->kind == SDPA_BWD) {  /* all three gradients */
+        st = attn_sdpa_backward(ctx, p->sdpa, p->q, p->k, p->v, NULL, p->out, p->lse, p->d_out,
+                                p->d_q, p->d_k, p->d_v);
+        if (st != ATTN_OK)
+            die("backward", st);
+        return;
+    }
+    st = c->kind == SDPA
         ? attn_sdpa_forward(ctx, p->sdpa, p->q, p->k, p->v, NULL, p->out, NULL, NULL)
         : attn_mha_forward(ctx, p->mha, c->batch, c->len_q, c->len_kv, p->q, p->q, p->q, NULL,
                            p->out, NULL);
+    if (st != ATTN_OK)
+        die("forward", st);
+}
+
+/* The forward a backward row compares with: attn_sdpa_forward with lse, as a
+ * training step calls it, into buffers of its own (out and lse stay those of
+ * the forward the backward was given). */
+static void run_libattn_forward(problem *p, attn_context *ctx)
+{
+    attn_status st = attn_sdpa_forward(ctx, p->sdpa, p->q, p->k, p->v, NULL, p->fwd_out, NULL,
+                                       p->fwd_lse);
     if (st != ATTN_OK)
         die("forward", st);
 }
@@ -301,6 +363,85 @@ static void run_attention_floor(problem *p, int threads, const float *q, const f
     run_on_threads(threads, floor_thread, jobs, sizeof jobs[0]);
 }
 
+/* The backward's floor: the five cblas_sgemm calls per block that
+ * src/backward.c makes, with the same shapes, leading dimensions, alphas
+ * and betas, and nothing else (no exp, no dS = P ∘ (dP − D), no zeroing of
+ * dK and dV: S stands for P and dP for dS). Items are (batch row, kv head),
+ * as libattn's, split over the threads as the forward's floor splits heads;
+ * each item does every block of every query head of its group. The floor
+ * writes the gradient buffers libattn writes: libattn overwrites them all,
+ * and the floor's dK and dV sums restart from libattn's each round. */
+typedef struct backward_floor_job {
+    problem *p;
+    int first_item, n_items;    /* this thread's share of batch × heads_kv */
+    float *s, *ds;              /* P and dP/dS: block × len_kv floats each */
+    int64_t block;              /* query rows per block */
+} backward_floor_job;
+
+static void backward_floor_item(const backward_floor_job *j, int64_t item)
+{
+    const problem *p = j->p;
+    const config *c = p->c;
+    int64_t b = item / c->heads_kv, g = item % c->heads_kv, group = c->heads_q / c->heads_kv;
+    int64_t d = c->dim, lq = c->len_q, lkv = c->len_kv;
+    float scale = (float)(1.0 / sqrt((double)d));  /* attn_sdpa's default */
+    const float *k = p->k + item * lkv * d, *v = p->v + item * lkv * d;
+    float *dk = p->d_k + item * lkv * d, *dv = p->d_v + item * lkv * d;
+    for (int64_t h = g * group; h < (g + 1) * group; h++) {
+        int64_t bh = b * c->heads_q + h;
+        const float *q = p->q + bh * lq * d, *d_out = p->d_out + bh * lq * d;
+        float *dq = p->d_q + bh * lq * d;
+        for (int64_t i0 = 0; i0 < lq; i0 += j->block) {
+            int64_t rows = lq - i0 < j->block ? lq - i0 : j->block;
+            int64_t n = lkv;
+            if (c->causal == ATTN_CAUSAL_TOP_LEFT && i0 + rows < n)
+                n = i0 + rows;
+            const float *q_blk = q + i0 * d, *do_blk = d_out + i0 * d;
+            /* S = scale · Q_blk · K[0:n]ᵀ: the forward's logits call */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)d, scale,
+                        q_blk, (int)d, k, (int)d, 0.0f, j->s, (int)n);
+            /* dV[0:n] += Pᵀ · dO_blk */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)d, (int)rows, 1.0f,
+                        j->s, (int)n, do_blk, (int)d, 1.0f, dv, (int)d);
+            /* dP = dO_blk · V[0:n]ᵀ */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)n, (int)d, 1.0f,
+                        do_blk, (int)d, v, (int)d, 0.0f, j->ds, (int)n);
+            /* dQ_blk = scale · dS · K[0:n] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d, (int)n,
+                        scale, j->ds, (int)n, k, (int)d, 0.0f, dq + i0 * d, (int)d);
+            /* dK[0:n] += scale · dSᵀ · Q_blk */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)d, (int)rows, scale,
+                        j->ds, (int)n, q_blk, (int)d, 1.0f, dk, (int)d);
+        }
+    }
+}
+
+static void *backward_floor_thread(void *arg)
+{
+    backward_floor_job *j = arg;
+    one_blas_thread_here();
+    for (int i = 0; i < j->n_items; i++)
+        backward_floor_item(j, j->first_item + i);
+    return NULL;
+}
+
+/* p->scratch holds 2 blocks of block × len_kv floats per thread. */
+static void run_backward_floor(problem *p, int threads)
+{
+    const config *c = p->c;
+    int total = (int)(c->batch * c->heads_kv);
+    backward_floor_job jobs[64];
+    threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+    int64_t block = floor_block(c);
+    size_t per = (size_t)(block * c->len_kv);
+    for (int t = 0; t < threads; t++) {
+        int first = total * t / threads, last = total * (t + 1) / threads;
+        float *s = p->scratch + 2 * per * (size_t)t;
+        jobs[t] = (backward_floor_job){p, first, last - first, s, s + per, block};
+    }
+    run_on_threads(threads, backward_floor_thread, jobs, sizeof jobs[0]);
+}
+
 /* One projection out[rows, e] = in[rows, e] · Wᵀ, its rows split over
  * `threads` threads, BLAS single-threaded inside each. libattn hands out
  * 256-row blocks (src/linear.c); the floor makes one sgemm per thread's
@@ -333,10 +474,15 @@ static void run_projection_floor(int threads, int64_t rows, int64_t e, const flo
     run_on_threads(threads, projection_thread, jobs, sizeof jobs[0]);
 }
 
-/* MHA's floor adds the four projections, each split by rows over the threads. */
+/* MHA's floor adds the four projections, each split by rows over the threads;
+ * the backward's is run_backward_floor. */
 static void run_floor(problem *p, int threads)
 {
     const config *c = p->c;
+    if (c->kind == SDPA_BWD) {
+        run_backward_floor(p, threads);
+        return;
+    }
     if (c->kind == SDPA) {
         run_attention_floor(p, threads, p->q, p->k, p->v, p->out);
         return;
@@ -350,9 +496,10 @@ static void run_floor(problem *p, int threads)
 
 /* ---- measurement ----------------------------------------------------------- */
 
+/* The backward's five GEMMs count 10·B·H·Lq·Lkv·d (2.5 forwards). */
 static double flops(const config *c)
 {
-    double f = 4.0 * (double)c->batch * (double)c->heads_q * (double)c->len_q *
+    double f = (c->kind == SDPA_BWD ? 10.0 : 4.0) * (double)c->batch * (double)c->heads_q * (double)c->len_q *
                (double)c->len_kv * (double)c->dim;
     if (c->causal != ATTN_CAUSAL_NONE)
         f /= 2.0;
@@ -396,7 +543,11 @@ static bool reset_peak_rss(void)
  * its malloc kept resident, which the call's buffers would reuse without
  * growing the RSS (measured: 8 MiB buffers counted as 0 after a larger
  * configuration). malloc_trim returns those pages to the system, and a fixed
- * mmap threshold gives later large buffers fresh pages. */
+ * mmap threshold gives later large buffers fresh pages. For the backward the
+ * baseline already holds q, k, v, out, lse, dO and the three gradient
+ * buffers, all touched, and not the context of the forward that made out and
+ * lse (destroyed, its memory trimmed again): the figure is the backward's
+ * own, beyond its inputs and outputs, in a fresh context. */
 static long extra_memory_kib(const config *c, int threads)
 {
     int fd[2];
@@ -410,6 +561,8 @@ static long extra_memory_kib(const config *c, int threads)
         malloc_trim(0);
         problem p;
         problem_init(&p, c, threads);
+        if (c->kind == SDPA_BWD)
+            malloc_trim(0);
         long kib = -1;
         if (reset_peak_rss()) {
             long before = status_kib("VmRSS:");
@@ -484,6 +637,80 @@ static void measure(const config *c, const options *o, long mem_kib)
     problem_free(&p);
 }
 
+/* A backward row (--backward). Each round times the floor, the best setting,
+ * then as run the forward (with lse, into buffers of its own) and the
+ * backward, in the order a training step makes them. Prints the columns of a
+ * forward row plus fwd_ms, bwd_fwd_ratio (as run: backward / forward) and
+ * causal_ratio (backward as run, this causal row / the same shape without
+ * causal, measured earlier in this run as noncausal_ms; null otherwise).
+ * Returns the backward's median as run in ms (0 for a memory-only row). */
+static double measure_backward(const config *c, const options *o, long mem_kib,
+                               double noncausal_ms)
+{
+    if (c->memory_only) {
+        printf("{\"name\":\"%s\",\"extra_memory_mib\":%.1f}\n", c->name, (double)mem_kib / 1024);
+        fprintf(stderr, "%-28s %9s %9s %9s %7s %7s %7s %8s %8s %8.1f %9s %7s\n", c->name, "-",
+                "-", "-", "-", "-", "-", "-", "-", (double)mem_kib / 1024, "-", "-");
+        return 0;
+    }
+    problem p;
+    problem_init(&p, c, o->threads);
+    size_t rows_q = (size_t)(c->batch * c->heads_q * c->len_q);
+    p.fwd_out = random_floats(rows_q * (size_t)c->dim, 11);
+    p.fwd_lse = random_floats(rows_q, 12);
+    p.scratch = random_floats(2 * (size_t)(floor_block(c) * c->len_kv) * (size_t)o->floor_threads,
+                              5);
+    int user_blas_threads = blas_threads();
+    attn_context *best_ctx = NULL;  /* the best setting: libattn's threads on every core */
+    attn_status st = attn_context_create(&best_ctx);
+    if (st == ATTN_OK)
+        st = attn_context_set_num_threads(best_ctx, o->floor_threads);
+    if (st != ATTN_OK)
+        die("context", st);
+    double t_lib[64], t_best[64], t_floor[64], t_fwd[64];
+    for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
+        set_blas_threads(1);
+        double t0 = now();
+        run_floor(&p, o->floor_threads);
+        double t1 = now();
+        run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
+        double t2 = now();
+        set_blas_threads(user_blas_threads);
+        run_libattn_forward(&p, p.ctx);  /* as the user has it: the forward, */
+        double t3 = now();
+        run_libattn(&p, p.ctx);  /* then the backward */
+        double t4 = now();
+        if (user_blas_threads > 1)
+            let_blas_threads_sleep();
+        if (r >= 0)
+            t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_fwd[r] = t3 - t2, t_lib[r] = t4 - t3;
+    }
+    attn_context_destroy(best_ctx);
+    double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
+    double fl = median(t_floor, o->runs), fwd = median(t_fwd, o->runs);
+    double gf = flops(c) / lib * 1e-9, gf_floor = flops(c) / fl * 1e-9;
+    char causal_ratio[32] = "null";
+    if (noncausal_ms > 0)
+        snprintf(causal_ratio, sizeof causal_ratio, "%.3f", lib * 1e3 / noncausal_ms);
+    printf("{\"name\":\"%s\",\"batch\":%lld,\"heads_q\":%lld,\"heads_kv\":%lld,\"len_q\":%lld,"
+           "\"len_kv\":%lld,\"dim\":%lld,\"causal\":%d,\"threads\":%d,\"floor_threads\":%d,"
+           "\"blas_threads\":%d,\"runs\":%d,\"median_ms\":%.4f,\"best_ms\":%.4f,"
+           "\"floor_ms\":%.4f,\"ratio\":%.3f,\"best_ratio\":%.3f,\"gflops\":%.2f,"
+           "\"floor_gflops\":%.2f,\"extra_memory_mib\":%.2f,\"fwd_ms\":%.4f,"
+           "\"bwd_fwd_ratio\":%.3f,\"causal_ratio\":%s}\n",
+           c->name, (long long)c->batch, (long long)c->heads_q, (long long)c->heads_kv,
+           (long long)c->len_q, (long long)c->len_kv, (long long)c->dim, (int)c->causal,
+           o->threads, o->floor_threads, user_blas_threads, o->runs, lib * 1e3, best * 1e3,
+           fl * 1e3, lib / fl, best / fl, gf, gf_floor, (double)mem_kib / 1024, fwd * 1e3,
+           lib / fwd, causal_ratio);
+    fprintf(stderr, "%-28s %9.3f %9.3f %9.3f %7.3f %7.3f %7.3f %8.1f %8.1f %8.1f %9.3f %7.3f\n",
+            c->name, lib * 1e3, best * 1e3, fl * 1e3, lib / fl, best / fl, lib / best, gf,
+            gf_floor, (double)mem_kib / 1024, fwd * 1e3, lib / fwd);
+    fflush(stdout);
+    problem_free(&p);
+    return lib * 1e3;
+}
+
 /* ---- the configurations of the issue ---------------------------------------- */
 
 static int add(config *list, int n, const char *name, kind k, int64_t b, int64_t hq, int64_t hkv,
@@ -526,6 +753,43 @@ static int make_configs(config *list, bool quick)
     return n;
 }
 
+/* --backward: the SDPA shapes of the forward from L = 1024 on (--quick:
+ * L = 1024 only), then the backward's memory at L = 16384 (the goal: at most
+ * 64 MiB beyond the gradient buffers). Causal rows follow their non-causal
+ * twin, whose time their causal_ratio needs. */
+static int make_backward_configs(config *list, bool quick)
+{
+    static const int64_t lens[] = {1024, 2048, 4096, 8192};
+    int n_lens = quick ? 1 : 4, n = 0;
+    char name[64];
+    for (int di = 0; di < 2; di++) {
+        int64_t d = di ? 128 : 64;
+        for (int li = 0; li < n_lens; li++)
+            for (int causal = 0; causal < 2; causal++) {
+                snprintf(name, sizeof name, "sdpa-bwd d%lld L%lld%s", (long long)d,
+                         (long long)lens[li], causal ? " causal" : "");
+                n = add(list, n, name, SDPA_BWD, 1, 8, 8, lens[li], lens[li], d,
+                        causal ? ATTN_CAUSAL_TOP_LEFT : ATTN_CAUSAL_NONE, false);
+            }
+    }
+    n = add(list, n, "sdpa-bwd memory d64 L16384", SDPA_BWD, 1, 8, 8, 16384, 16384, 64,
+            ATTN_CAUSAL_NONE, true);
+    return n;
+}
+
+/* The non-causal twin of causal backward row i (same shape), -1 if none. */
+static int noncausal_twin(const config *list, int i)
+{
+    for (int j = 0; j < i; j++)
+        if (list[j].kind == SDPA_BWD && !list[j].memory_only &&
+            list[j].causal == ATTN_CAUSAL_NONE && list[j].batch == list[i].batch &&
+            list[j].heads_q == list[i].heads_q && list[j].heads_kv == list[i].heads_kv &&
+            list[j].len_q == list[i].len_q && list[j].len_kv == list[i].len_kv &&
+            list[j].dim == list[i].dim)
+            return j;
+    return -1;
+}
+
 /* attn_runtime_info()'s text (malloc'd; NULL when memory runs out), so that
  * every table says which BLAS kernels and threads it was measured with. */
 static char *runtime_info(void)
@@ -547,9 +811,12 @@ static void print_advice(const char *info)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: attn-bench [--threads N] [--runs N] [--quick] [--filter TEXT]\n"
+    fprintf(stderr, "usage: attn-bench [--threads N] [--runs N] [--quick] [--filter TEXT]"
+                    " [--backward]\n"
                     "  --threads N  the context's thread count (default: the library's own\n"
-                    "               choice) and the floor's (default: all cores)\n");
+                    "               choice) and the floor's (default: all cores)\n"
+                    "  --backward   attn_sdpa_backward's rows and memory instead of the\n"
+                    "               forward's\n");
     exit(2);
 }
 
@@ -565,6 +832,8 @@ int main(int argc, char **argv)
             o.quick = true;
         else if (!strcmp(argv[i], "--filter") && i + 1 < argc)
             o.filter = argv[++i];
+        else if (!strcmp(argv[i], "--backward"))
+            o.backward = true;
         else
             usage();
     }
@@ -587,10 +856,21 @@ int main(int argc, char **argv)
             "floor's threads\n",
             attn_version_string(), threads_text, o.floor_threads, o.runs,
             env_threads ? env_threads : "(unset)");
-    fprintf(stderr, "%-28s %9s %9s %9s %7s %7s %7s %8s %8s %8s\n", "configuration", "ms",
-            "best ms", "floor ms", "ratio", "best", "vs best", "GFLOP/s", "floor", "mem MiB");
+    if (o.backward) {
+        fprintf(stderr,
+                "backward: ms is attn_sdpa_backward (dQ, dK, dV) from a forward's out and lse;\n"
+                "floor: its five GEMMs per block alone, items (batch, kv head) over the floor's\n"
+                "threads; fwd ms: attn_sdpa_forward with lse as run, in the same rounds;\n"
+                "bwd/fwd: ms / fwd ms; GFLOP/s count 10·B·H·Lq·Lkv·d (halved for causal)\n");
+        fprintf(stderr, "%-28s %9s %9s %9s %7s %7s %7s %8s %8s %8s %9s %7s\n", "configuration",
+                "ms", "best ms", "floor ms", "ratio", "best", "vs best", "GFLOP/s", "floor",
+                "mem MiB", "fwd ms", "bwd/fwd");
+    } else {
+        fprintf(stderr, "%-28s %9s %9s %9s %7s %7s %7s %8s %8s %8s\n", "configuration", "ms",
+                "best ms", "floor ms", "ratio", "best", "vs best", "GFLOP/s", "floor", "mem MiB");
+    }
     config list[64];
-    int n = make_configs(list, o.quick);
+    int n = o.backward ? make_backward_configs(list, o.quick) : make_configs(list, o.quick);
     /* Every memory figure first, each in a forked child, before this process
      * runs any call: libgomp (OpenMP, libattn's schedule with OpenBLAS's
      * OpenMP build) does not survive fork once it has started its threads,
@@ -599,9 +879,28 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++)
         if (!o.filter || strstr(list[i].name, o.filter))
             mem_kib[i] = extra_memory_kib(&list[i], o.threads);
-    for (int i = 0; i < n; i++)
-        if (!o.filter || strstr(list[i].name, o.filter))
+    double bwd_ms[64] = {0};  /* backward rows: the median as run */
+    for (int i = 0; i < n; i++) {
+        if (o.filter && !strstr(list[i].name, o.filter))
+            continue;
+        if (list[i].kind != SDPA_BWD) {
             measure(&list[i], &o, mem_kib[i]);
+            continue;
+        }
+        int twin = list[i].causal != ATTN_CAUSAL_NONE ? noncausal_twin(list, i) : -1;
+        bwd_ms[i] = measure_backward(&list[i], &o, mem_kib[i], twin >= 0 ? bwd_ms[twin] : 0);
+    }
+    if (o.backward) {
+        fprintf(stderr, "attn-bench: backward targets: ratio <= 1.25 (L >= 1024), bwd/fwd <= 2.8,"
+                        " causal / non-causal <= 0.60, memory at L16384 H8 d64 <= 64 MiB\n");
+        for (int i = 0; i < n; i++) {
+            int twin = list[i].kind == SDPA_BWD && list[i].causal != ATTN_CAUSAL_NONE
+                ? noncausal_twin(list, i) : -1;
+            if (twin >= 0 && bwd_ms[i] > 0 && bwd_ms[twin] > 0)
+                fprintf(stderr, "attn-bench: %s: causal / non-causal %.3f (%.3f / %.3f ms)\n",
+                        list[i].name, bwd_ms[i] / bwd_ms[twin], bwd_ms[i], bwd_ms[twin]);
+        }
+    }
     print_advice(info);
     free(info);
     return 0;
