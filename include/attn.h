@@ -785,9 +785,47 @@ ATTN_API size_t attn_runtime_info(char *buf, size_t size);
  * @{
  */
 
+/** Sets dropout on the attention weights of every later attn_sdpa_forward
+ * and attn_sdpa_backward with this op: after the softmax, each weight is
+ * kept with probability 1 − p and then scaled by 1 / (1 − p), or set to 0
+ * (Srivastava et al. 2014; PyTorch's dropout_p of
+ * scaled_dot_product_attention and nn.MultiheadAttention). The weights that
+ * attn_sdpa_forward writes are these dropped, rescaled ones (the matrix
+ * that multiplies v, as nn.MultiheadAttention returns them); lse is the
+ * softmax's, before dropout. p = 0 (the default) disables dropout: set it
+ * for inference.
+ *
+ * The keep decision of weight (b, h, i, j) is a pure function of (seed, b,
+ * h, i, j): Philox 4x32-10 (Salmon et al. 2011, "Parallel Random Numbers:
+ * As Easy as 1, 2, 3") with key (seed mod 2^32, seed >> 32) and counter
+ * (j / 4, i, b·heads_q + h, 0), whose word j mod 4 keeps the weight when it
+ * is >= round(p · 2^32). So forward and backward agree without storing a
+ * mask, the thread count never changes it, and a program draws a fresh
+ * mask per training step by passing a new seed (e.g. seed = step).
+ * attn_dropout_keep_mask writes the decisions out.
+ *
+ * Returns ATTN_ERR_NULL_POINTER, ATTN_ERR_INVALID_ARGUMENT (p NaN or outside
+ * [0, 1)). A forward or backward with p > 0 on shapes whose batch·heads_q,
+ * len_q or len_kv / 4 reach 2^32 returns ATTN_ERR_UNSUPPORTED.
+ * Not thread-safe with calls that use the op at the same time. */
+ATTN_API attn_status attn_sdpa_set_dropout(attn_sdpa *op, float p, uint64_t seed);
+
+/** Writes the keep mask that attn_sdpa_forward and attn_sdpa_backward use
+ * with this op's dropout setting: keep [B, Hq, Lq, Lkv] (always this order),
+ * 1 where the weight is kept, 0 where it is dropped; all 1 when the op's p
+ * is 0. It describes dropout only, not the attention masks. For tests and
+ * for programs that check or store the mask.
+ * Returns ATTN_ERR_NULL_POINTER (op, or keep with B·Hq·Lq·Lkv > 0),
+ * ATTN_ERR_SIZE_OVERFLOW (the mask's size does not fit in size_t),
+ * ATTN_ERR_UNSUPPORTED (as attn_sdpa_set_dropout). Thread-safe for a const
+ * op. */
+ATTN_API attn_status attn_dropout_keep_mask(const attn_sdpa *op, uint8_t *keep);
+
 /** Gradients of attn_sdpa_forward: given d_out = ∂L/∂out, writes
  * d_q = ∂L/∂q, d_k = ∂L/∂k and d_v = ∂L/∂v for the forward made with the
- * same op (shapes, layout, scale, causal) and the same mask.
+ * same op (shapes, layout, scale, causal, dropout p and seed) and the same
+ * mask. With dropout, the forward's keep mask Z is regenerated: dV uses
+ * the dropped weights, and dP is multiplied by Z before dS.
  *
  * Formula: the FlashAttention-2 backward (Dao 2023, "FlashAttention-2:
  * Faster Attention with Better Parallelism and Work Partitioning",
@@ -797,6 +835,7 @@ ATTN_API size_t attn_runtime_info(char *buf, size_t size);
  *   dV = Pᵀ dO,  dP = dO Vᵀ,  D_i = Σ_c dO[i,c] · O[i,c],
  *   dS = P ∘ (dP − D),  dQ = scale · dS K,  dK = scale · dSᵀ Q
  * @endcode
+ * (with dropout: dV = (P ∘ Z)ᵀ dO and dP = (dO Vᵀ) ∘ Z, Z = keep / (1 − p)).
  * Shapes (layout of the op, as attn_sdpa_forward):
  * @code{.unparsed}
  *   q, k, v  the forward's inputs

@@ -112,6 +112,8 @@ static void softmax_block(const attn_attend_args *a, float *s, int64_t b, int64_
         float *row = s + r * n;
         attn_row_mask m = attn_attend_row_mask(a, b, h, i);
         float lse = attn_softmax_row(row, n, &m, &inv_sums[r]);
+        if (a->dropout)
+            attn_dropout_apply(a->dropout, bh, i, row, n);
         if (a->lse)
             a->lse[bh * a->len_q + i] = lse;
         if (a->weights)

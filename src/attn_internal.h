@@ -197,6 +197,29 @@ float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv
  * logits or a NaN lse give NaN. */
 void attn_softmax_row_from_lse(float *row, int64_t n, const attn_row_mask *m, float lse);
 
+/* ---- dropout (dropout.c) ----------------------------------------------- */
+
+/* Dropout on the attention weights: p in [0, 1), and what dropout.c derives
+ * from it. */
+typedef struct attn_dropout {
+    float p;
+    float scale;          /* 1 / (1 − p) */
+    uint64_t seed;
+    uint32_t threshold;   /* keep a weight when its Philox word >= this */
+} attn_dropout;
+
+attn_dropout attn_dropout_make(float p, uint64_t seed);
+/* Philox 4x32-10: out = the 4 words of (counter, key). */
+void attn_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
+/* row[j] = keep(bh, i, j) ? row[j] · scale : 0 for j in [0, n), bh =
+ * b · heads_q + h. A dropped weight is exactly 0, whatever row[j] was. */
+void attn_dropout_apply(const attn_dropout *d, int64_t bh, int64_t i, float *row, int64_t n);
+/* keep[j] = 1 if weight (bh, i, j) is kept, else 0, for j in [0, n). */
+void attn_dropout_keep_row(const attn_dropout *d, int64_t bh, int64_t i, uint8_t *keep,
+                           int64_t n);
+/* The largest batch · heads_q, len_q and len_kv dropout's counter takes. */
+#define ATTN_DROPOUT_MAX_INDEX 4294967295LL
+
 /* ---- attention pooling (attend.c) -------------------------------------- */
 
 /* The geometry of a [batch, heads, len, dim] tensor in BHSD or BSHD layout. */
@@ -226,6 +249,7 @@ typedef struct attn_attend_args {
     attn_view out_view;
     float *weights;          /* NULL or [batch, heads_q, len_q, len_kv] */
     float *lse;              /* NULL or [batch, heads_q, len_q] */
+    const attn_dropout *dropout; /* NULL: none; applied after the softmax */
 } attn_attend_args;
 
 /* The block schedule forward and backward share (block_rows.h): query rows

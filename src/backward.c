@@ -64,7 +64,10 @@ static float dot(const float *x, const float *y, int64_t n)
     return sum;
 }
 
-/* Rows [r0, r1) of the block: P from the logits and lse, and D. */
+/* Rows [r0, r1) of the block: P from the logits and lse, and D. With
+ * dropout, also the dropped weights P ∘ Z (Z = keep / (1 − p), the
+ * forward's) in the dS buffer, which dV's product reads before dP's
+ * overwrites it. */
 static void probabilities_part(const block_state *st, int64_t r0, int64_t r1)
 {
     const attn_backward_args *ba = st->job->ba;
@@ -73,21 +76,32 @@ static void probabilities_part(const block_state *st, int64_t r0, int64_t r1)
     for (int64_t r = r0; r < r1; r++) {
         int64_t i = st->i0 + r;
         attn_row_mask m = attn_attend_row_mask(a, st->b, st->h, i);
-        attn_softmax_row_from_lse(st->p + r * st->n, st->n, &m, ba->lse[bh * a->len_q + i]);
+        float *p = st->p + r * st->n;
+        attn_softmax_row_from_lse(p, st->n, &m, ba->lse[bh * a->len_q + i]);
+        if (a->dropout) {
+            memcpy(st->ds + r * st->n, p, (size_t)st->n * sizeof *p);
+            attn_dropout_apply(a->dropout, bh, i, st->ds + r * st->n, st->n);
+        }
         st->d[r] = dot(row_ptr(ba->d_out, &a->out_view, st->b, st->h, i),
                        row_ptr(a->out, &a->out_view, st->b, st->h, i), a->out_view.dim);
     }
 }
 
-/* Rows [r0, r1): dS = P ∘ (dP − D) over dP in place. A weight of 0 (masked
- * key, empty row) gives exactly 0, not 0 · (dP − D): dP is NaN where a
- * masked value row holds NaN, and that must not reach dQ or dK. */
+/* Rows [r0, r1): dS = P ∘ (dP − D) over dP in place, where with dropout dP
+ * is first ∂L/∂(P∘Z) ∘ Z (Srivastava et al. 2014; D = rowsum(dO ∘ O) is
+ * unchanged, O being the dropped output). A weight of 0 (masked key, empty
+ * row) gives exactly 0, not 0 · (dP − D): dP is NaN where a masked value
+ * row holds NaN, and that must not reach dQ or dK. */
 static void score_gradient_part(const block_state *st, int64_t r0, int64_t r1)
 {
+    const attn_attend_args *a = st->job->ba->fwd;
+    int64_t bh = st->b * a->heads_q + st->h;
     for (int64_t r = r0; r < r1; r++) {
         const float *p = st->p + r * st->n;
         float *ds = st->ds + r * st->n;
         float d = st->d[r];
+        if (a->dropout)
+            attn_dropout_apply(a->dropout, bh, st->i0 + r, ds, st->n);
 #pragma omp simd
         for (int64_t j = 0; j < st->n; j++)
             ds[j] = p[j] == 0.0f ? 0.0f : p[j] * (ds[j] - d);
@@ -150,8 +164,9 @@ static void backward_block(block_state *st)
     }
     a->logits(a->logits_arg, st->b, st->h, st->i0, st->rows, st->n, st->p);
     for_rows(st, probabilities_part);
-    if (ba->d_v)
-        attn_gemm_tn(st->n, dim_v, st->rows, 1.0f, st->p, st->n, d_out, ldo, 1.0f,
+    if (ba->d_v)  /* dV += (P ∘ Z)ᵀ dO: the dropped weights, in ds with dropout */
+        attn_gemm_tn(st->n, dim_v, st->rows, 1.0f, a->dropout ? st->ds : st->p, st->n, d_out,
+                     ldo, 1.0f,
                      ba->d_v + attn_view_offset(&a->v_view, st->b, st->g), ldv);
     if (!ba->d_q && !ba->d_k)
         return;

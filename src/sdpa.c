@@ -14,6 +14,7 @@ struct attn_sdpa {
     attn_layout layout;
     attn_causal causal;
     float scale;
+    attn_dropout dropout;  /* p = 0: none */
 };
 
 /* ---- creation and options ---------------------------------------------- */
@@ -78,7 +79,8 @@ attn_status attn_sdpa_create(attn_sdpa **op, int64_t batch, int64_t heads_q, int
     attn_sdpa s = {.batch = batch, .heads_q = heads_q, .heads_kv = heads_kv, .len_q = len_q,
                    .len_kv = len_kv, .dim_qk = dim_qk, .dim_v = dim_v,
                    .layout = ATTN_LAYOUT_BHSD, .causal = ATTN_CAUSAL_NONE,
-                   .scale = (float)(1.0 / sqrt((double)dim_qk))};
+                   .scale = (float)(1.0 / sqrt((double)dim_qk)),
+                   .dropout = attn_dropout_make(0.0f, 0)};
     if ((st = check_tensor_bytes(&s, f)) != ATTN_OK || (st = check_blas_range(&s, f)) != ATTN_OK)
         return st;
 
@@ -125,6 +127,60 @@ attn_status attn_sdpa_set_causal(attn_sdpa *op, attn_causal causal)
     if (st == ATTN_OK)
         op->causal = causal;
     return st;
+}
+
+attn_status attn_sdpa_set_dropout(attn_sdpa *op, float p, uint64_t seed)
+{
+    if (!op)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "op is NULL");
+    if (!(p >= 0.0f && p < 1.0f))
+        return attn_fail(ATTN_ERR_INVALID_ARGUMENT, __func__, "p (%g) is not in [0, 1)",
+                         (double)p);
+    op->dropout = attn_dropout_make(p, seed);
+    return ATTN_OK;
+}
+
+/* The dropout a call applies (NULL: none), and whether its counter can
+ * number every weight of op (dropout.c). */
+static const attn_dropout *active_dropout(const attn_sdpa *op)
+{
+    return op->dropout.p > 0.0f ? &op->dropout : NULL;
+}
+
+static attn_status check_dropout_range(const attn_sdpa *op, const char *f)
+{
+    if (!active_dropout(op))
+        return ATTN_OK;
+    if (op->batch * op->heads_q > ATTN_DROPOUT_MAX_INDEX || op->len_q > ATTN_DROPOUT_MAX_INDEX ||
+        op->len_kv / 4 > ATTN_DROPOUT_MAX_INDEX)
+        return attn_fail(ATTN_ERR_UNSUPPORTED, f,
+                         "dropout numbers weights with 32-bit counters: batch × heads_q, len_q "
+                         "and len_kv / 4 must be below 2^32");
+    return ATTN_OK;
+}
+
+attn_status attn_dropout_keep_mask(const attn_sdpa *op, uint8_t *keep)
+{
+    static const char *f = "attn_dropout_keep_mask";
+    if (!op)
+        return attn_fail(ATTN_ERR_NULL_POINTER, f, "op is NULL");
+    const int64_t dims[4] = {op->batch, op->heads_q, op->len_q, op->len_kv};
+    int64_t n;
+    if (!attn_tensor_elems(dims, 4, sizeof(uint8_t), &n))
+        return attn_fail(ATTN_ERR_SIZE_OVERFLOW, f, "keep [%lld, %lld, %lld, %lld] overflows",
+                         (long long)dims[0], (long long)dims[1], (long long)dims[2],
+                         (long long)dims[3]);
+    attn_status st = attn_check_data(keep, n, "keep", f);
+    if (st == ATTN_OK)
+        st = check_dropout_range(op, f);
+    if (st != ATTN_OK)
+        return st;
+    const attn_dropout none = attn_dropout_make(0.0f, 0);
+    const attn_dropout *d = active_dropout(op) ? &op->dropout : &none;
+    for (int64_t bh = 0; bh < op->batch * op->heads_q; bh++)
+        for (int64_t i = 0; i < op->len_q; i++)
+            attn_dropout_keep_row(d, bh, i, keep + (bh * op->len_q + i) * op->len_kv, op->len_kv);
+    return ATTN_OK;
 }
 
 /* ---- forward ------------------------------------------------------------ */
@@ -179,7 +235,9 @@ static attn_status validate_forward(attn_context *ctx, const attn_sdpa *op, cons
     if (weights && (st = attn_check_tensor(weights_dims, 4, "weights", f)) != ATTN_OK)
         return st;
     const attn_mask_dims md = {op->batch, op->heads_q, op->len_q, op->len_kv};
-    return attn_mask_validate(mask, &md, f);
+    if ((st = attn_mask_validate(mask, &md, f)) != ATTN_OK)
+        return st;
+    return check_dropout_range(op, f);
 }
 
 /* The logits' inputs and the pooling's arguments of one call on op. */
@@ -202,6 +260,7 @@ static attn_attend_args make_attend_args(const attn_sdpa *op, const attn_mask *m
         .len_q = op->len_q, .len_kv = op->len_kv, .causal = op->causal, .mask = mask,
         .v = v, .v_view = {op->heads_kv, op->len_kv, op->dim_v, bshd},
         .out = out, .out_view = {op->heads_q, op->len_q, op->dim_v, bshd},
+        .dropout = active_dropout(op),
     };
 }
 

@@ -1,0 +1,114 @@
+/*
+ * dropout.c — seeded dropout on the attention weights (Srivastava et al.
+ * 2014; applied after the softmax as PyTorch's dropout_p), whose keep
+ * decisions come from a counter-based generator so that they are a pure
+ * function of (seed, b, h, i, j): the backward regenerates the forward's
+ * mask instead of storing it, and threads cannot change it.
+ *
+ * The generator is Philox 4x32-10 (Salmon, Moraes, Dror and Shaw, "Parallel
+ * Random Numbers: As Easy as 1, 2, 3", SC 2011), checked against Random123's
+ * known-answer vectors in tests/test_dropout.c. One call maps a 128-bit
+ * counter and a 64-bit key to four 32-bit words:
+ *
+ *   key     = (seed mod 2^32, seed >> 32)
+ *   counter = (j / 4, i, b · heads_q + h, 0)
+ *   word    = output[j mod 4]
+ *   keep    = word >= threshold,  threshold = round(p · 2^32)
+ *
+ * so a weight is kept with probability 1 − threshold / 2^32 (= 1 − p within
+ * 2^-33) and scaled by 1 / (1 − p). The counter's words hold len_kv / 4,
+ * len_q and batch · heads_q below 2^32; larger shapes with dropout are
+ * ATTN_ERR_UNSUPPORTED (sdpa.c).
+ */
+#include <math.h>
+
+#include "attn_internal.h"
+
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+void attn_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4])
+{
+    uint32_t c0 = counter[0], c1 = counter[1], c2 = counter[2], c3 = counter[3];
+    uint32_t k0 = key[0], k1 = key[1];
+    for (int round = 0; round < 10; round++) {
+        uint64_t p0 = (uint64_t)PHILOX_M0 * c0, p1 = (uint64_t)PHILOX_M1 * c2;
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+        c1 = (uint32_t)p1;
+        c3 = (uint32_t)p0;
+        c0 = n0;
+        c2 = n2;
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
+}
+
+attn_dropout attn_dropout_make(float p, uint64_t seed)
+{
+    attn_dropout d = {.p = p, .seed = seed};
+    double t = nearbyint((double)p * 4294967296.0);
+    d.threshold = t >= 4294967295.0 ? 4294967295u : (uint32_t)t;
+    d.scale = p > 0.0f ? (float)(1.0 / (1.0 - (double)p)) : 1.0f;
+    return d;
+}
+
+/* The four keep words of counter (jq, i, bh): Philox with its rounds
+ * written out over a group of counters at once, so that the compiler can
+ * vectorise the 32×32→64 multiplies. */
+#define GROUP 16
+
+static void philox_group(uint32_t jq0, uint32_t i, uint32_t bh, uint32_t k0, uint32_t k1,
+                         uint32_t out[4][GROUP])
+{
+    uint32_t c0[GROUP], c1[GROUP], c2[GROUP], c3[GROUP];
+    for (int l = 0; l < GROUP; l++)
+        c0[l] = jq0 + (uint32_t)l, c1[l] = i, c2[l] = bh, c3[l] = 0;
+    for (int round = 0; round < 10; round++) {
+#pragma omp simd
+        for (int l = 0; l < GROUP; l++) {
+            uint64_t p0 = (uint64_t)PHILOX_M0 * c0[l], p1 = (uint64_t)PHILOX_M1 * c2[l];
+            uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[l] ^ k0;
+            uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3[l] ^ k1;
+            c1[l] = (uint32_t)p1, c3[l] = (uint32_t)p0, c0[l] = n0, c2[l] = n2;
+        }
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    for (int l = 0; l < GROUP; l++)
+        out[0][l] = c0[l], out[1][l] = c1[l], out[2][l] = c2[l], out[3][l] = c3[l];
+}
+
+/* Whether weight j_in_group of a group's 4 × GROUP is kept. */
+static inline bool keep_word(uint32_t words[4][GROUP], int64_t j_in_group,
+                             uint32_t threshold)
+{
+    return words[j_in_group % 4][j_in_group / 4] >= threshold;
+}
+
+void attn_dropout_apply(const attn_dropout *d, int64_t bh, int64_t i, float *row, int64_t n)
+{
+    uint32_t k0 = (uint32_t)d->seed, k1 = (uint32_t)(d->seed >> 32);
+    uint32_t words[4][GROUP];
+    for (int64_t j0 = 0; j0 < n; j0 += 4 * GROUP) {
+        philox_group((uint32_t)(j0 / 4), (uint32_t)i, (uint32_t)bh, k0, k1, words);
+        int64_t m = n - j0 < 4 * GROUP ? n - j0 : 4 * GROUP;
+        for (int64_t t = 0; t < m; t++)
+            row[j0 + t] = keep_word(words, t, d->threshold) ? row[j0 + t] * d->scale : 0.0f;
+    }
+}
+
+void attn_dropout_keep_row(const attn_dropout *d, int64_t bh, int64_t i, uint8_t *keep,
+                           int64_t n)
+{
+    uint32_t k0 = (uint32_t)d->seed, k1 = (uint32_t)(d->seed >> 32);
+    uint32_t words[4][GROUP];
+    for (int64_t j0 = 0; j0 < n; j0 += 4 * GROUP) {
+        philox_group((uint32_t)(j0 / 4), (uint32_t)i, (uint32_t)bh, k0, k1, words);
+        int64_t m = n - j0 < 4 * GROUP ? n - j0 : 4 * GROUP;
+        for (int64_t t = 0; t < m; t++)
+            keep[j0 + t] = keep_word(words, t, d->threshold);
+    }
+}
