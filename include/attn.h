@@ -875,6 +875,35 @@ ATTN_API attn_status attn_sdpa_backward(attn_context *ctx, const attn_sdpa *op,
                                         const float *lse, const float *d_out, float *d_q,
                                         float *d_k, float *d_v);
 
+/** Gradients of attn_nadaraya_watson: given d_out = ∂L/∂out [n_queries],
+ * writes ∂L/∂queries, ∂L/∂keys, ∂L/∂values and ∂L/∂w, the kernel width of
+ * D2L §10.2.4's parametric regression, for the same queries, keys, values
+ * and w. With a_ij the weights and out_i = Σ_j a_ij v_j (D2L eq. 10.2.6):
+ * @code{.unparsed}
+ *   dS_ij       = a_ij · d_out_i · (v_j − out_i)          (softmax Jacobian)
+ *   d_queries_i = −Σ_j dS_ij · (x_i − k_j) · w²
+ *   d_keys_j    =  Σ_i dS_ij · (x_i − k_j) · w²
+ *   d_values_j  =  Σ_i a_ij · d_out_i
+ *   d_w         = −Σ_ij dS_ij · (x_i − k_j)² · w
+ * @endcode
+ * d_queries [n_queries], d_keys [n_keys], d_values [n_keys] and d_w (one
+ * float) may each be NULL (not computed); each is overwritten. With
+ * n_keys = 0 every gradient is 0. Sums run over the queries in order on the
+ * calling thread, in double, rounded once to float: the same bits every
+ * call.
+ * Returns ATTN_ERR_NULL_POINTER (ctx, or a non-empty queries, keys, values
+ * or d_out NULL), ATTN_ERR_INVALID_ARGUMENT (a negative count, w not finite,
+ * an output overlapping an input or another output), ATTN_ERR_SIZE_OVERFLOW,
+ * ATTN_ERR_UNSUPPORTED (n_keys above INT_MAX), ATTN_ERR_OUT_OF_MEMORY. On
+ * failure no output byte is written. Thread-safety: as attn_nadaraya_watson
+ * (one context per thread). */
+ATTN_API attn_status attn_nadaraya_watson_backward(attn_context *ctx, int64_t n_queries,
+                                                   int64_t n_keys, const float *queries,
+                                                   const float *keys, const float *values,
+                                                   float w, const float *d_out,
+                                                   float *d_queries, float *d_keys,
+                                                   float *d_values, float *d_w);
+
 /** @} */
 
 #ifdef __cplusplus

@@ -8,6 +8,7 @@
  * 0/0 = NaN.
  */
 #include <math.h>
+#include <string.h>
 
 #include "attn_internal.h"
 
@@ -49,16 +50,16 @@ static void gaussian_logits(const void *arg, int64_t b, int64_t h, int64_t i0, i
         gaussian_row(x->queries[i0 + r], x->keys, x->w, n, s + r * n);
 }
 
-attn_status attn_nadaraya_watson(attn_context *ctx, int64_t n_queries, int64_t n_keys,
-                                 const float *queries, const float *keys, const float *values,
-                                 float w, float *out, float *weights)
+/* The checks the forward and the backward share. */
+static attn_status validate(attn_context *ctx, int64_t n_queries, int64_t n_keys,
+                            const float *queries, const float *keys, const float *values,
+                            float w, const char *f)
 {
-    static const char *f = "attn_nadaraya_watson";
     if (!ctx)
         return attn_fail(ATTN_ERR_NULL_POINTER, f, "ctx is NULL");
     const int64_t counts[2] = {n_queries, n_keys};
     static const char *names[2] = {"n_queries", "n_keys"};
-    const int64_t q[1] = {n_queries}, k[1] = {n_keys}, wd[2] = {n_queries, n_keys};
+    const int64_t q[1] = {n_queries}, k[1] = {n_keys};
     attn_status st;
     if ((st = attn_check_min(counts, names, 2, 0, f)) != ATTN_OK)
         return st;
@@ -66,11 +67,24 @@ attn_status attn_nadaraya_watson(attn_context *ctx, int64_t n_queries, int64_t n
         return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "w (%g) is not finite", (double)w);
     if ((st = attn_check_tensor(q, 1, "queries", f)) != ATTN_OK ||
         (st = attn_check_tensor(k, 1, "keys", f)) != ATTN_OK ||
-        (weights && (st = attn_check_tensor(wd, 2, "weights", f)) != ATTN_OK) ||
         (st = attn_check_blas(n_keys, "n_keys", f)) != ATTN_OK ||
         (st = attn_check_data(queries, n_queries, "queries", f)) != ATTN_OK ||
         (st = attn_check_data(keys, n_keys, "keys", f)) != ATTN_OK ||
-        (st = attn_check_data(values, n_keys, "values", f)) != ATTN_OK ||
+        (st = attn_check_data(values, n_keys, "values", f)) != ATTN_OK)
+        return st;
+    return ATTN_OK;
+}
+
+attn_status attn_nadaraya_watson(attn_context *ctx, int64_t n_queries, int64_t n_keys,
+                                 const float *queries, const float *keys, const float *values,
+                                 float w, float *out, float *weights)
+{
+    static const char *f = "attn_nadaraya_watson";
+    attn_status st = validate(ctx, n_queries, n_keys, queries, keys, values, w, f);
+    if (st != ATTN_OK)
+        return st;
+    const int64_t wd[2] = {n_queries, n_keys};
+    if ((weights && (st = attn_check_tensor(wd, 2, "weights", f)) != ATTN_OK) ||
         (st = attn_check_data(out, n_queries, "out", f)) != ATTN_OK)
         return st;
 
@@ -83,4 +97,92 @@ attn_status attn_nadaraya_watson(attn_context *ctx, int64_t n_queries, int64_t n
         .weights = weights, .lse = NULL,
     };
     return attn_attend(ctx, &a, f);
+}
+
+/* ---- backward ----------------------------------------------------------- */
+
+/* With s_ij = −((x_i − k_j)·w)²/2, weights a_ij = softmax_j(s_ij) and
+ * out_i = Σ_j a_ij v_j, the gradient of the loss through the logits is
+ * ∂L/∂s_ij = a_ij · dO_i · (v_j − out_i) (the softmax's Jacobian), and
+ *   ∂s_ij/∂x_i = −(x_i − k_j)·w²,  ∂s_ij/∂k_j = (x_i − k_j)·w²,
+ *   ∂s_ij/∂w = −(x_i − k_j)²·w.
+ * One query row at a time, on the calling thread: d_keys, d_values and d_w
+ * sum over the rows in their order (the same bits every time), and the
+ * seeds' problems have tens of points. */
+typedef struct nw_grads {
+    float *d_queries, *d_keys, *d_values;
+    double d_w;
+} nw_grads;
+
+static void backward_row(const kernel_arg *x, int64_t i, int64_t n, const float *values,
+                         float d_out, float *p, nw_grads *g)
+{
+    gaussian_row(x->queries[i], x->keys, x->w, n, p);
+    float inv_sum;
+    const attn_row_mask none = {.visible_end = n};
+    attn_softmax_row(p, n, &none, &inv_sum);
+    double out = 0.0;
+    for (int64_t j = 0; j < n; j++)
+        out += (double)p[j] * inv_sum * values[j];
+    double w2 = (double)x->w * x->w, dq = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        double a = (double)p[j] * inv_sum;
+        if (a == 0.0)
+            continue;
+        double ds = a * d_out * ((double)values[j] - out);
+        double diff = (double)x->queries[i] - (double)x->keys[j];
+        dq -= ds * diff * w2;
+        if (g->d_keys)
+            g->d_keys[j] += (float)(ds * diff * w2);
+        if (g->d_values)
+            g->d_values[j] += (float)(a * d_out);
+        g->d_w -= ds * diff * diff * x->w;
+    }
+    if (g->d_queries)
+        g->d_queries[i] = (float)dq;
+}
+
+attn_status attn_nadaraya_watson_backward(attn_context *ctx, int64_t n_queries, int64_t n_keys,
+                                          const float *queries, const float *keys,
+                                          const float *values, float w, const float *d_out,
+                                          float *d_queries, float *d_keys, float *d_values,
+                                          float *d_w)
+{
+    static const char *f = "attn_nadaraya_watson_backward";
+    attn_status st = validate(ctx, n_queries, n_keys, queries, keys, values, w, f);
+    if (st != ATTN_OK || (st = attn_check_data(d_out, n_queries, "d_out", f)) != ATTN_OK)
+        return st;
+    size_t nq = (size_t)n_queries * sizeof(float), nk = (size_t)n_keys * sizeof(float);
+    const void *in[4] = {queries, keys, values, d_out};
+    const size_t in_bytes[4] = {nq, nk, nk, nq};
+    static const char *in_names[4] = {"queries", "keys", "values", "d_out"};
+    float *out[4] = {d_queries, d_keys, d_values, d_w};
+    const size_t out_bytes[4] = {nq, nk, nk, sizeof(float)};
+    static const char *out_names[4] = {"d_queries", "d_keys", "d_values", "d_w"};
+    for (int o = 0; o < 4; o++) {
+        for (int i = 0; i < 4; i++)
+            if (attn_ranges_overlap(out[o], out_bytes[o], in[i], in_bytes[i]))
+                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "%s overlaps %s", out_names[o],
+                                 in_names[i]);
+        for (int i = 0; i < o; i++)
+            if (attn_ranges_overlap(out[o], out_bytes[o], out[i], out_bytes[i]))
+                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "%s overlaps %s", out_names[o],
+                                 out_names[i]);
+    }
+    if ((st = attn_context_reserve(ctx, f, 1, (size_t)n_keys)) != ATTN_OK)
+        return st;
+
+    nw_grads g = {d_queries, d_keys, d_values, 0.0};
+    if (d_keys)
+        memset(d_keys, 0, nk);
+    if (d_values)
+        memset(d_values, 0, nk);
+    if (d_queries)
+        memset(d_queries, 0, nq);  /* rows with no key stay 0 */
+    const kernel_arg x = {queries, keys, w};
+    for (int64_t i = 0; i < n_queries && n_keys > 0; i++)
+        backward_row(&x, i, n_keys, values, d_out[i], ctx->scratch[0], &g);
+    if (d_w)
+        *d_w = (float)g.d_w;
+    return ATTN_OK;
 }

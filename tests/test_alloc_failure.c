@@ -117,7 +117,7 @@ typedef enum call_id {
     C_SDPA_BACKWARD,
     C_MHA_CREATE, C_MHA_SET, C_MHA_FORWARD,
     C_ADD_CREATE, C_ADD_SET, C_ADD_FORWARD,
-    C_NW, C_PE,
+    C_NW, C_NW_BACKWARD, C_PE,
     C_COUNT
 } call_id;
 
@@ -128,7 +128,7 @@ static const char *const call_func[C_COUNT] = {
     "attn_sdpa_backward",
     "attn_mha_create", "attn_mha_set_*", "attn_mha_forward",
     "attn_additive_create", "attn_additive_set_weights", "attn_additive_forward",
-    "attn_nadaraya_watson", "attn_positional_encoding",
+    "attn_nadaraya_watson", "attn_nadaraya_watson_backward", "attn_positional_encoding",
 };
 
 /* Shapes: two blocks of query rows (len_q > 64), GQA, masks of every kind,
@@ -223,6 +223,7 @@ static void make_outputs(fixture *f)
     case C_MHA_FORWARD:  no = B * MLQ * E, nw = B * NH * MLQ * MLKV; break;
     case C_ADD_FORWARD:  no = B * LQ * ADV, nw = B * LQ * LKV; break;
     case C_NW:           no = NWQ, nw = NWQ * NWK; break;
+    case C_NW_BACKWARD:  no = NWQ, nw = NWK, nl = NWK + 1; break; /* d_values, then d_w */
     case C_PE:           no = PEL * PED; break;
     default: break;
     }
@@ -411,6 +412,9 @@ static attn_status fx_run(fixture *f)
                                      f->mask, f->out, f->w);
     case C_NW:
         return attn_nadaraya_watson(f->ctx, NWQ, NWK, f->q, f->k, f->v, 1.5f, f->out, f->w);
+    case C_NW_BACKWARD:  /* d_out: the first NWQ of v */
+        return attn_nadaraya_watson_backward(f->ctx, NWQ, NWK, f->q, f->k, f->v, 1.5f, f->v,
+                                             f->out, f->w, f->lse, f->lse + NWK);
     case C_PE:             return attn_positional_encoding(f->out, PEL, PED, 7, 10000.0f);
     default:               return ATTN_ERR_STATE;
     }
@@ -557,7 +561,7 @@ static void test_forward_calls(void **state)
 {
     (void)state;
     static const call_id ids[] = {C_SDPA_FORWARD, C_SDPA_BACKWARD, C_MHA_FORWARD,
-                                  C_ADD_FORWARD, C_NW};
+                                  C_ADD_FORWARD, C_NW, C_NW_BACKWARD};
     /* 0: the default, whose schedule follows the BLAS's threads (with a
      * multi-threaded pthreads BLAS, a pool that shares the softmax only) */
     static const int threads[] = {0, 1, 2, 4};
@@ -580,7 +584,7 @@ static void test_thread_creation_failure(void **state)
         skip();
     }
     static const call_id ids[] = {C_SDPA_FORWARD, C_SDPA_BACKWARD, C_MHA_FORWARD,
-                                  C_ADD_FORWARD, C_NW};
+                                  C_ADD_FORWARD, C_NW, C_NW_BACKWARD};
     long long checked = 0;
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         unsigned char *clean = clean_outputs(ids[i], 4);
