@@ -1,6 +1,6 @@
 /*
  * attn.c — the attn program: `attn demo`, `attn run`, `attn heatmap`,
- * `attn info`.
+ * `attn info`, `attn train`.
  *
  * main only dispatches: each subcommand lives in its own file, parses its
  * own options and returns an exit status (cli.h). The library never prints;
@@ -27,6 +27,8 @@ static const char usage[] =
     "  heatmap            draw saved attention weights (.npy) as SVG heatmaps\n"
     "  info               print what libattn runs on here (BLAS, its kernels and\n"
     "                     threads, the CPU's vector extensions) and any advice\n"
+    "  train nw           train D2L 10.2.4's Nadaraya-Watson width by SGD with\n"
+    "                     libattn's gradients, a progress line per epoch\n"
     "\n"
     "  attn COMMAND --help   describes every option of COMMAND\n"
     "  attn --version        prints the versions of attn and of libattn\n"
@@ -44,6 +46,7 @@ static const command commands[] = {
     {"run", cmd_run},
     {"heatmap", cmd_heatmap},
     {"info", cmd_info},
+    {"train", cmd_train},
 };
 
 int main(int argc, char **argv)

@@ -30,7 +30,10 @@ static const char usage[] =
     "  3. D2L 10.2: Nadaraya-Watson kernel regression, non-parametric (w = 1)\n"
     "     and parametric (w = 3), with each fit's error against the truth\n"
     "     -> nw-attention.svg, nw-regression.svg\n"
-    "  4. causal multi-head self-attention (4 heads) over a sequence with\n"
+    "  4. D2L 10.2.4: the parametric width w trained by SGD (lr 0.5, 5 epochs),\n"
+    "     each training input attending to the other 49; loss per epoch, learnt w\n"
+    "     -> nw-training-loss.svg, nw-trained-fit.svg\n"
+    "  5. causal multi-head self-attention (4 heads) over a sequence with\n"
     "     sinusoidal positional encoding -> mha-causal.svg\n"
     "\n"
     "Options:\n"
@@ -72,7 +75,7 @@ int demo_save_heatmap(const demo_env *env, const char *name, const svg_heatmap *
 }
 
 /* mkdir -p: makes dir and its missing parents. */
-static int make_directories(const char *dir)
+int demo_make_directories(const char *dir)
 {
     size_t n = strlen(dir);
     char *path = malloc(n + 1);
@@ -115,7 +118,7 @@ int cmd_demo(int argc, char **argv)
     demo_env env = {NULL, dir ? dir : "attn-demo"};
     if (env.dir[0] == '\0')
         return cli_usage_error(CMD, "--out: the directory name is empty");
-    if ((rc = make_directories(env.dir)) != CLI_OK)
+    if ((rc = demo_make_directories(env.dir)) != CLI_OK)
         return rc;
     attn_status st = attn_context_create(&env.ctx);
     if (st)
@@ -127,7 +130,7 @@ int cmd_demo(int argc, char **argv)
     if (cli_runtime_advice(advice, sizeof advice))
         fprintf(stderr, "attn demo: advice: %s\n", advice);
     int (*const examples[])(const demo_env *) = {demo_uva, demo_masked, demo_kernel_regression,
-                                                 demo_mha};
+                                                 demo_nw_training, demo_mha};
     for (size_t i = 0; i < sizeof examples / sizeof examples[0] && rc == CLI_OK; i++) {
         printf("\n");
         rc = examples[i](&env);

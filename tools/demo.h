@@ -27,8 +27,21 @@ int demo_masked(const demo_env *env);
 /* 3. D2L §10.2: Nadaraya–Watson kernel regression, w = 1 and w = 3. */
 int demo_kernel_regression(const demo_env *env);
 
-/* 4. Causal multi-head self-attention over a positionally encoded sequence. */
+/* 4. D2L §10.2.4: the width w learnt by SGD with the backward (nw_train.h). */
+int demo_nw_training(const demo_env *env);
+
+/* 5. Causal multi-head self-attention over a positionally encoded sequence. */
 int demo_mha(const demo_env *env);
+
+/* The pictures of a Nadaraya–Watson training run, also drawn by `attn train
+ * nw`: the loss per epoch, and the fit with the learnt w over the data. */
+struct nw_data;
+int nw_save_loss_curve(const demo_env *env, const char *name, const double *losses, int epochs);
+int nw_save_fit(const demo_env *env, const char *name, const struct nw_data *d, const float *fit,
+                float w);
+
+/* mkdir -p DIR; a cli.h status (messages name `attn demo`). */
+int demo_make_directories(const char *dir);
 
 /* Reports a libattn failure of an example; returns CLI_REFUSED. */
 int demo_fail(const char *what, attn_status status);

@@ -88,7 +88,7 @@ int demo_mha(const demo_env *env)
         for (int j = 0; j < LEN; j++)
             last[h * LEN + j] = weights[(h * LEN + LEN - 1) * LEN + j];
     const int64_t shape[2] = {HEADS, LEN};
-    printf("== 4. Causal multi-head self-attention: %d tokens, embed %d, %d heads, "
+    printf("== 5. Causal multi-head self-attention: %d tokens, embed %d, %d heads, "
            "sinusoidal positions ==\n", LEN, EMBED, HEADS);
     tensor_print(stdout, "Weights of the last token, one row per head", last, 2, shape);
     printf("Largest weight above the diagonal (a token attending a later one): %.4f\n",

@@ -55,7 +55,8 @@ def main():
         assert "above the diagonal" in out and ": 0.0000" in out.split("above the diagonal")[1]
 
         for name in ["uva-attention.svg", "masked-attention.svg", "nw-attention.svg",
-                     "nw-regression.svg", "mha-causal.svg"]:
+                     "nw-regression.svg", "nw-training-loss.svg", "nw-trained-fit.svg",
+                     "mha-causal.svg"]:
             path = t.p(os.path.join("pictures", name))
             assert os.path.getsize(path) > 0, path
             assert "picture: %s\n" % path in out, "the demo does not say it wrote " + path
