@@ -785,6 +785,10 @@ ATTN_API size_t attn_runtime_info(char *buf, size_t size);
  * @{
  */
 
+/** What a layer's training forward keeps for its backward
+ * (attn_activations_create). */
+typedef struct attn_activations attn_activations;
+
 /** Sets dropout on the attention weights of every later attn_sdpa_forward
  * and attn_sdpa_backward with this op: after the softmax, each weight is
  * kept with probability 1 − p and then scaled by 1 / (1 − p), or set to 0
@@ -874,6 +878,86 @@ ATTN_API attn_status attn_sdpa_backward(attn_context *ctx, const attn_sdpa *op,
                                         const attn_mask *mask, const float *out,
                                         const float *lse, const float *d_out, float *d_q,
                                         float *d_k, float *d_v);
+
+/** What a layer's training forward keeps for its backward (an opaque,
+ * growable buffer owned by the caller): copies of the inputs, the
+ * projections, the attention output and its lse, the shapes, which layer
+ * filled it and the mask pointer. O(batch · len · embed_dim) floats, never
+ * len_q × len_kv. One object serves one forward/backward pair at a time: a
+ * training forward overwrites what the last one kept. It grows as needed
+ * and keeps its memory for the next step.
+ * Returns ATTN_ERR_NULL_POINTER (act NULL), ATTN_ERR_OUT_OF_MEMORY.
+ * Thread-safety: one thread at a time per object. */
+ATTN_API attn_status attn_activations_create(attn_activations **act);
+
+/** Frees act and what it holds. NULL is a no-op. */
+ATTN_API void attn_activations_destroy(attn_activations *act);
+
+/** The number of floats in the layer's flat parameter vector (see
+ * attn_mha_get_params). Returns ATTN_ERR_NULL_POINTER (mha or count). */
+ATTN_API attn_status attn_mha_param_count(const attn_mha *mha, int64_t *count);
+
+/** Copies the layer's parameters into params [count], in the order of
+ * nn.MultiheadAttention's named_parameters():
+ * @code{.unparsed}
+ *   Wq [E, E], Wk [Hkv·hd, kdim], Wv [Hkv·hd, vdim]   in_proj_weight's three row
+ *                       blocks when kdim = vdim = E, else q/k/v_proj_weight
+ *   bq [E], bk [Hkv·hd], bv [Hkv·hd]                  in_proj_bias (bias = 1 only)
+ *   Wo [E, E]                                          out_proj.weight
+ *   bo [E]                                             out_proj.bias (bias = 1 only)
+ * @endcode
+ * (E = embed_dim, hd = head_dim, Hkv = num_kv_heads; with Hkv = num_heads a
+ * state_dict maps 1:1, in this order). So an optimizer is one loop over one
+ * array, and attn_mha_backward's d_params has the same layout.
+ * Returns ATTN_ERR_NULL_POINTER (mha or params), ATTN_ERR_STATE (a
+ * projection not set yet). Thread-safe for a const mha. */
+ATTN_API attn_status attn_mha_get_params(const attn_mha *mha, float *params);
+
+/** Copies params [count] (the layout of attn_mha_get_params) into the
+ * layer, setting all four projections. Returns ATTN_ERR_NULL_POINTER.
+ * Not thread-safe with other calls on the same mha. */
+ATTN_API attn_status attn_mha_set_params(attn_mha *mha, const float *params);
+
+/** Dropout on the layer's attention weights in attn_mha_forward_train (and
+ * so in attn_mha_backward), as nn.MultiheadAttention's dropout in training
+ * mode: p in [0, 1), the mask from seed as attn_sdpa_set_dropout describes
+ * (with b, h the batch row and head of the layer's attention). Never
+ * applied by attn_mha_forward, the inference call: the layer cannot forget
+ * eval mode. Returns ATTN_ERR_NULL_POINTER, ATTN_ERR_INVALID_ARGUMENT (p
+ * NaN or outside [0, 1)). */
+ATTN_API attn_status attn_mha_set_dropout(attn_mha *mha, float p, uint64_t seed);
+
+/** attn_mha_forward for training: the same out and weights (with dropout if
+ * set), and fills act with what attn_mha_backward needs. Statuses as
+ * attn_mha_forward, plus ATTN_ERR_NULL_POINTER (act) and
+ * ATTN_ERR_OUT_OF_MEMORY when act cannot grow (act is then empty). */
+ATTN_API attn_status attn_mha_forward_train(attn_context *ctx, const attn_mha *mha,
+                                            int64_t batch, int64_t len_q, int64_t len_kv,
+                                            const float *query, const float *key,
+                                            const float *value, const attn_mask *mask,
+                                            float *out, float *weights, attn_activations *act);
+
+/** Gradients of the last attn_mha_forward_train that filled act, given
+ * d_out = ∂L/∂out [batch, len_q, embed_dim]: d_query [batch, len_q,
+ * embed_dim], d_key [batch, len_kv, kdim], d_value [batch, len_kv, vdim]
+ * and d_params [count] (the layout of attn_mha_get_params), each NULL or
+ * overwritten. The mask that forward used must still hold the same values;
+ * the layer's parameters must not have changed since (ATTN_ERR_STATE).
+ * Self-attention: when two or three of d_query, d_key, d_value are the same
+ * pointer, that buffer receives their sum (the gradient with respect to the
+ * one input passed as query, key and value).
+ * Formula: the chain rule through out = A·Woᵀ + bo, the FlashAttention-2
+ * backward of attn_sdpa_backward for A, and the three input projections.
+ * Returns ATTN_ERR_NULL_POINTER (ctx, mha, act, a non-empty d_out),
+ * ATTN_ERR_STATE (act empty, filled by another layer, or the layer's
+ * parameters set since), ATTN_ERR_INVALID_ARGUMENT (an output overlapping
+ * d_out or, unless equal as above, another output), ATTN_ERR_OUT_OF_MEMORY.
+ * Bitwise the same for any number of libattn threads (for a given number of
+ * BLAS threads per GEMM). */
+ATTN_API attn_status attn_mha_backward(attn_context *ctx, const attn_mha *mha,
+                                       const attn_activations *act, const float *d_out,
+                                       float *d_query, float *d_key, float *d_value,
+                                       float *d_params);
 
 /** Gradients of attn_nadaraya_watson: given d_out = ∂L/∂out [n_queries],
  * writes ∂L/∂queries, ∂L/∂keys, ∂L/∂values and ∂L/∂w, the kernel width of

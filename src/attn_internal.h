@@ -219,6 +219,13 @@ void attn_dropout_keep_row(const attn_dropout *d, int64_t bh, int64_t i, uint8_t
                            int64_t n);
 /* The largest batch · heads_q, len_q and len_kv dropout's counter takes. */
 #define ATTN_DROPOUT_MAX_INDEX 4294967295LL
+/* ATTN_ERR_UNSUPPORTED when d is active (p > 0) and a shape reaches what
+ * the counter can number; d may be NULL. */
+attn_status attn_dropout_check_range(const attn_dropout *d, int64_t batch_heads, int64_t len_q,
+                                     int64_t len_kv, const char *func);
+/* *d = attn_dropout_make(p, seed), or ATTN_ERR_INVALID_ARGUMENT (d kept)
+ * when p is NaN or outside [0, 1). */
+attn_status attn_dropout_set(attn_dropout *d, float p, uint64_t seed, const char *func);
 
 /* ---- attention pooling (attend.c) -------------------------------------- */
 
@@ -289,6 +296,31 @@ attn_status attn_dot_product_attend(attn_context *ctx, const attn_qk *qk, attn_a
 /* Sets a->logits to scale · Q Kᵀ of qk, as attn_dot_product_attend does. */
 void attn_dot_product_logits(const attn_qk *qk, attn_attend_args *a);
 
+/* ---- training state (activations.c) ------------------------------------ */
+
+/* Slots of an attn_activations: what a layer's training forward keeps. */
+enum { ATTN_ACT_SLOTS = 10 };
+
+struct attn_activations {
+    const void *owner;        /* the layer whose forward filled it; NULL: empty */
+    uint64_t version;         /* the owner's parameter version at that forward */
+    int64_t batch, len_q, len_kv, dim_v;
+    const attn_mask *mask;    /* the forward's mask (caller memory) */
+    float *buf;               /* every slot, one allocation */
+    size_t capacity;          /* floats in buf */
+    float *slot[ATTN_ACT_SLOTS];
+};
+
+/* Empties act and makes slot[i] hold floats[i] floats (n <= ATTN_ACT_SLOTS),
+ * growing its buffer if needed: ATTN_ERR_OUT_OF_MEMORY (act stays empty) or
+ * ATTN_ERR_SIZE_OVERFLOW. */
+attn_status attn_activations_reserve(attn_activations *act, const size_t *floats, int n,
+                                     const char *func);
+
+/* A number no earlier call returned: layers take a new one whenever their
+ * parameters or options change, so that a backward can tell. Thread-safe. */
+uint64_t attn_next_version(void);
+
 /* ---- the SDPA backward (backward.c) ------------------------------------ */
 
 /* Everything attn_dot_product_backward reads and writes. */
@@ -307,6 +339,57 @@ typedef struct attn_backward_args {
 attn_status attn_dot_product_backward(attn_context *ctx, const attn_backward_args *ba,
                                       const char *func);
 
+/* ---- the multi-head layer (mha.c, mha_train.c) ------------------------- */
+
+enum { ATTN_MHA_PROJ = 4 };
+
+struct attn_mha {
+    int64_t embed_dim, num_heads, num_kv_heads, head_dim, kdim, vdim;
+    int64_t kv_dim;                 /* num_kv_heads × head_dim */
+    bool has_bias;
+    attn_causal causal;
+    float *weight[ATTN_MHA_PROJ];   /* [out_features, in_features] */
+    float *bias[ATTN_MHA_PROJ];     /* [out_features], NULL without bias */
+    bool set[ATTN_MHA_PROJ];
+    uint64_t version;               /* attn_next_version() at the last change */
+    attn_dropout dropout;           /* training forwards only */
+};
+
+int64_t attn_mha_out_features(const attn_mha *m, attn_proj p);
+int64_t attn_mha_in_features(const attn_mha *m, attn_proj p);
+/* ATTN_ERR_STATE naming every projection not set yet. */
+attn_status attn_mha_check_weights_set(const attn_mha *m, const char *f);
+
+/* One forward call's arguments. */
+typedef struct attn_mha_call {
+    int64_t batch, len_q, len_kv;
+    const float *query, *key, *value;
+    float *out, *weights;
+} attn_mha_call;
+
+/* Where a forward puts its projections Q [B·Lq, E], K, V [B·Lkv, kv_dim]
+ * and attention output A [B·Lq, E]; lse (NULL or [B, H, Lq]); dropout. */
+typedef struct attn_mha_buffers {
+    float *qp, *kp, *vp, *ap, *lse;
+    const attn_dropout *dropout;
+} attn_mha_buffers;
+
+/* The BSHD views of the projections, and the attention's scale. */
+typedef struct attn_mha_views {
+    attn_view q, kv;
+    float scale;
+} attn_mha_views;
+attn_mha_views attn_mha_attention_views(const attn_mha *m, int64_t len_q, int64_t len_kv);
+
+/* Every check of attn_mha_forward. */
+attn_status attn_mha_validate_forward(attn_context *ctx, const attn_mha *m,
+                                      const attn_mha_call *c, const attn_mask *mask,
+                                      const char *f);
+/* The forward on validated arguments, into buf; fails only for scratch or
+ * threads, before anything is written. */
+attn_status attn_mha_run(attn_context *ctx, const attn_mha *mha, const attn_mha_call *c,
+                         const attn_mask *mask, attn_mha_buffers *buf, const char *f);
+
 /* ---- linear projections (linear.c) ------------------------------------ */
 
 /* y[rows, out_features] = x[rows, in_features] · Wᵀ + b (b may be NULL), with
@@ -316,6 +399,20 @@ void attn_linear(attn_context *ctx, int threads, int64_t rows, int64_t in_featur
                  int64_t out_features, const float *x, const float *w, const float *b, float *y);
 /* The number of independent blocks attn_linear splits `rows` into. */
 int64_t attn_linear_items(int64_t rows);
+
+/* The gradients of y = x Wᵀ + b (torch.nn.Linear's backward):
+ * dx[rows, in] = dy[rows, out] · W (+ beta · dx), over attn_linear's row
+ * blocks; and dW[out, in] = dyᵀ · x, db[out] = Σ_rows dy (dW or db may be
+ * NULL), over blocks of output features, each one GEMM over all rows (no
+ * partial sums: the same bits for any thread count). */
+void attn_linear_backward_input(attn_context *ctx, int threads, int64_t rows, int64_t in_features,
+                                int64_t out_features, const float *dy, const float *w,
+                                float beta, float *dx);
+void attn_linear_backward_params(attn_context *ctx, int threads, int64_t rows,
+                                 int64_t in_features, int64_t out_features, const float *x,
+                                 const float *dy, float *dw, float *db);
+/* The number of blocks attn_linear_backward_params splits out_features into. */
+int64_t attn_linear_param_items(int64_t out_features);
 
 /* ---- BLAS (blas.c, the only file that knows the GEMM provider) -------- */
 

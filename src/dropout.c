@@ -112,3 +112,24 @@ void attn_dropout_keep_row(const attn_dropout *d, int64_t bh, int64_t i, uint8_t
             keep[j0 + t] = keep_word(words, t, d->threshold);
     }
 }
+
+attn_status attn_dropout_check_range(const attn_dropout *d, int64_t batch_heads, int64_t len_q,
+                                     int64_t len_kv, const char *func)
+{
+    if (!d || d->p == 0.0f)
+        return ATTN_OK;
+    if (batch_heads > ATTN_DROPOUT_MAX_INDEX || len_q > ATTN_DROPOUT_MAX_INDEX ||
+        len_kv / 4 > ATTN_DROPOUT_MAX_INDEX)
+        return attn_fail(ATTN_ERR_UNSUPPORTED, func,
+                         "dropout numbers weights with 32-bit counters: batch × heads, len_q "
+                         "and len_kv / 4 must be below 2^32");
+    return ATTN_OK;
+}
+
+attn_status attn_dropout_set(attn_dropout *d, float p, uint64_t seed, const char *func)
+{
+    if (!(p >= 0.0f && p < 1.0f))
+        return attn_fail(ATTN_ERR_INVALID_ARGUMENT, func, "p (%g) is not in [0, 1)", (double)p);
+    *d = attn_dropout_make(p, seed);
+    return ATTN_OK;
+}

@@ -6,32 +6,22 @@
  * row), the scaled dot-product attention of attend.c reading every head in
  * place from the projected [B, S, H·D] buffers (BSHD views, no per-head
  * copies), and the output projection (one more sgemm). The projected
- * activations live in the context's workspace.
+ * activations live in the context's workspace (inference) or in an
+ * attn_activations (training: mha_train.c, which also has the backward).
  */
 #include <math.h>
 #include <string.h>
 
 #include "attn_internal.h"
 
-enum { N_PROJ = 4 };
-static const char *const proj_names[N_PROJ] = {"Q", "K", "V", "O"};
+static const char *const proj_names[ATTN_MHA_PROJ] = {"Q", "K", "V", "O"};
 
-struct attn_mha {
-    int64_t embed_dim, num_heads, num_kv_heads, head_dim, kdim, vdim;
-    int64_t kv_dim;                 /* num_kv_heads × head_dim */
-    bool has_bias;
-    attn_causal causal;
-    float *weight[N_PROJ];          /* [out_features, in_features] */
-    float *bias[N_PROJ];            /* [out_features], NULL without bias */
-    bool set[N_PROJ];
-};
-
-static int64_t out_features(const attn_mha *m, attn_proj p)
+int64_t attn_mha_out_features(const attn_mha *m, attn_proj p)
 {
     return p == ATTN_PROJ_K || p == ATTN_PROJ_V ? m->kv_dim : m->embed_dim;
 }
 
-static int64_t in_features(const attn_mha *m, attn_proj p)
+int64_t attn_mha_in_features(const attn_mha *m, attn_proj p)
 {
     return p == ATTN_PROJ_K ? m->kdim : p == ATTN_PROJ_V ? m->vdim : m->embed_dim;
 }
@@ -40,7 +30,7 @@ void attn_mha_destroy(attn_mha *mha)
 {
     if (!mha)
         return;
-    for (int p = 0; p < N_PROJ; p++) {
+    for (int p = 0; p < ATTN_MHA_PROJ; p++) {
         attn_free(mha->weight[p]);
         attn_free(mha->bias[p]);
     }
@@ -95,12 +85,13 @@ attn_status attn_mha_create(attn_mha **mha, int64_t embed_dim, int64_t num_heads
     *m = (attn_mha){.embed_dim = embed_dim, .num_heads = num_heads,
                     .num_kv_heads = num_kv_heads, .head_dim = head_dim, .kdim = kdim,
                     .vdim = vdim, .kv_dim = num_kv_heads * head_dim, .has_bias = bias == 1,
-                    .causal = ATTN_CAUSAL_NONE};
+                    .causal = ATTN_CAUSAL_NONE, .version = attn_next_version(),
+                    .dropout = attn_dropout_make(0.0f, 0)};
     /* All weights are allocated here so that setting them cannot fail for
      * lack of memory and forward never allocates them. */
-    for (int p = 0; p < N_PROJ; p++) {
-        size_t rows = (size_t)out_features(m, (attn_proj)p);
-        m->weight[p] = attn_alloc(rows * (size_t)in_features(m, (attn_proj)p) * sizeof(float));
+    for (int p = 0; p < ATTN_MHA_PROJ; p++) {
+        size_t rows = (size_t)attn_mha_out_features(m, (attn_proj)p);
+        m->weight[p] = attn_alloc(rows * (size_t)attn_mha_in_features(m, (attn_proj)p) * sizeof(float));
         if (m->has_bias)
             m->bias[p] = attn_alloc(rows * sizeof(float));
         if (!m->weight[p] || (m->has_bias && !m->bias[p])) {
@@ -133,11 +124,12 @@ attn_status attn_mha_set_weights(attn_mha *mha, attn_proj which, const float *we
         return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f,
                          "bias of the %s projection is given to a layer made with bias = 0",
                          proj_names[which]);
-    size_t rows = (size_t)out_features(mha, which);
-    memcpy(mha->weight[which], weight, rows * (size_t)in_features(mha, which) * sizeof(float));
+    size_t rows = (size_t)attn_mha_out_features(mha, which);
+    memcpy(mha->weight[which], weight, rows * (size_t)attn_mha_in_features(mha, which) * sizeof(float));
     if (bias)
         memcpy(mha->bias[which], bias, rows * sizeof(float));
     mha->set[which] = true;
+    mha->version = attn_next_version();
     return ATTN_OK;
 }
 
@@ -146,16 +138,17 @@ attn_status attn_mha_set_causal(attn_mha *mha, attn_causal causal)
     if (!mha)
         return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "mha is NULL");
     attn_status st = attn_check_causal(causal, __func__);
-    if (st == ATTN_OK)
+    if (st == ATTN_OK) {
         mha->causal = causal;
+        mha->version = attn_next_version();
+    }
     return st;
 }
 
-/* ATTN_ERR_STATE naming every projection not set yet. */
-static attn_status check_weights_set(const attn_mha *m, const char *f)
+attn_status attn_mha_check_weights_set(const attn_mha *m, const char *f)
 {
     char missing[16] = "";
-    for (int p = 0; p < N_PROJ; p++)
+    for (int p = 0; p < ATTN_MHA_PROJ; p++)
         if (!m->set[p]) {
             strcat(missing, missing[0] ? ", " : "");
             strcat(missing, proj_names[p]);
@@ -166,13 +159,7 @@ static attn_status check_weights_set(const attn_mha *m, const char *f)
                      "projection(s) %s not set: call attn_mha_set_weights for each", missing);
 }
 
-typedef struct mha_call {
-    int64_t batch, len_q, len_kv;
-    const float *query, *key, *value;
-    float *out, *weights;
-} mha_call;
-
-static attn_status check_forward(attn_context *ctx, const attn_mha *m, const mha_call *c,
+static attn_status check_forward(attn_context *ctx, const attn_mha *m, const attn_mha_call *c,
                                  const attn_mask *mask, const char *f)
 {
     if (!ctx)
@@ -202,15 +189,15 @@ static attn_status check_forward(attn_context *ctx, const attn_mha *m, const mha
         (st = attn_check_data(c->value, nkv * m->vdim, "value", f)) != ATTN_OK ||
         (st = attn_check_data(c->out, nq * m->embed_dim, "out", f)) != ATTN_OK)
         return st;
-    if ((st = check_weights_set(m, f)) != ATTN_OK)
+    if ((st = attn_mha_check_weights_set(m, f)) != ATTN_OK)
         return st;
     const attn_mask_dims md = {c->batch, m->num_heads, c->len_q, c->len_kv};
     return attn_mask_validate(mask, &md, f);
 }
 
 /* The workspace holds Q, K, V and the attention output A, each [B·S, ·]. */
-static attn_status reserve_workspace(attn_context *ctx, const attn_mha *m, const mha_call *c,
-                                     float **ws, const char *f)
+static attn_status reserve_workspace(attn_context *ctx, const attn_mha *m,
+                                     const attn_mha_call *c, float **ws, const char *f)
 {
     size_t nq = (size_t)(c->batch * c->len_q), nkv = (size_t)(c->batch * c->len_kv);
     size_t e = (size_t)m->embed_dim, kv = (size_t)m->kv_dim, floats;
@@ -220,49 +207,73 @@ static attn_status reserve_workspace(attn_context *ctx, const attn_mha *m, const
     return attn_context_workspace(ctx, f, floats, ws);
 }
 
+attn_mha_views attn_mha_attention_views(const attn_mha *m, int64_t len_q, int64_t len_kv)
+{
+    return (attn_mha_views){
+        .q = {m->num_heads, len_q, m->head_dim, true},
+        .kv = {m->num_kv_heads, len_kv, m->head_dim, true},
+        .scale = (float)(1.0 / sqrt((double)m->head_dim)),
+    };
+}
+
+attn_status attn_mha_run(attn_context *ctx, const attn_mha *mha, const attn_mha_call *c,
+                         const attn_mask *mask, attn_mha_buffers *buf, const char *f)
+{
+    int64_t nq = c->batch * c->len_q, nkv = c->batch * c->len_kv;
+    /* The projections' threads are made now: after the attention has written
+     * `weights`, nothing may fail any more. */
+    int threads = attn_context_threads(ctx, attn_linear_items(nq > nkv ? nq : nkv));
+    attn_status st = attn_context_reserve(ctx, f, threads, 0);
+    if (st != ATTN_OK)
+        return st;
+    attn_linear(ctx, threads, nq, mha->embed_dim, mha->embed_dim, c->query,
+                mha->weight[ATTN_PROJ_Q], mha->bias[ATTN_PROJ_Q], buf->qp);
+    attn_linear(ctx, threads, nkv, mha->kdim, mha->kv_dim, c->key, mha->weight[ATTN_PROJ_K],
+                mha->bias[ATTN_PROJ_K], buf->kp);
+    attn_linear(ctx, threads, nkv, mha->vdim, mha->kv_dim, c->value, mha->weight[ATTN_PROJ_V],
+                mha->bias[ATTN_PROJ_V], buf->vp);
+
+    const attn_mha_views views = attn_mha_attention_views(mha, c->len_q, c->len_kv);
+    const attn_qk qk = {.q = buf->qp, .q_view = views.q, .k = buf->kp, .k_view = views.kv,
+                        .scale = views.scale};
+    attn_attend_args a = {
+        .batch = c->batch, .heads_q = mha->num_heads, .heads_kv = mha->num_kv_heads,
+        .len_q = c->len_q, .len_kv = c->len_kv, .causal = mha->causal, .mask = mask,
+        .v = buf->vp, .v_view = views.kv, .out = buf->ap, .out_view = views.q,
+        .weights = c->weights, .lse = buf->lse, .dropout = buf->dropout,
+    };
+    /* May fail only for scratch or threads, before weights is written. */
+    if ((st = attn_dot_product_attend(ctx, &qk, &a, f)) != ATTN_OK)
+        return st;
+    attn_linear(ctx, threads, nq, mha->embed_dim, mha->embed_dim, buf->ap,
+                mha->weight[ATTN_PROJ_O], mha->bias[ATTN_PROJ_O], c->out);
+    return ATTN_OK;
+}
+
+attn_status attn_mha_validate_forward(attn_context *ctx, const attn_mha *m,
+                                      const attn_mha_call *c, const attn_mask *mask,
+                                      const char *f)
+{
+    return check_forward(ctx, m, c, mask, f);
+}
+
 attn_status attn_mha_forward(attn_context *ctx, const attn_mha *mha, int64_t batch,
                              int64_t len_q, int64_t len_kv, const float *query, const float *key,
                              const float *value, const attn_mask *mask, float *out,
                              float *weights)
 {
     static const char *f = "attn_mha_forward";
-    const mha_call c = {batch, len_q, len_kv, query, key, value, out, weights};
+    const attn_mha_call c = {batch, len_q, len_kv, query, key, value, out, weights};
     attn_status st = check_forward(ctx, mha, &c, mask, f);
     float *ws = NULL;
     if (st == ATTN_OK)
         st = reserve_workspace(ctx, mha, &c, &ws, f);
     if (st != ATTN_OK)
         return st;
-
     int64_t nq = batch * len_q, nkv = batch * len_kv;
-    /* The projections' threads are made now: after the attention has written
-     * `weights`, nothing may fail any more. */
-    int threads = attn_context_threads(ctx, attn_linear_items(nq > nkv ? nq : nkv));
-    if ((st = attn_context_reserve(ctx, f, threads, 0)) != ATTN_OK)
-        return st;
-    float *qp = ws, *ap = qp + nq * mha->embed_dim;
-    float *kp = ap + nq * mha->embed_dim, *vp = kp + nkv * mha->kv_dim;
-    attn_linear(ctx, threads, nq, mha->embed_dim, mha->embed_dim, query,
-                mha->weight[ATTN_PROJ_Q], mha->bias[ATTN_PROJ_Q], qp);
-    attn_linear(ctx, threads, nkv, mha->kdim, mha->kv_dim, key, mha->weight[ATTN_PROJ_K],
-                mha->bias[ATTN_PROJ_K], kp);
-    attn_linear(ctx, threads, nkv, mha->vdim, mha->kv_dim, value, mha->weight[ATTN_PROJ_V],
-                mha->bias[ATTN_PROJ_V], vp);
-
-    const attn_view q_view = {mha->num_heads, len_q, mha->head_dim, true};
-    const attn_view kv_view = {mha->num_kv_heads, len_kv, mha->head_dim, true};
-    const attn_qk qk = {.q = qp, .q_view = q_view, .k = kp, .k_view = kv_view,
-                        .scale = (float)(1.0 / sqrt((double)mha->head_dim))};
-    attn_attend_args a = {
-        .batch = batch, .heads_q = mha->num_heads, .heads_kv = mha->num_kv_heads,
-        .len_q = len_q, .len_kv = len_kv, .causal = mha->causal, .mask = mask,
-        .v = vp, .v_view = kv_view, .out = ap, .out_view = q_view,
-        .weights = weights, .lse = NULL,
-    };
-    /* May fail only for scratch or threads, before weights is written. */
-    if ((st = attn_dot_product_attend(ctx, &qk, &a, f)) != ATTN_OK)
-        return st;
-    attn_linear(ctx, threads, nq, mha->embed_dim, mha->embed_dim, ap, mha->weight[ATTN_PROJ_O],
-                mha->bias[ATTN_PROJ_O], out);
-    return ATTN_OK;
+    /* Inference: no dropout, no lse. */
+    attn_mha_buffers buf = {.qp = ws, .ap = ws + nq * mha->embed_dim};
+    buf.kp = buf.ap + nq * mha->embed_dim;
+    buf.vp = buf.kp + nkv * mha->kv_dim;
+    return attn_mha_run(ctx, mha, &c, mask, &buf, f);
 }

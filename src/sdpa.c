@@ -133,15 +133,10 @@ attn_status attn_sdpa_set_dropout(attn_sdpa *op, float p, uint64_t seed)
 {
     if (!op)
         return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "op is NULL");
-    if (!(p >= 0.0f && p < 1.0f))
-        return attn_fail(ATTN_ERR_INVALID_ARGUMENT, __func__, "p (%g) is not in [0, 1)",
-                         (double)p);
-    op->dropout = attn_dropout_make(p, seed);
-    return ATTN_OK;
+    return attn_dropout_set(&op->dropout, p, seed, __func__);
 }
 
-/* The dropout a call applies (NULL: none), and whether its counter can
- * number every weight of op (dropout.c). */
+/* The dropout a call applies (NULL: none). */
 static const attn_dropout *active_dropout(const attn_sdpa *op)
 {
     return op->dropout.p > 0.0f ? &op->dropout : NULL;
@@ -149,14 +144,8 @@ static const attn_dropout *active_dropout(const attn_sdpa *op)
 
 static attn_status check_dropout_range(const attn_sdpa *op, const char *f)
 {
-    if (!active_dropout(op))
-        return ATTN_OK;
-    if (op->batch * op->heads_q > ATTN_DROPOUT_MAX_INDEX || op->len_q > ATTN_DROPOUT_MAX_INDEX ||
-        op->len_kv / 4 > ATTN_DROPOUT_MAX_INDEX)
-        return attn_fail(ATTN_ERR_UNSUPPORTED, f,
-                         "dropout numbers weights with 32-bit counters: batch × heads_q, len_q "
-                         "and len_kv / 4 must be below 2^32");
-    return ATTN_OK;
+    return attn_dropout_check_range(active_dropout(op), op->batch * op->heads_q, op->len_q,
+                                    op->len_kv, f);
 }
 
 attn_status attn_dropout_keep_mask(const attn_sdpa *op, uint8_t *keep)

@@ -115,7 +115,7 @@ typedef enum call_id {
     C_MASK_CREATE, C_MASK_SET,
     C_SDPA_CREATE, C_SDPA_SET, C_SDPA_FORWARD,
     C_SDPA_BACKWARD,
-    C_MHA_CREATE, C_MHA_SET, C_MHA_FORWARD,
+    C_MHA_CREATE, C_MHA_SET, C_MHA_FORWARD, C_MHA_FORWARD_TRAIN, C_MHA_BACKWARD,
     C_ADD_CREATE, C_ADD_SET, C_ADD_FORWARD,
     C_NW, C_NW_BACKWARD, C_PE,
     C_COUNT
@@ -126,7 +126,8 @@ static const char *const call_func[C_COUNT] = {
     "attn_mask_create", "attn_mask_set_*",
     "attn_sdpa_create", "attn_sdpa_set_*", "attn_sdpa_forward",
     "attn_sdpa_backward",
-    "attn_mha_create", "attn_mha_set_*", "attn_mha_forward",
+    "attn_mha_create", "attn_mha_set_*", "attn_mha_forward", "attn_mha_forward_train",
+    "attn_mha_backward",
     "attn_additive_create", "attn_additive_set_weights", "attn_additive_forward",
     "attn_nadaraya_watson", "attn_nadaraya_watson_backward", "attn_positional_encoding",
 };
@@ -137,6 +138,8 @@ enum { B = 2, HQ = 4, HKV = 2, LQ = 70, LKV = 33, D = 8, DV = 5 };
 enum { E = 16, NH = 4, NKV = 2, KD = 12, VD = 10, MLQ = 150, MLKV = 20 };
 enum { AQD = 6, AKD = 9, AH = 7, ADV = 4 };
 enum { NWQ = 150, NWK = 25, PEL = 30, PED = 12 };
+/* The MHA layer's flat parameter count: Wq, Wk, Wv, bq, bk, bv, Wo, bo. */
+enum { MHA_PARAMS = E * E + (E / NH * NKV) * (KD + VD) + E + 2 * (E / NH * NKV) + E * E + E };
 
 static char sentinel_obj;
 #define SENTINEL ((void *)&sentinel_obj)
@@ -164,6 +167,7 @@ typedef struct fixture {
     float *out, *w, *lse;    /* attn_sdpa_backward: d_q, d_k, d_v */
     /* the backward's inputs: a forward's out and lse, and d_out */
     float *fw_out, *fw_lse, *d_out;
+    attn_activations *act;   /* attn_mha_forward_train / attn_mha_backward */
 } fixture;
 
 static float *frand(tu_rng *r, size_t n)
@@ -221,6 +225,9 @@ static void make_outputs(fixture *f)
     case C_SDPA_BACKWARD: no = B * HQ * LQ * D, nw = B * HKV * LKV * D, nl = B * HKV * LKV * DV;
         break;
     case C_MHA_FORWARD:  no = B * MLQ * E, nw = B * NH * MLQ * MLKV; break;
+    case C_MHA_FORWARD_TRAIN: no = B * MLQ * E, nw = B * NH * MLQ * MLKV; break;
+    case C_MHA_BACKWARD: /* d_query, d_key, then d_value and d_params */
+        no = B * MLQ * E, nw = B * MLKV * KD, nl = B * MLKV * VD + MHA_PARAMS; break;
     case C_ADD_FORWARD:  no = B * LQ * ADV, nw = B * LQ * LKV; break;
     case C_NW:           no = NWQ, nw = NWQ * NWK; break;
     case C_NW_BACKWARD:  no = NWQ, nw = NWK, nl = NWK + 1; break; /* d_values, then d_w */
@@ -302,6 +309,27 @@ static void make_backward_inputs(fixture *f)
     attn_context_destroy(ctx);
 }
 
+/* The layer's activations (made with injection off), and for the backward
+ * a training forward on a separate context and its d_out. */
+static void make_mha_training(fixture *f)
+{
+    assert_int_equal(attn_activations_create(&f->act), ATTN_OK);
+    assert_int_equal(attn_mha_set_dropout(f->mha, 0.25f, 3), ATTN_OK);
+    if (f->id != C_MHA_BACKWARD)
+        return;
+    tu_rng r;
+    tu_rng_seed(&r, 8);
+    f->d_out = frand(&r, B * MLQ * E);
+    f->fw_out = malloc(B * MLQ * E * sizeof(float));
+    assert_non_null(f->fw_out);
+    attn_context *ctx = NULL;
+    assert_int_equal(attn_context_create(&ctx), ATTN_OK);
+    assert_int_equal(attn_mha_forward_train(ctx, f->mha, B, MLQ, MLKV, f->mq, f->mk, f->mv,
+                                            f->mha_mask, f->fw_out, NULL, f->act),
+                     ATTN_OK);
+    attn_context_destroy(ctx);
+}
+
 static void fx_setup(fixture *f, call_id id, int threads, int warm)
 {
     memset(f, 0, sizeof *f);
@@ -343,6 +371,8 @@ static void fx_setup(fixture *f, call_id id, int threads, int warm)
     }
     if (id == C_SDPA_BACKWARD)
         make_backward_inputs(f);
+    if (id == C_MHA_FORWARD_TRAIN || id == C_MHA_BACKWARD)
+        make_mha_training(f);
     if (warm)
         warm_up(f);
 }
@@ -361,6 +391,7 @@ static void fx_teardown(fixture *f)
         attn_additive_destroy(f->add);
     attn_mask_destroy(f->mha_mask);
     free(f->fw_out), free(f->fw_lse), free(f->d_out);
+    attn_activations_destroy(f->act);
     free_inputs(f);
     free(f->outputs);
 }
@@ -405,6 +436,12 @@ static attn_status fx_run(fixture *f)
     case C_MHA_FORWARD:
         return attn_mha_forward(f->ctx, f->mha, B, MLQ, MLKV, f->mq, f->mk, f->mv, f->mha_mask,
                                 f->out, f->w);
+    case C_MHA_FORWARD_TRAIN:
+        return attn_mha_forward_train(f->ctx, f->mha, B, MLQ, MLKV, f->mq, f->mk, f->mv,
+                                      f->mha_mask, f->out, f->w, f->act);
+    case C_MHA_BACKWARD:
+        return attn_mha_backward(f->ctx, f->mha, f->act, f->d_out, f->out, f->w, f->lse,
+                                 f->lse + B * MLKV * VD);
     case C_ADD_CREATE:     return attn_additive_create(&f->add, AQD, AKD, AH);
     case C_ADD_SET:        return attn_additive_set_weights(f->add, f->awq, f->awk, f->awv);
     case C_ADD_FORWARD: /* the SDPA mask fits: its bool mask broadcasts over heads */
@@ -561,7 +598,8 @@ static void test_forward_calls(void **state)
 {
     (void)state;
     static const call_id ids[] = {C_SDPA_FORWARD, C_SDPA_BACKWARD, C_MHA_FORWARD,
-                                  C_ADD_FORWARD, C_NW, C_NW_BACKWARD};
+                                  C_MHA_FORWARD_TRAIN, C_MHA_BACKWARD, C_ADD_FORWARD, C_NW,
+                                  C_NW_BACKWARD};
     /* 0: the default, whose schedule follows the BLAS's threads (with a
      * multi-threaded pthreads BLAS, a pool that shares the softmax only) */
     static const int threads[] = {0, 1, 2, 4};
@@ -584,7 +622,8 @@ static void test_thread_creation_failure(void **state)
         skip();
     }
     static const call_id ids[] = {C_SDPA_FORWARD, C_SDPA_BACKWARD, C_MHA_FORWARD,
-                                  C_ADD_FORWARD, C_NW, C_NW_BACKWARD};
+                                  C_MHA_FORWARD_TRAIN, C_MHA_BACKWARD, C_ADD_FORWARD, C_NW,
+                                  C_NW_BACKWARD};
     long long checked = 0;
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         unsigned char *clean = clean_outputs(ids[i], 4);
@@ -612,10 +651,11 @@ static void test_thread_creation_failure(void **state)
                 if (f.outputs[x] != PATTERN)
                     fail_msg("%s: thread %d not created, but output byte %zu was written",
                              call_func[ids[i]], j, x);
-            /* the threads of the failed pool have all exited; MHA keeps the
-             * 1-worker pool its projections started before (the context's,
-             * stopped by attn_context_destroy below) */
-            int kept = ids[i] == C_MHA_FORWARD && j > 1;
+            /* the threads of the failed pool have all exited; the MHA calls
+             * keep the 1-worker pool their projections started before (the
+             * context's, stopped by attn_context_destroy below) */
+            int kept = (ids[i] == C_MHA_FORWARD || ids[i] == C_MHA_FORWARD_TRAIN ||
+                        ids[i] == C_MHA_BACKWARD) && j > 1;
             if (atomic_load(&threads_running) != kept)
                 fail_msg("%s: thread %d not created, and %d started threads still run (want %d)",
                          call_func[ids[i]], j, atomic_load(&threads_running), kept);
