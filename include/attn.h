@@ -959,6 +959,52 @@ ATTN_API attn_status attn_mha_backward(attn_context *ctx, const attn_mha *mha,
                                        float *d_query, float *d_key, float *d_value,
                                        float *d_params);
 
+/** The number of floats in the additive layer's flat parameter vector:
+ * hidden · (query_dim + key_dim + 1). Returns ATTN_ERR_NULL_POINTER. */
+ATTN_API attn_status attn_additive_param_count(const attn_additive *op, int64_t *count);
+
+/** Copies the parameters into params [count] in the order of
+ * attn_additive_set_weights: W_q [hidden, query_dim], W_k [hidden, key_dim],
+ * w_v [hidden]. (D2L's AdditiveAttention module lists W_k first in its
+ * state_dict, as W_k.weight, W_q.weight, w_v.weight with w_v as a
+ * [1, hidden] matrix: map a state_dict by name, not by position.)
+ * Returns ATTN_ERR_NULL_POINTER, ATTN_ERR_STATE (weights not set yet). */
+ATTN_API attn_status attn_additive_get_params(const attn_additive *op, float *params);
+
+/** Copies params [count] (the layout of attn_additive_get_params) into the
+ * op. Returns ATTN_ERR_NULL_POINTER. */
+ATTN_API attn_status attn_additive_set_params(attn_additive *op, const float *params);
+
+/** attn_additive_forward for training: the same out and weights, and fills
+ * act for attn_additive_backward. Statuses as attn_additive_forward, plus
+ * ATTN_ERR_NULL_POINTER (act), ATTN_ERR_OUT_OF_MEMORY when act cannot grow. */
+ATTN_API attn_status attn_additive_forward_train(attn_context *ctx, const attn_additive *op,
+                                                 int64_t batch, int64_t len_q, int64_t len_kv,
+                                                 int64_t dim_v, const float *queries,
+                                                 const float *keys, const float *values,
+                                                 const attn_mask *mask, float *out,
+                                                 float *weights, attn_activations *act);
+
+/** Gradients of the last attn_additive_forward_train that filled act, given
+ * d_out [batch, len_q, dim_v]: d_queries [batch, len_q, query_dim], d_keys
+ * [batch, len_kv, key_dim], d_values [batch, len_kv, dim_v], d_params
+ * [count]; each NULL or overwritten. With t = tanh(W_q q_i + W_k k_j) and
+ * dS_ij = P_ij (d_out_i · v_j − d_out_i · out_i) (the softmax Jacobian):
+ * @code{.unparsed}
+ *   ∂/∂(W_q q_i) = Σ_j dS_ij · w_v ∘ (1 − t²),  ∂/∂(W_k k_j) = Σ_i (same),
+ *   ∂/∂w_v = Σ_ij dS_ij · t,  d_values_j = Σ_i P_ij d_out_i,
+ * @endcode
+ * then through the two projections (D2L §10.3.2; Bahdanau et al. 2015). As
+ * for attn_mha_backward, outputs of the same shape passed as the same
+ * pointer receive their sum (keys and values are often one tensor in D2L),
+ * and a mismatched act is ATTN_ERR_STATE. Returns ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_STATE, ATTN_ERR_INVALID_ARGUMENT (overlapping outputs),
+ * ATTN_ERR_OUT_OF_MEMORY. The same bits for any number of threads. */
+ATTN_API attn_status attn_additive_backward(attn_context *ctx, const attn_additive *op,
+                                            const attn_activations *act, const float *d_out,
+                                            float *d_queries, float *d_keys, float *d_values,
+                                            float *d_params);
+
 /** Gradients of attn_nadaraya_watson: given d_out = ∂L/∂out [n_queries],
  * writes ∂L/∂queries, ∂L/∂keys, ∂L/∂values and ∂L/∂w, the kernel width of
  * D2L §10.2.4's parametric regression, for the same queries, keys, values

@@ -5,20 +5,14 @@
  * W_q q and W_k k are computed once per query and per key (one sgemm each,
  * into the context's workspace); only the tanh and the dot with w_v run per
  * (query, key) pair, over `hidden` in a loop the compiler vectorises. The
- * softmax, masks and P·V are attend.c's, with one head.
+ * softmax, masks and P·V are attend.c's, with one head. Training (flat
+ * parameters, the training forward, the backward): additive_train.c.
  */
 #include <math.h>
 #include <string.h>
 
 #include "attn_internal.h"
 
-struct attn_additive {
-    int64_t query_dim, key_dim, hidden;
-    float *w_q;   /* [hidden, query_dim] */
-    float *w_k;   /* [hidden, key_dim] */
-    float *w_v;   /* [hidden] */
-    bool set;
-};
 
 void attn_additive_destroy(attn_additive *op)
 {
@@ -51,7 +45,8 @@ attn_status attn_additive_create(attn_additive **op, int64_t query_dim, int64_t 
     attn_additive *p = attn_alloc(sizeof *p);
     if (!p)
         return attn_fail(ATTN_ERR_OUT_OF_MEMORY, f, "cannot allocate the op");
-    *p = (attn_additive){.query_dim = query_dim, .key_dim = key_dim, .hidden = hidden};
+    *p = (attn_additive){.query_dim = query_dim, .key_dim = key_dim, .hidden = hidden,
+                         .version = attn_next_version()};
     p->w_q = attn_alloc((size_t)(hidden * query_dim) * sizeof(float));
     p->w_k = attn_alloc((size_t)(hidden * key_dim) * sizeof(float));
     p->w_v = attn_alloc((size_t)hidden * sizeof(float));
@@ -79,18 +74,11 @@ attn_status attn_additive_set_weights(attn_additive *op, const float *w_q, const
     memcpy(op->w_k, w_k, (size_t)(op->hidden * op->key_dim) * sizeof(float));
     memcpy(op->w_v, w_v, (size_t)op->hidden * sizeof(float));
     op->set = true;
+    op->version = attn_next_version();
     return ATTN_OK;
 }
 
-/* The projected queries and keys, for the logits callback. */
-typedef struct additive_logits_arg {
-    const float *qh;   /* [batch, len_q, hidden] */
-    const float *kh;   /* [batch, len_kv, hidden] */
-    const float *w_v;
-    int64_t len_q, len_kv, hidden;
-} additive_logits_arg;
-
-static float additive_score(const float *qh, const float *kh, const float *w_v, int64_t hidden)
+float attn_additive_score(const float *qh, const float *kh, const float *w_v, int64_t hidden)
 {
     float s = 0.0f;
     for (int64_t d = 0; d < hidden; d++)
@@ -102,23 +90,30 @@ static void additive_logits(const void *arg, int64_t b, int64_t h, int64_t i0, i
                             int64_t n, float *s)
 {
     (void)h;
-    const additive_logits_arg *x = arg;
+    const attn_additive_logits_arg *x = arg;
     const float *kh = x->kh + b * x->len_kv * x->hidden;
     for (int64_t r = 0; r < rows; r++) {
         const float *qh = x->qh + (b * x->len_q + i0 + r) * x->hidden;
         for (int64_t j = 0; j < n; j++)
-            s[r * n + j] = additive_score(qh, kh + j * x->hidden, x->w_v, x->hidden);
+            s[r * n + j] = attn_additive_score(qh, kh + j * x->hidden, x->w_v, x->hidden);
     }
 }
 
-typedef struct additive_call {
-    int64_t batch, len_q, len_kv, dim_v;
-    const float *queries, *keys, *values;
-    float *out, *weights;
-} additive_call;
+attn_attend_args attn_additive_attend_args(const attn_additive_call *c, const attn_mask *mask,
+                                           const attn_additive_logits_arg *x)
+{
+    return (attn_attend_args){
+        .batch = c->batch, .heads_q = 1, .heads_kv = 1, .len_q = c->len_q, .len_kv = c->len_kv,
+        .causal = ATTN_CAUSAL_NONE, .mask = mask, .logits = additive_logits, .logits_arg = x,
+        .v = c->values, .v_view = {1, c->len_kv, c->dim_v, false},
+        .out = c->out, .out_view = {1, c->len_q, c->dim_v, false},
+        .weights = c->weights, .lse = NULL,
+    };
+}
 
-static attn_status check_forward(attn_context *ctx, const attn_additive *op,
-                                 const additive_call *c, const attn_mask *mask, const char *f)
+attn_status attn_additive_validate_forward(attn_context *ctx, const attn_additive *op,
+                                           const attn_additive_call *c, const attn_mask *mask,
+                                           const char *f)
 {
     if (!ctx)
         return attn_fail(ATTN_ERR_NULL_POINTER, f, "ctx is NULL");
@@ -162,14 +157,31 @@ static attn_status check_forward(attn_context *ctx, const attn_additive *op,
     return attn_mask_validate(mask, &md, f);
 }
 
+attn_status attn_additive_run(attn_context *ctx, const attn_additive *op,
+                              const attn_additive_call *c, const attn_mask *mask, float *qh,
+                              float *kh, const char *f)
+{
+    int64_t nq = c->batch * c->len_q, nkv = c->batch * c->len_kv;
+    int threads = attn_context_threads(ctx, attn_linear_items(nq > nkv ? nq : nkv));
+    attn_status st = attn_context_reserve(ctx, f, threads, 0);
+    if (st != ATTN_OK)
+        return st;
+    attn_linear(ctx, threads, nq, op->query_dim, op->hidden, c->queries, op->w_q, NULL, qh);
+    attn_linear(ctx, threads, nkv, op->key_dim, op->hidden, c->keys, op->w_k, NULL, kh);
+    const attn_additive_logits_arg x = {qh, kh, op->w_v, c->len_q, c->len_kv, op->hidden};
+    attn_attend_args a = attn_additive_attend_args(c, mask, &x);
+    return attn_attend(ctx, &a, f);
+}
+
 attn_status attn_additive_forward(attn_context *ctx, const attn_additive *op, int64_t batch,
                                   int64_t len_q, int64_t len_kv, int64_t dim_v,
                                   const float *queries, const float *keys, const float *values,
                                   const attn_mask *mask, float *out, float *weights)
 {
     static const char *f = "attn_additive_forward";
-    const additive_call c = {batch, len_q, len_kv, dim_v, queries, keys, values, out, weights};
-    attn_status st = check_forward(ctx, op, &c, mask, f);
+    const attn_additive_call c = {batch,  len_q, len_kv, dim_v, queries,
+                                  keys,   values, out,   weights};
+    attn_status st = attn_additive_validate_forward(ctx, op, &c, mask, f);
     if (st != ATTN_OK)
         return st;
     size_t nq = (size_t)(batch * len_q), nkv = (size_t)(batch * len_kv), floats;
@@ -178,20 +190,5 @@ attn_status attn_additive_forward(attn_context *ctx, const attn_additive *op, in
     float *qh;
     if ((st = attn_context_workspace(ctx, f, floats, &qh)) != ATTN_OK)
         return st;
-    float *kh = qh + nq * (size_t)op->hidden;
-    int threads = attn_context_threads(ctx, attn_linear_items((int64_t)(nq > nkv ? nq : nkv)));
-    if ((st = attn_context_reserve(ctx, f, threads, 0)) != ATTN_OK)
-        return st;
-    attn_linear(ctx, threads, (int64_t)nq, op->query_dim, op->hidden, queries, op->w_q, NULL, qh);
-    attn_linear(ctx, threads, (int64_t)nkv, op->key_dim, op->hidden, keys, op->w_k, NULL, kh);
-
-    const additive_logits_arg x = {qh, kh, op->w_v, len_q, len_kv, op->hidden};
-    attn_attend_args a = {
-        .batch = batch, .heads_q = 1, .heads_kv = 1, .len_q = len_q, .len_kv = len_kv,
-        .causal = ATTN_CAUSAL_NONE, .mask = mask, .logits = additive_logits, .logits_arg = &x,
-        .v = values, .v_view = {1, len_kv, dim_v, false},
-        .out = out, .out_view = {1, len_q, dim_v, false},
-        .weights = weights, .lse = NULL,
-    };
-    return attn_attend(ctx, &a, f);
+    return attn_additive_run(ctx, op, &c, mask, qh, qh + nq * (size_t)op->hidden, f);
 }

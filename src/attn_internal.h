@@ -390,6 +390,46 @@ attn_status attn_mha_validate_forward(attn_context *ctx, const attn_mha *m,
 attn_status attn_mha_run(attn_context *ctx, const attn_mha *mha, const attn_mha_call *c,
                          const attn_mask *mask, attn_mha_buffers *buf, const char *f);
 
+/* ---- additive attention (additive.c, additive_train.c) ----------------- */
+
+struct attn_additive {
+    int64_t query_dim, key_dim, hidden;
+    float *w_q;   /* [hidden, query_dim] */
+    float *w_k;   /* [hidden, key_dim] */
+    float *w_v;   /* [hidden] */
+    bool set;
+    uint64_t version;  /* attn_next_version() at the last change */
+};
+
+typedef struct attn_additive_call {
+    int64_t batch, len_q, len_kv, dim_v;
+    const float *queries, *keys, *values;
+    float *out, *weights;
+} attn_additive_call;
+
+/* The projected queries and keys, for the logits callback. */
+typedef struct attn_additive_logits_arg {
+    const float *qh;   /* [batch, len_q, hidden] */
+    const float *kh;   /* [batch, len_kv, hidden] */
+    const float *w_v;
+    int64_t len_q, len_kv, hidden;
+} attn_additive_logits_arg;
+
+/* w_vᵀ tanh(qh + kh) over hidden features. */
+float attn_additive_score(const float *qh, const float *kh, const float *w_v, int64_t hidden);
+/* The pooling's arguments of a call (one head, the logits of x). */
+attn_attend_args attn_additive_attend_args(const attn_additive_call *c, const attn_mask *mask,
+                                           const attn_additive_logits_arg *x);
+/* Every check of attn_additive_forward. */
+attn_status attn_additive_validate_forward(attn_context *ctx, const attn_additive *op,
+                                           const attn_additive_call *c, const attn_mask *mask,
+                                           const char *f);
+/* The forward on validated arguments, projecting into qh [B·Lq, hidden] and
+ * kh [B·Lkv, hidden]; fails only for scratch or threads, before writing. */
+attn_status attn_additive_run(attn_context *ctx, const attn_additive *op,
+                              const attn_additive_call *c, const attn_mask *mask, float *qh,
+                              float *kh, const char *f);
+
 /* ---- linear projections (linear.c) ------------------------------------ */
 
 /* y[rows, out_features] = x[rows, in_features] · Wᵀ + b (b may be NULL), with

@@ -116,7 +116,7 @@ typedef enum call_id {
     C_SDPA_CREATE, C_SDPA_SET, C_SDPA_FORWARD,
     C_SDPA_BACKWARD,
     C_MHA_CREATE, C_MHA_SET, C_MHA_FORWARD, C_MHA_FORWARD_TRAIN, C_MHA_BACKWARD,
-    C_ADD_CREATE, C_ADD_SET, C_ADD_FORWARD,
+    C_ADD_CREATE, C_ADD_SET, C_ADD_FORWARD, C_ADD_FORWARD_TRAIN, C_ADD_BACKWARD,
     C_NW, C_NW_BACKWARD, C_PE,
     C_COUNT
 } call_id;
@@ -129,6 +129,7 @@ static const char *const call_func[C_COUNT] = {
     "attn_mha_create", "attn_mha_set_*", "attn_mha_forward", "attn_mha_forward_train",
     "attn_mha_backward",
     "attn_additive_create", "attn_additive_set_weights", "attn_additive_forward",
+    "attn_additive_forward_train", "attn_additive_backward",
     "attn_nadaraya_watson", "attn_nadaraya_watson_backward", "attn_positional_encoding",
 };
 
@@ -229,6 +230,9 @@ static void make_outputs(fixture *f)
     case C_MHA_BACKWARD: /* d_query, d_key, then d_value and d_params */
         no = B * MLQ * E, nw = B * MLKV * KD, nl = B * MLKV * VD + MHA_PARAMS; break;
     case C_ADD_FORWARD:  no = B * LQ * ADV, nw = B * LQ * LKV; break;
+    case C_ADD_FORWARD_TRAIN: no = B * LQ * ADV, nw = B * LQ * LKV; break;
+    case C_ADD_BACKWARD: /* d_queries, d_keys, then d_values and d_params */
+        no = B * LQ * AQD, nw = B * LKV * AKD, nl = B * LKV * ADV + AH * (AQD + AKD + 1); break;
     case C_NW:           no = NWQ, nw = NWQ * NWK; break;
     case C_NW_BACKWARD:  no = NWQ, nw = NWK, nl = NWK + 1; break; /* d_values, then d_w */
     case C_PE:           no = PEL * PED; break;
@@ -330,6 +334,25 @@ static void make_mha_training(fixture *f)
     attn_context_destroy(ctx);
 }
 
+/* As make_mha_training, for the additive op. */
+static void make_additive_training(fixture *f)
+{
+    assert_int_equal(attn_activations_create(&f->act), ATTN_OK);
+    if (f->id != C_ADD_BACKWARD)
+        return;
+    tu_rng r;
+    tu_rng_seed(&r, 9);
+    f->d_out = frand(&r, B * LQ * ADV);
+    f->fw_out = malloc(B * LQ * ADV * sizeof(float));
+    assert_non_null(f->fw_out);
+    attn_context *ctx = NULL;
+    assert_int_equal(attn_context_create(&ctx), ATTN_OK);
+    assert_int_equal(attn_additive_forward_train(ctx, f->add, B, LQ, LKV, ADV, f->aq, f->ak,
+                                                 f->av, f->mask, f->fw_out, NULL, f->act),
+                     ATTN_OK);
+    attn_context_destroy(ctx);
+}
+
 static void fx_setup(fixture *f, call_id id, int threads, int warm)
 {
     memset(f, 0, sizeof *f);
@@ -373,6 +396,8 @@ static void fx_setup(fixture *f, call_id id, int threads, int warm)
         make_backward_inputs(f);
     if (id == C_MHA_FORWARD_TRAIN || id == C_MHA_BACKWARD)
         make_mha_training(f);
+    if (id == C_ADD_FORWARD_TRAIN || id == C_ADD_BACKWARD)
+        make_additive_training(f);
     if (warm)
         warm_up(f);
 }
@@ -447,6 +472,12 @@ static attn_status fx_run(fixture *f)
     case C_ADD_FORWARD: /* the SDPA mask fits: its bool mask broadcasts over heads */
         return attn_additive_forward(f->ctx, f->add, B, LQ, LKV, ADV, f->aq, f->ak, f->av,
                                      f->mask, f->out, f->w);
+    case C_ADD_FORWARD_TRAIN:
+        return attn_additive_forward_train(f->ctx, f->add, B, LQ, LKV, ADV, f->aq, f->ak, f->av,
+                                           f->mask, f->out, f->w, f->act);
+    case C_ADD_BACKWARD:
+        return attn_additive_backward(f->ctx, f->add, f->act, f->d_out, f->out, f->w, f->lse,
+                                      f->lse + B * LKV * ADV);
     case C_NW:
         return attn_nadaraya_watson(f->ctx, NWQ, NWK, f->q, f->k, f->v, 1.5f, f->out, f->w);
     case C_NW_BACKWARD:  /* d_out: the first NWQ of v */
@@ -598,8 +629,8 @@ static void test_forward_calls(void **state)
 {
     (void)state;
     static const call_id ids[] = {C_SDPA_FORWARD, C_SDPA_BACKWARD, C_MHA_FORWARD,
-                                  C_MHA_FORWARD_TRAIN, C_MHA_BACKWARD, C_ADD_FORWARD, C_NW,
-                                  C_NW_BACKWARD};
+                                  C_MHA_FORWARD_TRAIN, C_MHA_BACKWARD, C_ADD_FORWARD,
+                                  C_ADD_FORWARD_TRAIN, C_ADD_BACKWARD, C_NW, C_NW_BACKWARD};
     /* 0: the default, whose schedule follows the BLAS's threads (with a
      * multi-threaded pthreads BLAS, a pool that shares the softmax only) */
     static const int threads[] = {0, 1, 2, 4};
@@ -622,8 +653,8 @@ static void test_thread_creation_failure(void **state)
         skip();
     }
     static const call_id ids[] = {C_SDPA_FORWARD, C_SDPA_BACKWARD, C_MHA_FORWARD,
-                                  C_MHA_FORWARD_TRAIN, C_MHA_BACKWARD, C_ADD_FORWARD, C_NW,
-                                  C_NW_BACKWARD};
+                                  C_MHA_FORWARD_TRAIN, C_MHA_BACKWARD, C_ADD_FORWARD,
+                                  C_ADD_FORWARD_TRAIN, C_ADD_BACKWARD, C_NW, C_NW_BACKWARD};
     long long checked = 0;
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         unsigned char *clean = clean_outputs(ids[i], 4);
