@@ -23,8 +23,9 @@
  *     per-batch valid length;
  *   - the same call again on the same context gives bitwise the same
  *     outputs;
- *   - attn_sdpa_backward after each SDPA forward (fuzz_sdpa_backward says
- *     what it checks).
+ *   - attn_sdpa_backward after each SDPA forward, and the multi-head
+ *     layer's training pair after each successful layer forward
+ *     (fuzz_sdpa_backward and fuzz_mha_training say what they check).
  * Data are multiples of 1/8 (weights 1/16), so float32 dot products and
  * projections are exact and the reference's bounds stay tight.
  */
@@ -283,6 +284,63 @@ static double *project(const float *x, int64_t rows, int64_t in, const float *w,
     return y;
 }
 
+/* The layer's training pair after a successful forward: forward_train
+ * gives the inference call's out bitwise (no dropout set), the backward
+ * succeeds (self-attention: one shared buffer for the input gradients),
+ * gives the same bits again on the same context, and its gradients are
+ * finite when the inputs and out are; a backward after the parameters
+ * changed is ATTN_ERR_STATE and writes nothing. */
+typedef struct mha_dims {
+    int64_t B, Lq, Lkv, E, KD, VD;
+} mha_dims;
+
+static void fuzz_mha_training(rd *r, attn_context *ctx, attn_mha *mha, const mha_dims *d,
+                              const float *q, const float *k, const float *v, const fmask *m,
+                              const float *out, int self, int finite_in)
+{
+    int64_t count = 0, nq = d->B * d->Lq * d->E, nk = d->B * d->Lkv * d->KD;
+    int64_t nv = d->B * d->Lkv * d->VD;
+    CHECK(attn_mha_param_count(mha, &count) == ATTN_OK, "param_count");
+    float *params = xalloc((size_t)(count + 1) * sizeof *params);
+    CHECK(attn_mha_get_params(mha, params) == ATTN_OK, "get_params");
+    attn_activations *act = NULL;
+    CHECK(attn_activations_create(&act) == ATTN_OK, "activations_create");
+    float *out2 = xalloc((size_t)(nq + 1) * sizeof *out2);
+    CHECK(attn_mha_forward_train(ctx, mha, d->B, d->Lq, d->Lkv, q, k, v, m->mask, out2, NULL,
+                                 act) == ATTN_OK, "attn_mha_forward_train: %s", attn_last_error());
+    CHECK(!memcmp(out, out2, (size_t)nq * sizeof *out), "forward_train's out differs");
+    float *d_out = data(r, nq, 8, 1);
+    outs g, g2;  /* o = d_query (shared in self-attention), w = d_key, l = d_value */
+    outs_make(&g, nq, nk, nv, !self, !self);
+    float *dp = xalloc((size_t)(count + 1) * sizeof *dp), *dp2 = xalloc((size_t)(count + 1) * 4);
+    attn_status st = attn_mha_backward(ctx, mha, act, d_out, g.o, self ? g.o : g.w,
+                                       self ? g.o : g.l, dp);
+    CHECK(st == ATTN_OK, "attn_mha_backward: %s", attn_last_error());
+    outs_make(&g2, nq, nk, nv, !self, !self);
+    CHECK(attn_mha_backward(ctx, mha, act, d_out, g2.o, self ? g2.o : g2.w, self ? g2.o : g2.l,
+                            dp2) == ATTN_OK, "backward rerun");
+    expect_same_again(&g, &g2, "attn_mha_backward");
+    CHECK(!memcmp(dp, dp2, (size_t)count * sizeof *dp), "attn_mha_backward: d_params differ");
+    for (int64_t x = 0; x < nq && finite_in; x++)
+        finite_in = isfinite(out[x]);
+    float *all[4] = {g.o, g.w, g.l, dp};
+    int64_t n[4] = {nq, g.w ? nk : 0, g.l ? nv : 0, count};
+    for (int t = 0; t < 4 && finite_in; t++)
+        for (int64_t x = 0; x < n[t]; x++)
+            CHECK(isfinite(all[t][x]), "attn_mha_backward: gradient %d[%lld] = %g with finite "
+                  "inputs", t, (long long)x, (double)all[t][x]);
+    /* The parameters change: the activations are stale. */
+    CHECK(attn_mha_set_params(mha, params) == ATTN_OK, "set_params");
+    outs_free(&g2);
+    outs_make(&g2, nq, nk, nv, !self, !self);
+    CHECK(attn_mha_backward(ctx, mha, act, d_out, g2.o, self ? g2.o : g2.w, self ? g2.o : g2.l,
+                            NULL) == ATTN_ERR_STATE, "backward after set_params");
+    expect_untouched(&g2, "attn_mha_backward");
+    outs_free(&g), outs_free(&g2);
+    free(params), free(out2), free(d_out), free(dp), free(dp2);
+    attn_activations_destroy(act);
+}
+
 static void fuzz_mha(rd *r)
 {
     int64_t NH = (int64_t)1 << pick(r, 0, 2), hd = pick(r, 1, 8 / NH), E = NH * hd;
@@ -410,6 +468,9 @@ static void fuzz_mha(rd *r)
             }
         rowref_free(&rr);
         free(Q), free(K), free(V), free(l), free(le), free(A), free(At);
+        const mha_dims dims = {B, Lq, Lkv, E, KD, VD};
+        if (!missing)
+            fuzz_mha_training(r, ctx, mha, &dims, q, k, v, &m, a.o, self, p.tensor == 0);
     }
     outs_free(&a);
     attn_context_destroy(ctx);
