@@ -864,7 +864,10 @@ ATTN_API attn_status attn_dropout_keep_mask(const attn_sdpa *op, uint8_t *keep);
  * Results are bitwise identical for any number of libattn threads (for a
  * given number of BLAS threads per GEMM): each (batch row, kv head) is
  * reduced in one fixed order. Extra memory: 2 × block × Lkv floats per
- * thread (block ≤ 256 query rows, ≤ 64 from Lkv = 4096 on), never Lq × Lkv.
+ * thread, where a block of query rows holds at most 4 MiB of logits (256
+ * rows up to Lkv = 4096, down to 64 from Lkv > 8192; 64 with causal): at
+ * most ~8 MiB per thread, never Lq × Lkv (measured at Lq = Lkv = 16384, 8
+ * heads, d 64: 11.9 MiB beyond the inputs and gradients on 2 threads).
  *
  * Returns ATTN_ERR_NULL_POINTER (ctx, op, or a non-empty q, k, v, out, lse
  * or d_out NULL), ATTN_ERR_SHAPE_MISMATCH (mask shapes do not fit the op),
