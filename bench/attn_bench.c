@@ -30,6 +30,14 @@
  * alphas and betas, the items (batch row, kv head) split over the threads,
  * nothing else. The same rounds also time attn_sdpa_forward (with lse, as a
  * training step calls it) as run, for the ratio backward / forward.
+ * --backward also measures the multi-head layer's training step (rows
+ * "mha-bwd ..."): one attn_mha_forward_train and one attn_mha_backward
+ * (self-attention with bias: one input passed as query, key and value, its
+ * gradient one shared buffer, and d_params), as run and at the best
+ * setting, with the forward_train alone timed in the same rounds. These rows
+ * have no GEMM floor (null in the JSON, "-" in the table); PyTorch's
+ * nn.MultiheadAttention is their reference (bench/compare_torch.py
+ * --backward).
  *
  * usage: attn-bench [--threads N] [--runs N] [--quick] [--filter SUBSTRING] [--backward]
  */
@@ -50,7 +58,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef enum kind { SDPA, MHA, SDPA_BWD } kind;
+typedef enum kind { SDPA, MHA, SDPA_BWD, MHA_BWD } kind;
 
 typedef struct config {
     char name[64];
@@ -153,9 +161,14 @@ typedef struct problem {
     float *fwd_out, *fwd_lse;   /* backward: where the timed forward writes */
     float *proj[4];             /* MHA floor: its own Q, K, V, A, so that it
                                    never overwrites libattn's inputs */
+    float *params, *d_params;   /* MHA training: the flat parameters, their
+                                   gradient */
+    float *d_x;                 /* MHA training: the input's gradient (d_query
+                                   = d_key = d_value, one shared buffer) */
     attn_context *ctx;
     attn_sdpa *sdpa;
     attn_mha *mha;
+    attn_activations *act;      /* MHA training: what forward_train keeps */
 } problem;
 
 static void die(const char *what, attn_status st)
@@ -190,6 +203,33 @@ static void backward_init(problem *p, int threads)
         die("forward before the backward", st);
 }
 
+/* The training step's parameters (one flat vector, through
+ * attn_mha_set_params), its activations and the step's other buffers:
+ * d_out, the input's gradient and d_params, allocated and touched here so
+ * that a memory figure counts only what the step adds (activations
+ * included: act starts empty). st: attn_mha_create's status. */
+static void mha_train_init(problem *p, attn_status st)
+{
+    const config *c = p->c;
+    size_t n = (size_t)(c->batch * c->len_q * p->embed);
+    int64_t count = 0;
+    if (st == ATTN_OK)
+        st = attn_mha_param_count(p->mha, &count);
+    if (st == ATTN_OK) {
+        p->params = random_floats((size_t)count, 40);
+        p->d_params = random_floats((size_t)count, 41);
+        st = attn_mha_set_params(p->mha, p->params);
+    }
+    if (st == ATTN_OK)
+        st = attn_mha_set_causal(p->mha, c->causal);
+    if (st == ATTN_OK)
+        st = attn_activations_create(&p->act);
+    if (st != ATTN_OK)
+        die("mha training", st);
+    p->d_out = random_floats(n, 42);
+    p->d_x = random_floats(n, 43);
+}
+
 static void problem_init(problem *p, const config *c, int threads)
 {
     memset(p, 0, sizeof *p);
@@ -205,7 +245,7 @@ static void problem_init(problem *p, const config *c, int threads)
     p->k = random_floats(nkv, 2);
     p->v = random_floats(nkv, 3);
     p->out = random_floats(nq, 4);
-    if (c->kind != MHA) {
+    if (c->kind == SDPA || c->kind == SDPA_BWD) {
         st = attn_sdpa_create(&p->sdpa, c->batch, c->heads_q, c->heads_kv, c->len_q, c->len_kv,
                               c->dim, c->dim);
         if (st == ATTN_OK)
@@ -218,6 +258,10 @@ static void problem_init(problem *p, const config *c, int threads)
     }
     p->embed = c->heads_q * c->dim;
     st = attn_mha_create(&p->mha, p->embed, c->heads_q, c->heads_q, p->embed, p->embed, 1);
+    if (c->kind == MHA_BWD) {
+        mha_train_init(p, st);
+        return;
+    }
     for (int i = 0; i < 4 && st == ATTN_OK; i++) {
         p->w[i] = random_floats((size_t)(p->embed * p->embed), 10u + (unsigned)i);
         p->b[i] = random_floats((size_t)p->embed, 20u + (unsigned)i);
@@ -235,18 +279,44 @@ static void problem_free(problem *p)
 {
     free(p->q), free(p->k), free(p->v), free(p->out), free(p->scratch);
     free(p->lse), free(p->d_out), free(p->d_q), free(p->d_k), free(p->d_v);
-    free(p->fwd_out), free(p->fwd_lse);
+    free(p->fwd_out), free(p->fwd_lse), free(p->params), free(p->d_params), free(p->d_x);
     for (int i = 0; i < 4; i++)
         free(p->w[i]), free(p->b[i]), free(p->proj[i]);
     attn_sdpa_destroy(p->sdpa);
     attn_mha_destroy(p->mha);
+    attn_activations_destroy(p->act);
     attn_context_destroy(p->ctx);
+}
+
+/* The training step's two halves: attn_mha_forward_train (weights = NULL)
+ * filling p->act, then attn_mha_backward from it, the input's three
+ * gradients summed into the one buffer d_x, and d_params. */
+static void run_mha_forward_train(problem *p, attn_context *ctx)
+{
+    const config *c = p->c;
+    attn_status st = attn_mha_forward_train(ctx, p->mha, c->batch, c->len_q, c->len_kv, p->q,
+                                            p->q, p->q, NULL, p->out, NULL, p->act);
+    if (st != ATTN_OK)
+        die("forward_train", st);
+}
+
+static void run_mha_backward(problem *p, attn_context *ctx)
+{
+    attn_status st = attn_mha_backward(ctx, p->mha, p->act, p->d_out, p->d_x, p->d_x, p->d_x,
+                                       p->d_params);
+    if (st != ATTN_OK)
+        die("mha backward", st);
 }
 
 static void run_libattn(problem *p, attn_context *ctx)
 {
     const config *c = p->c;
     attn_status st;
+    if (c->kind == MHA_BWD) {  /* one training step */
+        run_mha_forward_train(p, ctx);
+        run_mha_backward(p, ctx);
+        return;
+    }
     if (c->kind == SDPA_BWD) {  /* all three gradients */
         st = attn_sdpa_backward(ctx, p->sdpa, p->q, p->k, p->v, NULL, p->out, p->lse, p->d_out,
                                 p->d_q, p->d_k, p->d_v);
@@ -496,16 +566,21 @@ static void run_floor(problem *p, int threads)
 
 /* ---- measurement ----------------------------------------------------------- */
 
-/* The backward's five GEMMs count 10·B·H·Lq·Lkv·d (2.5 forwards). */
+/* The backward's five GEMMs count 10·B·H·Lq·Lkv·d (2.5 forwards). The MHA
+ * training step counts the products libattn makes: the forward's attention
+ * (4) and the backward's five GEMMs (10), 14·B·H·Lq·Lkv·d, plus 2·B·L·E²
+ * per projection product: 4 in the forward, 8 in the backward (dA, dWo, and
+ * dW and dX of Q, K and V). */
 static double flops(const config *c)
 {
-    double f = (c->kind == SDPA_BWD ? 10.0 : 4.0) * (double)c->batch * (double)c->heads_q * (double)c->len_q *
+    double per = c->kind == SDPA_BWD ? 10.0 : c->kind == MHA_BWD ? 14.0 : 4.0;
+    double f = per * (double)c->batch * (double)c->heads_q * (double)c->len_q *
                (double)c->len_kv * (double)c->dim;
     if (c->causal != ATTN_CAUSAL_NONE)
         f /= 2.0;
-    if (c->kind == MHA)  /* the four projections */
-        f += 4.0 * 2.0 * (double)(c->batch * c->len_q) * (double)(c->heads_q * c->dim) *
-             (double)(c->heads_q * c->dim);
+    double products = c->kind == MHA ? 4.0 : c->kind == MHA_BWD ? 12.0 : 0.0;
+    f += products * 2.0 * (double)(c->batch * c->len_q) * (double)(c->heads_q * c->dim) *
+         (double)(c->heads_q * c->dim);
     return f;
 }
 
@@ -547,7 +622,11 @@ static bool reset_peak_rss(void)
  * baseline already holds q, k, v, out, lse, dO and the three gradient
  * buffers, all touched, and not the context of the forward that made out and
  * lse (destroyed, its memory trimmed again): the figure is the backward's
- * own, beyond its inputs and outputs, in a fresh context. */
+ * own, beyond its inputs and outputs, in a fresh context. For the MHA
+ * training step (one forward_train and one backward) the baseline holds the
+ * input, out, d_out, the input's gradient, the parameters and d_params, and
+ * an empty attn_activations: the figure includes the activations the step
+ * keeps and the context's workspace. */
 static long extra_memory_kib(const config *c, int threads)
 {
     int fd[2];
@@ -561,7 +640,7 @@ static long extra_memory_kib(const config *c, int threads)
         malloc_trim(0);
         problem p;
         problem_init(&p, c, threads);
-        if (c->kind == SDPA_BWD)
+        if (c->kind == SDPA_BWD || c->kind == MHA_BWD)
             malloc_trim(0);
         long kib = -1;
         if (reset_peak_rss()) {
@@ -711,6 +790,68 @@ static double measure_backward(const config *c, const options *o, long mem_kib,
     return lib * 1e3;
 }
 
+/* An MHA training row (--backward, "mha-bwd ..."). Each round times the best
+ * setting's step (forward_train then backward, BLAS on 1 thread, a context
+ * on the floor's threads), then as run the forward_train and the backward,
+ * each timed. median_ms is the step as run (the median of forward_train +
+ * backward per round), best_ms the best setting's step; fwd_ms and bwd_ms
+ * the medians of the two halves as run, bwd_fwd_ratio = bwd_ms / fwd_ms,
+ * causal_ratio the step's as for the SDPA rows. No floor: floor_ms, ratio,
+ * best_ratio and floor_gflops are null. Returns median_ms. */
+static double measure_mha_backward(const config *c, const options *o, long mem_kib,
+                                   double noncausal_ms)
+{
+    problem p;
+    problem_init(&p, c, o->threads);
+    int user_blas_threads = blas_threads();
+    attn_context *best_ctx = NULL;  /* the best setting: libattn's threads on every core */
+    attn_status st = attn_context_create(&best_ctx);
+    if (st == ATTN_OK)
+        st = attn_context_set_num_threads(best_ctx, o->floor_threads);
+    if (st != ATTN_OK)
+        die("context", st);
+    double t_lib[64], t_best[64], t_fwd[64], t_bwd[64];
+    for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
+        set_blas_threads(1);
+        double t0 = now();
+        run_libattn(&p, best_ctx);  /* the best setting's step */
+        double t1 = now();
+        set_blas_threads(user_blas_threads);
+        run_mha_forward_train(&p, p.ctx);  /* as the user has it: the forward_train, */
+        double t2 = now();
+        run_mha_backward(&p, p.ctx);  /* then the backward */
+        double t3 = now();
+        if (user_blas_threads > 1)
+            let_blas_threads_sleep();
+        if (r >= 0)
+            t_best[r] = t1 - t0, t_fwd[r] = t2 - t1, t_bwd[r] = t3 - t2, t_lib[r] = t3 - t1;
+    }
+    attn_context_destroy(best_ctx);
+    double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
+    double fwd = median(t_fwd, o->runs), bwd = median(t_bwd, o->runs);
+    double gf = flops(c) / lib * 1e-9;
+    char causal_ratio[32] = "null";
+    if (noncausal_ms > 0)
+        snprintf(causal_ratio, sizeof causal_ratio, "%.3f", lib * 1e3 / noncausal_ms);
+    printf("{\"name\":\"%s\",\"batch\":%lld,\"heads_q\":%lld,\"heads_kv\":%lld,\"len_q\":%lld,"
+           "\"len_kv\":%lld,\"dim\":%lld,\"causal\":%d,\"threads\":%d,\"floor_threads\":%d,"
+           "\"blas_threads\":%d,\"runs\":%d,\"median_ms\":%.4f,\"best_ms\":%.4f,"
+           "\"floor_ms\":null,\"ratio\":null,\"best_ratio\":null,\"gflops\":%.2f,"
+           "\"floor_gflops\":null,\"extra_memory_mib\":%.2f,\"fwd_ms\":%.4f,"
+           "\"bwd_fwd_ratio\":%.3f,\"causal_ratio\":%s,\"embed_dim\":%lld,\"bwd_ms\":%.4f}\n",
+           c->name, (long long)c->batch, (long long)c->heads_q, (long long)c->heads_kv,
+           (long long)c->len_q, (long long)c->len_kv, (long long)c->dim, (int)c->causal,
+           o->threads, o->floor_threads, user_blas_threads, o->runs, lib * 1e3, best * 1e3, gf,
+           (double)mem_kib / 1024, fwd * 1e3, bwd / fwd, causal_ratio,
+           (long long)(c->heads_q * c->dim), bwd * 1e3);
+    fprintf(stderr, "%-28s %9.3f %9.3f %9s %7s %7s %7.3f %8.1f %8s %8.1f %9.3f %7.3f\n",
+            c->name, lib * 1e3, best * 1e3, "-", "-", "-", lib / best, gf, "-",
+            (double)mem_kib / 1024, fwd * 1e3, bwd / fwd);
+    fflush(stdout);
+    problem_free(&p);
+    return lib * 1e3;
+}
+
 /* ---- the configurations of the issue ---------------------------------------- */
 
 static int add(config *list, int n, const char *name, kind k, int64_t b, int64_t hq, int64_t hkv,
@@ -754,9 +895,9 @@ static int make_configs(config *list, bool quick)
 }
 
 /* --backward: the SDPA shapes of the forward from L = 1024 on (--quick:
- * L = 1024 only), then the backward's memory at L = 16384 (the goal: at most
- * 64 MiB beyond the gradient buffers). Causal rows follow their non-causal
- * twin, whose time their causal_ratio needs. */
+ * L = 1024 only), the MHA training rows, then the backward's memory at
+ * L = 16384 (the goal: at most 64 MiB beyond the gradient buffers). Causal
+ * rows follow their non-causal twin, whose time their causal_ratio needs. */
 static int make_backward_configs(config *list, bool quick)
 {
     static const int64_t lens[] = {1024, 2048, 4096, 8192};
@@ -772,16 +913,26 @@ static int make_backward_configs(config *list, bool quick)
                         causal ? ATTN_CAUSAL_TOP_LEFT : ATTN_CAUSAL_NONE, false);
             }
     }
+    /* The multi-head layer's training step (self-attention, bias, no mask),
+     * in --quick too: E 512 H 8 (head_dim 64) L 1024 and its causal twin, the
+     * issue's PyTorch target, and E 256 H 4 L 512. */
+    n = add(list, n, "mha-bwd E512 H8 L1024", MHA_BWD, 1, 8, 8, 1024, 1024, 64,
+            ATTN_CAUSAL_NONE, false);
+    n = add(list, n, "mha-bwd E512 H8 L1024 causal", MHA_BWD, 1, 8, 8, 1024, 1024, 64,
+            ATTN_CAUSAL_TOP_LEFT, false);
+    n = add(list, n, "mha-bwd E256 H4 L512", MHA_BWD, 1, 4, 4, 512, 512, 64, ATTN_CAUSAL_NONE,
+            false);
     n = add(list, n, "sdpa-bwd memory d64 L16384", SDPA_BWD, 1, 8, 8, 16384, 16384, 64,
             ATTN_CAUSAL_NONE, true);
     return n;
 }
 
-/* The non-causal twin of causal backward row i (same shape), -1 if none. */
+/* The non-causal twin of causal backward row i (same kind and shape), -1 if
+ * none. */
 static int noncausal_twin(const config *list, int i)
 {
     for (int j = 0; j < i; j++)
-        if (list[j].kind == SDPA_BWD && !list[j].memory_only &&
+        if (list[j].kind == list[i].kind && !list[j].memory_only &&
             list[j].causal == ATTN_CAUSAL_NONE && list[j].batch == list[i].batch &&
             list[j].heads_q == list[i].heads_q && list[j].heads_kv == list[i].heads_kv &&
             list[j].len_q == list[i].len_q && list[j].len_kv == list[i].len_kv &&
@@ -815,8 +966,8 @@ static void usage(void)
                     " [--backward]\n"
                     "  --threads N  the context's thread count (default: the library's own\n"
                     "               choice) and the floor's (default: all cores)\n"
-                    "  --backward   attn_sdpa_backward's rows and memory instead of the\n"
-                    "               forward's\n");
+                    "  --backward   attn_sdpa_backward's rows and memory and the multi-head\n"
+                    "               layer's training step instead of the forward's\n");
     exit(2);
 }
 
@@ -861,7 +1012,11 @@ int main(int argc, char **argv)
                 "backward: ms is attn_sdpa_backward (dQ, dK, dV) from a forward's out and lse;\n"
                 "floor: its five GEMMs per block alone, items (batch, kv head) over the floor's\n"
                 "threads; fwd ms: attn_sdpa_forward with lse as run, in the same rounds;\n"
-                "bwd/fwd: ms / fwd ms; GFLOP/s count 10·B·H·Lq·Lkv·d (halved for causal)\n");
+                "bwd/fwd: ms / fwd ms; GFLOP/s count 10·B·H·Lq·Lkv·d (halved for causal)\n"
+                "mha-bwd: ms is one training step, attn_mha_forward_train + attn_mha_backward\n"
+                "(self-attention, d_input and d_params), no floor; fwd ms: forward_train alone;\n"
+                "bwd/fwd: backward / forward_train; GFLOP/s count 14·B·H·L²·d (halved for\n"
+                "causal) + 24·B·L·E²\n");
         fprintf(stderr, "%-28s %9s %9s %9s %7s %7s %7s %8s %8s %8s %9s %7s\n", "configuration",
                 "ms", "best ms", "floor ms", "ratio", "best", "vs best", "GFLOP/s", "floor",
                 "mem MiB", "fwd ms", "bwd/fwd");
@@ -883,18 +1038,24 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         if (o.filter && !strstr(list[i].name, o.filter))
             continue;
-        if (list[i].kind != SDPA_BWD) {
+        if (list[i].kind != SDPA_BWD && list[i].kind != MHA_BWD) {
             measure(&list[i], &o, mem_kib[i]);
             continue;
         }
         int twin = list[i].causal != ATTN_CAUSAL_NONE ? noncausal_twin(list, i) : -1;
-        bwd_ms[i] = measure_backward(&list[i], &o, mem_kib[i], twin >= 0 ? bwd_ms[twin] : 0);
+        double twin_ms = twin >= 0 ? bwd_ms[twin] : 0;
+        bwd_ms[i] = list[i].kind == MHA_BWD
+            ? measure_mha_backward(&list[i], &o, mem_kib[i], twin_ms)
+            : measure_backward(&list[i], &o, mem_kib[i], twin_ms);
     }
     if (o.backward) {
         fprintf(stderr, "attn-bench: backward targets: ratio <= 1.25 (L >= 1024), bwd/fwd <= 2.8,"
-                        " causal / non-causal <= 0.60, memory at L16384 H8 d64 <= 64 MiB\n");
+                        " causal / non-causal <= 0.60, memory at L16384 H8 d64 <= 64 MiB;"
+                        " mha-bwd E512 H8 L1024: PyTorch's training step / libattn's >= 2"
+                        " (bench/compare_torch.py --backward)\n");
         for (int i = 0; i < n; i++) {
-            int twin = list[i].kind == SDPA_BWD && list[i].causal != ATTN_CAUSAL_NONE
+            int twin = (list[i].kind == SDPA_BWD || list[i].kind == MHA_BWD) &&
+                    list[i].causal != ATTN_CAUSAL_NONE
                 ? noncausal_twin(list, i) : -1;
             if (twin >= 0 && bwd_ms[i] > 0 && bwd_ms[twin] > 0)
                 fprintf(stderr, "attn-bench: %s: causal / non-causal %.3f (%.3f / %.3f ms)\n",

@@ -16,9 +16,26 @@ usage (from the source root, after `meson setup build && meson compile -C build`
 OPENBLAS_NUM_THREADS=1 keeps libattn's BLAS calls single-threaded inside its
 own threads (see bench/README.md); PyTorch uses its own intra-op threads
 (torch.set_num_threads), not OpenBLAS's, for these operations.
+
+--backward compares the multi-head layer's training step instead: attn-bench
+--backward's "mha-bwd" rows (one attn_mha_forward_train + attn_mha_backward,
+self-attention with bias, libattn's context at its default unless --threads
+is given) against nn.MultiheadAttention(E, H, batch_first=True) in float32,
+train mode, on torch.set_num_threads(os.cpu_count()) threads (--threads N:
+N for both): forward (need_weights=False; the causal row with a float mask,
+-inf above the diagonal) and out.backward(d_out) on an input with
+requires_grad=True, gradients set to None before each step. It prints
+torch ms / libattn ms per row, as run and against libattn's best setting;
+the issue's target is >= 2 at E 512, L 1024:
+  /usr/bin/python3 bench/compare_torch.py --backward \
+      --bench build/bench/attn-bench [--runs 7]
+Debian's torch makes its GEMMs through libblas.so.3 (OpenBLAS here), so an
+OPENBLAS_NUM_THREADS set for the script applies to PyTorch's GEMMs as well as
+libattn's; the script prints the value it ran with.
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -61,10 +78,69 @@ def torch_mha(cfg, runs):
         return median_time(lambda: layer(x, x, x, need_weights=False), runs)
 
 
-def run_bench(bench, threads, quick, runs):
-    cmd = [bench, "--threads", str(threads), "--runs", str(runs)] + (["--quick"] if quick else [])
+def torch_mha_train(cfg, runs):
+    """One training step of nn.MultiheadAttention on self-attention: the
+    forward with autograd recording, then out.backward(d_out), which fills
+    the input's and the parameters' .grad (set to None before each step, as
+    optimizer.zero_grad(set_to_none=True) does)."""
+    h = cfg["heads_q"]
+    e = cfg.get("embed_dim", h * cfg["dim"])
+    b, n = cfg["batch"], cfg["len_q"]
+    layer = torch.nn.MultiheadAttention(e, h, batch_first=True).train()  # float32, bias
+    x = torch.randn(b, n, e, requires_grad=True)
+    d_out = torch.randn(b, n, e)
+    mask = None
+    if cfg["causal"] != 0:  # top-left causal: query i sees keys j <= i
+        mask = torch.triu(torch.full((n, n), float("-inf")), diagonal=1)
+
+    def step():
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        out, _ = layer(x, x, x, need_weights=False, attn_mask=mask)
+        out.backward(d_out)
+
+    step()  # a second warm-up: autograd's first backward sets up its engine
+    return median_time(step, runs)
+
+
+def run_bench(bench, threads, quick, runs, extra=()):
+    cmd = [bench] + (["--threads", str(threads)] if threads else []) + ["--runs", str(runs)]
+    cmd += (["--quick"] if quick else []) + list(extra)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+TARGET_SPEEDUP = 2.0  # the issue's: libattn's training step >= 2x faster at E 512, L 1024
+
+
+def compare_backward(args):
+    """The mha-bwd rows: PyTorch's training step against libattn's."""
+    threads = args.threads or os.cpu_count()
+    torch.set_num_threads(threads)
+    rows = run_bench(args.bench, args.threads, args.quick, args.runs,
+                     ["--backward", "--filter", "mha-bwd"])
+    rows = [r for r in rows if r["name"].startswith("mha-bwd") and "median_ms" in r]
+    if not rows:
+        sys.exit("compare_torch.py: attn-bench --backward gave no mha-bwd rows")
+    print(f"training step (forward + backward), torch threads {threads}, libattn context "
+          f"threads {args.threads or 'default'}, OPENBLAS_NUM_THREADS="
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', '(unset)')}, {args.runs} runs")
+    print(f"{'configuration':30} {'libattn ms':>10} {'best ms':>9} {'torch ms':>10} "
+          f"{'speed-up':>9} {'vs best':>8}  target")
+    for r in rows:
+        t = torch_mha_train(r, args.runs)
+        r["torch_ms"] = t * 1e3
+        r["torch_gflops"] = r["gflops"] * r["median_ms"] / r["torch_ms"]
+        r["speedup"] = r["torch_ms"] / r["median_ms"]
+        r["best_speedup"] = r["torch_ms"] / r["best_ms"]
+        e = r.get("embed_dim", r["heads_q"] * r["dim"])
+        target = ""
+        if e == 512 and r["len_q"] == 1024:
+            r["target_speedup"] = TARGET_SPEEDUP
+            target = f">= {TARGET_SPEEDUP:.0f}x: {'met' if r['speedup'] >= TARGET_SPEEDUP else 'MISSED'}"
+        print(f"{r['name']:30} {r['median_ms']:10.3f} {r['best_ms']:9.3f} {r['torch_ms']:10.3f} "
+              f"{r['speedup']:8.2f}x {r['best_speedup']:7.2f}x  {target}")
+        print(json.dumps(r), file=sys.stderr)
 
 
 def plot(rows, path):
@@ -92,11 +168,23 @@ def plot(rows, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bench", default="build/bench/attn-bench")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both (default: 2; with --backward, libattn's default "
+                         "context and os.cpu_count() for torch)")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--plot", help="write GFLOP/s against L to this SVG/PNG file")
+    ap.add_argument("--backward", action="store_true",
+                    help="compare the multi-head layer's training step (attn-bench --backward's "
+                         "mha-bwd rows) instead of the forward")
     args = ap.parse_args()
+    if args.backward:
+        if args.plot:
+            ap.error("--plot draws the forward's rows only")
+        compare_backward(args)
+        return
+    if args.threads is None:
+        args.threads = 2
     torch.set_num_threads(args.threads)  # 1.13 defaults to 1 here
 
     all_rows = run_bench(args.bench, args.threads, args.quick, args.runs)
