@@ -110,7 +110,8 @@ attn_status attn_nadaraya_watson(attn_context *ctx, int64_t n_queries, int64_t n
  * sum over the rows in their order (the same bits every time), and the
  * seeds' problems have tens of points. */
 typedef struct nw_grads {
-    float *d_queries, *d_keys, *d_values;
+    float *d_queries;
+    double *d_keys, *d_values;   /* NULL, or [n_keys] sums in double */
     double d_w;
 } nw_grads;
 
@@ -133,9 +134,9 @@ static void backward_row(const kernel_arg *x, int64_t i, int64_t n, const float 
         double diff = (double)x->queries[i] - (double)x->keys[j];
         dq -= ds * diff * w2;
         if (g->d_keys)
-            g->d_keys[j] += (float)(ds * diff * w2);
+            g->d_keys[j] += ds * diff * w2;
         if (g->d_values)
-            g->d_values[j] += (float)(a * d_out);
+            g->d_values[j] += a * d_out;
         g->d_w -= ds * diff * diff * x->w;
     }
     if (g->d_queries)
@@ -169,19 +170,26 @@ attn_status attn_nadaraya_watson_backward(attn_context *ctx, int64_t n_queries, 
                 return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "%s overlaps %s", out_names[o],
                                  out_names[i]);
     }
-    if ((st = attn_context_reserve(ctx, f, 1, (size_t)n_keys)) != ATTN_OK)
+    /* Scratch: the d_keys and d_values sums in double, then one row of
+     * weights (attn_alloc's buffers are 64-byte aligned, so are the
+     * doubles). */
+    if ((st = attn_context_reserve(ctx, f, 1, 5 * (size_t)n_keys)) != ATTN_OK)
         return st;
-
-    nw_grads g = {d_queries, d_keys, d_values, 0.0};
-    if (d_keys)
-        memset(d_keys, 0, nk);
-    if (d_values)
-        memset(d_values, 0, nk);
+    double *sums = (double *)(void *)ctx->scratch[0];
+    memset(sums, 0, 2 * (size_t)n_keys * sizeof *sums);
+    nw_grads g = {d_queries, d_keys ? sums : NULL, d_values ? sums + n_keys : NULL, 0.0};
     if (d_queries)
         memset(d_queries, 0, nq);  /* rows with no key stay 0 */
     const kernel_arg x = {queries, keys, w};
+    float *p = (float *)(void *)(sums + 2 * n_keys);
     for (int64_t i = 0; i < n_queries && n_keys > 0; i++)
-        backward_row(&x, i, n_keys, values, d_out[i], ctx->scratch[0], &g);
+        backward_row(&x, i, n_keys, values, d_out[i], p, &g);
+    for (int64_t j = 0; j < n_keys; j++) {
+        if (d_keys)
+            d_keys[j] = (float)sums[j];
+        if (d_values)
+            d_values[j] = (float)sums[n_keys + j];
+    }
     if (d_w)
         *d_w = (float)g.d_w;
     return ATTN_OK;
