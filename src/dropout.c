@@ -29,23 +29,6 @@
 #define PHILOX_W0 0x9E3779B9u
 #define PHILOX_W1 0xBB67AE85u
 
-void attn_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4])
-{
-    uint32_t c0 = counter[0], c1 = counter[1], c2 = counter[2], c3 = counter[3];
-    uint32_t k0 = key[0], k1 = key[1];
-    for (int round = 0; round < 10; round++) {
-        uint64_t p0 = (uint64_t)PHILOX_M0 * c0, p1 = (uint64_t)PHILOX_M1 * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        c1 = (uint32_t)p1;
-        c3 = (uint32_t)p0;
-        c0 = n0;
-        c2 = n2;
-        k0 += PHILOX_W0;
-        k1 += PHILOX_W1;
-    }
-    out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
-}
-
 attn_dropout attn_dropout_make(float p, uint64_t seed)
 {
     attn_dropout d = {.p = p, .seed = seed};
@@ -55,17 +38,19 @@ attn_dropout attn_dropout_make(float p, uint64_t seed)
     return d;
 }
 
-/* The four keep words of counter (jq, i, bh): Philox with its rounds
- * written out over a group of counters at once, so that the compiler can
- * vectorise the 32×32→64 multiplies. */
+/* Philox 4x32-10 of GROUP consecutive counters, (c0 + l, c1, c2, c3) for
+ * lanes l: the rounds written out over the lanes at once, so that the
+ * compiler vectorises the 32×32→64 multiplies. out[w][l] is word w of lane
+ * l. */
 #define GROUP 16
 
-static void philox_group(uint32_t jq0, uint32_t i, uint32_t bh, uint32_t k0, uint32_t k1,
+static void philox_group(const uint32_t counter[4], const uint32_t key[2],
                          uint32_t out[4][GROUP])
 {
-    uint32_t c0[GROUP], c1[GROUP], c2[GROUP], c3[GROUP];
+    uint32_t c0[GROUP], c1[GROUP], c2[GROUP], c3[GROUP], k0 = key[0], k1 = key[1];
     for (int l = 0; l < GROUP; l++)
-        c0[l] = jq0 + (uint32_t)l, c1[l] = i, c2[l] = bh, c3[l] = 0;
+        c0[l] = counter[0] + (uint32_t)l, c1[l] = counter[1], c2[l] = counter[2],
+        c3[l] = counter[3];
     for (int round = 0; round < 10; round++) {
 #pragma omp simd
         for (int l = 0; l < GROUP; l++) {
@@ -81,36 +66,45 @@ static void philox_group(uint32_t jq0, uint32_t i, uint32_t bh, uint32_t k0, uin
         out[0][l] = c0[l], out[1][l] = c1[l], out[2][l] = c2[l], out[3][l] = c3[l];
 }
 
-/* Whether weight j_in_group of a group's 4 × GROUP is kept. */
-static inline bool keep_word(uint32_t words[4][GROUP], int64_t j_in_group,
-                             uint32_t threshold)
+/* The generator itself, lane 0 of a group: the known-answer test checks
+ * the very code that draws the masks. */
+void attn_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4])
 {
-    return words[j_in_group % 4][j_in_group / 4] >= threshold;
+    uint32_t words[4][GROUP];
+    philox_group(counter, key, words);
+    for (int w = 0; w < 4; w++)
+        out[w] = words[w][0];
+}
+
+/* keep[t] for the weights j0 + t, t < m <= 4 · GROUP, of row (bh, i): one
+ * group of counters (j0 / 4 + l, i, bh, 0), weight j in word j mod 4. */
+static void keep_group(const attn_dropout *d, int64_t bh, int64_t i, int64_t j0, int64_t m,
+                       uint8_t *keep)
+{
+    const uint32_t counter[4] = {(uint32_t)(j0 / 4), (uint32_t)i, (uint32_t)bh, 0};
+    const uint32_t key[2] = {(uint32_t)d->seed, (uint32_t)(d->seed >> 32)};
+    uint32_t words[4][GROUP];
+    philox_group(counter, key, words);
+    for (int64_t t = 0; t < m; t++)
+        keep[t] = words[t % 4][t / 4] >= d->threshold;
 }
 
 void attn_dropout_apply(const attn_dropout *d, int64_t bh, int64_t i, float *row, int64_t n)
 {
-    uint32_t k0 = (uint32_t)d->seed, k1 = (uint32_t)(d->seed >> 32);
-    uint32_t words[4][GROUP];
+    uint8_t keep[4 * GROUP];
     for (int64_t j0 = 0; j0 < n; j0 += 4 * GROUP) {
-        philox_group((uint32_t)(j0 / 4), (uint32_t)i, (uint32_t)bh, k0, k1, words);
         int64_t m = n - j0 < 4 * GROUP ? n - j0 : 4 * GROUP;
+        keep_group(d, bh, i, j0, m, keep);
         for (int64_t t = 0; t < m; t++)
-            row[j0 + t] = keep_word(words, t, d->threshold) ? row[j0 + t] * d->scale : 0.0f;
+            row[j0 + t] = keep[t] ? row[j0 + t] * d->scale : 0.0f;
     }
 }
 
 void attn_dropout_keep_row(const attn_dropout *d, int64_t bh, int64_t i, uint8_t *keep,
                            int64_t n)
 {
-    uint32_t k0 = (uint32_t)d->seed, k1 = (uint32_t)(d->seed >> 32);
-    uint32_t words[4][GROUP];
-    for (int64_t j0 = 0; j0 < n; j0 += 4 * GROUP) {
-        philox_group((uint32_t)(j0 / 4), (uint32_t)i, (uint32_t)bh, k0, k1, words);
-        int64_t m = n - j0 < 4 * GROUP ? n - j0 : 4 * GROUP;
-        for (int64_t t = 0; t < m; t++)
-            keep[j0 + t] = keep_word(words, t, d->threshold);
-    }
+    for (int64_t j0 = 0; j0 < n; j0 += 4 * GROUP)
+        keep_group(d, bh, i, j0, n - j0 < 4 * GROUP ? n - j0 : 4 * GROUP, keep + j0);
 }
 
 attn_status attn_dropout_check_range(const attn_dropout *d, int64_t batch_heads, int64_t len_q,
