@@ -932,8 +932,12 @@ ATTN_API attn_status attn_mha_set_dropout(attn_mha *mha, float p, uint64_t seed)
 
 /** attn_mha_forward for training: the same out and weights (with dropout if
  * set), and fills act with what attn_mha_backward needs. Statuses as
- * attn_mha_forward, plus ATTN_ERR_NULL_POINTER (act) and
- * ATTN_ERR_OUT_OF_MEMORY when act cannot grow (act is then empty). */
+ * attn_mha_forward, plus ATTN_ERR_NULL_POINTER (act),
+ * ATTN_ERR_UNSUPPORTED (dropout set and batch · num_heads, len_q or
+ * len_kv / 4 reach 2^32) and ATTN_ERR_OUT_OF_MEMORY when act cannot grow
+ * (act is then empty). act keeps a pointer to mask (caller memory) for the
+ * backward. Thread-safety: concurrent calls may share mha and mask, never
+ * ctx or act. */
 ATTN_API attn_status attn_mha_forward_train(attn_context *ctx, const attn_mha *mha,
                                             int64_t batch, int64_t len_q, int64_t len_kv,
                                             const float *query, const float *key,
@@ -956,7 +960,8 @@ ATTN_API attn_status attn_mha_forward_train(attn_context *ctx, const attn_mha *m
  * parameters set since), ATTN_ERR_INVALID_ARGUMENT (an output overlapping
  * d_out or, unless equal as above, another output), ATTN_ERR_OUT_OF_MEMORY.
  * Bitwise the same for any number of libattn threads (for a given number of
- * BLAS threads per GEMM). */
+ * BLAS threads per GEMM). act is only read: the backward may be repeated.
+ * Thread-safety: concurrent calls may share mha and act, never ctx. */
 ATTN_API attn_status attn_mha_backward(attn_context *ctx, const attn_mha *mha,
                                        const attn_activations *act, const float *d_out,
                                        float *d_query, float *d_key, float *d_value,
@@ -979,8 +984,11 @@ ATTN_API attn_status attn_additive_get_params(const attn_additive *op, float *pa
 ATTN_API attn_status attn_additive_set_params(attn_additive *op, const float *params);
 
 /** attn_additive_forward for training: the same out and weights, and fills
- * act for attn_additive_backward. Statuses as attn_additive_forward, plus
- * ATTN_ERR_NULL_POINTER (act), ATTN_ERR_OUT_OF_MEMORY when act cannot grow. */
+ * act for attn_additive_backward (copies of the inputs, the projected
+ * queries and keys, and out; act keeps a pointer to mask). Statuses as
+ * attn_additive_forward, plus ATTN_ERR_NULL_POINTER (act),
+ * ATTN_ERR_OUT_OF_MEMORY when act cannot grow (act is then empty).
+ * Thread-safety: concurrent calls may share op and mask, never ctx or act. */
 ATTN_API attn_status attn_additive_forward_train(attn_context *ctx, const attn_additive *op,
                                                  int64_t batch, int64_t len_q, int64_t len_kv,
                                                  int64_t dim_v, const float *queries,
@@ -1002,7 +1010,9 @@ ATTN_API attn_status attn_additive_forward_train(attn_context *ctx, const attn_a
  * pointer receive their sum (keys and values are often one tensor in D2L),
  * and a mismatched act is ATTN_ERR_STATE. Returns ATTN_ERR_NULL_POINTER,
  * ATTN_ERR_STATE, ATTN_ERR_INVALID_ARGUMENT (overlapping outputs),
- * ATTN_ERR_OUT_OF_MEMORY. The same bits for any number of threads. */
+ * ATTN_ERR_OUT_OF_MEMORY. The same bits for any number of threads. act is
+ * only read. Thread-safety: concurrent calls may share op and act, never
+ * ctx. */
 ATTN_API attn_status attn_additive_backward(attn_context *ctx, const attn_additive *op,
                                             const attn_activations *act, const float *d_out,
                                             float *d_queries, float *d_keys, float *d_values,
