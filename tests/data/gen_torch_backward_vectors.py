@@ -60,20 +60,19 @@ max |t - r| / (|r| + max|r| over the tensor) <= 1e-10; the script fails
 (AssertionError) otherwise.
 
 Regenerate (Debian's python3-torch 1.13 and python3-numpy), from the source
-root:
+root (the script imports golden_io.py, beside it, for the shared helpers):
 
     /usr/bin/python3 tests/data/gen_torch_backward_vectors.py
 
 It replaces tests/data/sdpa_backward/ entirely.
 """
-import json
-import os
-import shutil
-
 import numpy as np
 import torch
 
-OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sdpa_backward")
+from golden_io import case_folder, check_errors, check_finite, error_fields, \
+    float32_normal, generate, out_dir, rel_error, seed_all, write_bin, write_case, write_masks
+
+OUT_DIR = out_dir("sdpa_backward")
 BASE_SEED = 20250311
 ATTN_LAYOUT_BHSD, ATTN_LAYOUT_BSHD = 0, 1
 ATTN_CAUSAL_NONE, ATTN_CAUSAL_TOP_LEFT, ATTN_CAUSAL_BOTTOM_RIGHT = 0, 1, 2
@@ -116,21 +115,6 @@ CONFIGS = [
 ]
 
 
-def write_bin(folder, name, array, dtype):
-    data = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<"))
-    data.tofile(os.path.join(folder, name + ".bin"))
-    return {"file": name + ".bin", "shape": list(data.shape), "dtype": np.dtype(dtype).name}
-
-
-def rel_error(got, ref):
-    """max |got - ref| / (|ref| + max |ref| over the whole tensor); 0 if equal."""
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    diff = np.abs(got - ref)
-    if not np.any(diff):
-        return 0.0
-    return float(np.max(diff / (np.abs(ref) + np.max(np.abs(ref)))))
-
-
 def mask_shape(spec, B, Hq, Lq, Lkv):
     return (B, Hq, Lq, Lkv) if spec == "full" else tuple(spec) + (Lkv,)
 
@@ -159,8 +143,7 @@ def numpy_reference(q, k, v, d_out, allowed, bias_add, scale, G):
 
 def make_case(index, cfg):
     seed = BASE_SEED + index
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = seed_all(seed)
     name, B, Hq, Lq, Lkv, D = (cfg[x] for x in ("name", "B", "Hq", "Lq", "Lkv", "D"))
     Hkv, Dv = cfg.get("Hkv", Hq), cfg.get("Dv", D)
     assert Hq % Hkv == 0 and B <= 3 and Hq <= 6 and max(Lq, Lkv) <= 12 and max(D, Dv) <= 16
@@ -207,7 +190,7 @@ def make_case(index, cfg):
         masks.append(("bool", 0, keep, np.uint8))
     if cfg.get("bias") is not None:
         shape = mask_shape(cfg["bias"], B, Hq, Lq, Lkv)
-        bias = (1.5 * rng.standard_normal(shape)).astype(np.float32)
+        bias = float32_normal(rng, shape, 1.5)
         bias[rng.random(shape) < cfg.get("ninf", 0.0)] = -np.inf
         if cfg.get("ninf_row"):
             bias[-1, 0, 1, :] = -np.inf
@@ -236,18 +219,14 @@ def make_case(index, cfg):
     (out * d_out).sum().backward()
     out_t = out.detach().numpy()
     dq_t, dk_t, dv_t = q.grad.numpy(), k.grad.numpy(), v.grad.numpy()
-    for t in (out_t, dq_t, dk_t, dv_t):
-        assert np.all(np.isfinite(t)), name + ": torch gave a non-finite value"
+    check_finite(name, (out_t, dq_t, dk_t, dv_t))
 
     # The same in plain NumPy float64 from the analytic formula.
     ref = numpy_reference(q32.double().numpy(), k32.double().numpy(), v32.double().numpy(),
                           do32.double().numpy(), allowed, bias_add, float(scale), G)
     errs = dict(zip(("out", "d_q", "d_k", "d_v"),
                     (rel_error(t, r) for t, r in zip((out_t, dq_t, dk_t, dv_t), ref))))
-    for what, e in errs.items():
-        if not e <= CHECK_TOL:
-            raise AssertionError("%s: torch's %s differs from the NumPy formula: %.3g > %g"
-                                 % (name, what, e, CHECK_TOL))
+    check_errors(name, "the NumPy formula", errs, CHECK_TOL)
     empty = ~row_any[..., 0]
     assert np.all(out_t[empty] == 0) and np.all(dq_t[empty] == 0), name
     # keys nobody sees get zero d_k and d_v
@@ -256,42 +235,26 @@ def make_case(index, cfg):
 
     to_layout = (lambda t: t) if layout == ATTN_LAYOUT_BHSD else \
         (lambda t: np.ascontiguousarray(np.swapaxes(t, 1, 2)))
-    folder = os.path.join(OUT_DIR, name)
-    os.makedirs(folder)
+    folder = case_folder(OUT_DIR, name)
     files = {}
     for key, arr, dt in (("q", q32.numpy(), np.float32), ("k", k32.numpy(), np.float32),
                          ("v", v32.numpy(), np.float32), ("d_out", do32.numpy(), np.float32),
                          ("out", out_t, np.float64), ("d_q", dq_t, np.float64),
                          ("d_k", dk_t, np.float64), ("d_v", dv_t, np.float64)):
         files[key] = write_bin(folder, key, to_layout(arr), dt)
-    mask_desc = []
-    for kind, per_query, arr, dt in masks:
-        fname = {"kv_lengths": "kv_lengths", "bool": "keep", "bias": "bias"}[kind]
-        mask_desc.append(dict(kind=kind, per_query=per_query, **write_bin(folder, fname, arr, dt)))
     case = dict(
         name=name, generator="tests/data/gen_torch_backward_vectors.py",
         torch_version=torch.__version__, seed=seed, batch=B, heads_q=Hq, heads_kv=Hkv,
         len_q=Lq, len_kv=Lkv, dim_qk=D, dim_v=Dv, layout=layout, causal=causal,
         scale=float(scale), custom_scale=int(custom_scale), empty_rows=empty_rows,
-        masks=mask_desc, files=files,
-        float64_check=dict(("%s_max_rel_error" % k, v) for k, v in errs.items()))
-    with open(os.path.join(folder, "case.json"), "w") as fh:
-        json.dump(case, fh, indent=1)
-        fh.write("\n")
+        masks=write_masks(folder, masks), files=files, float64_check=error_fields(errs))
+    write_case(folder, case)
     print("%-22s empty rows %3d; torch vs NumPy: out %.1e d_q %.1e d_k %.1e d_v %.1e"
           % (name, empty_rows, errs["out"], errs["d_q"], errs["d_k"], errs["d_v"]))
 
 
 def main():
-    torch.set_num_threads(1)
-    if os.path.isdir(OUT_DIR):
-        shutil.rmtree(OUT_DIR)
-    os.makedirs(OUT_DIR)
-    for i, cfg in enumerate(CONFIGS):
-        make_case(i, cfg)
-    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT_DIR) for f in fs)
-    print("%d cases, %d bytes in %s" % (len(CONFIGS), total, OUT_DIR))
-    assert total < 300 * 1024
+    generate(OUT_DIR, 300 * 1024, (make_case, CONFIGS))
 
 
 if __name__ == "__main__":

@@ -111,21 +111,21 @@ Before anything is written, for every case:
 The script fails (AssertionError) otherwise.
 
 Regenerate (Debian's python3-torch 1.13 and python3-numpy), from the source
-root:
+root (the script imports golden_io.py, beside it, for the shared helpers):
 
     /usr/bin/python3 tests/data/gen_torch_layer_backward_vectors.py
 
 It replaces tests/data/layer_backward/ entirely.
 """
-import json
-import os
-import shutil
-
 import numpy as np
 import torch
 from torch import nn
 
-OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "layer_backward")
+from golden_io import case_folder, check_errors, check_finite, check_restored, dot_loss, \
+    error_fields, finite_differences, generate, out_dir, rel_error, seed_all, write_bin, \
+    write_case, write_masks
+
+OUT_DIR = out_dir("layer_backward")
 BASE_SEED = 20250417
 NUMPY_TOL = 1e-10   # torch vs the NumPy formula
 FD_TOL = 1e-7       # torch vs central finite differences
@@ -161,24 +161,6 @@ NADARAYA_WATSON = [
 ]
 
 
-def write_bin(folder, name, array, dtype, floor=None):
-    data = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<"))
-    data.tofile(os.path.join(folder, name + ".bin"))
-    desc = {"file": name + ".bin", "shape": list(data.shape), "dtype": np.dtype(dtype).name}
-    if floor is not None:
-        desc["floor"] = floor
-    return desc
-
-
-def rel_error(got, ref, floor=0.0):
-    """max |got - ref| / (|ref| + max(max|ref|, floor)); 0 if equal."""
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    diff = np.abs(got - ref)
-    if not np.any(diff):
-        return 0.0
-    return float(np.max(diff / (np.abs(ref) + max(np.max(np.abs(ref)), floor))))
-
-
 def floors_for(name, grads, terms, expected):
     """{block: floor} and {block: cancellation ratio}; fails unless the blocks
     that cancel are exactly `expected`."""
@@ -195,40 +177,32 @@ def floors_for(name, grads, terms, expected):
     return floors, ratios
 
 
-def finite_differences(loss, tensors, grads, floors):
-    """Worst |fd - g| / (|g| + max(max|g|, floor)) over every element of each
-    tensor, and the number of elements checked."""
-    worst, count = [], 0
-    for t, g, floor in zip(tensors, grads, floors):
-        flat_t, flat_g = t.view(-1), np.asarray(g).reshape(-1)
-        norm = max(float(np.max(np.abs(flat_g))), floor)
-        w = 0.0
-        for i in range(flat_t.numel()):
-            keep = flat_t[i].item()
-            flat_t[i] = keep + FD_STEP
-            up = loss()
-            flat_t[i] = keep - FD_STEP
-            down = loss()
-            flat_t[i] = keep
-            fd = (up - down) / (2 * FD_STEP)
-            err = abs(fd - flat_g[i])
-            w = max(w, err / (abs(flat_g[i]) + norm) if err > 0 else 0.0)
-            count += 1
-        worst.append(w)
-    return worst, count
+def check_gradients(name, cfg, out_t, ref_out, g_t, ref_g, terms, forward, d_out, out, leaves,
+                    leaf_keys):
+    """The checks of a case: torch's out and gradients g_t {block: array}
+    against the NumPy formula's (with the floors of the blocks that cancel),
+    then against central finite differences of L = sum(out * d_out) for
+    every element of the leaves (torch tensors, whose gradients are
+    g_t[leaf_keys[i]]). Returns the floors, the cancellation ratios, the
+    NumPy and finite-difference errors and the number of elements checked."""
+    floors, ratios = floors_for(name, g_t, terms, cfg.get("cancels", []))
+    np_err = {"out": rel_error(out_t, ref_out)}
+    np_err.update((key, rel_error(g_t[key], ref_g[key], floors[key])) for key in g_t)
+    check_errors(name, "the NumPy formula", np_err, NUMPY_TOL)
+    loss = dot_loss(forward, d_out)
+    with torch.no_grad():
+        fd, n_fd = finite_differences(loss, leaves, [g_t[k_] for k_ in leaf_keys],
+                                      [floors[k_] for k_ in leaf_keys], FD_STEP)
+    fd_err = dict(zip(leaf_keys, fd))
+    check_errors(name, "finite differences", fd_err, FD_TOL)
+    check_restored(name, loss, out, d_out)
+    return floors, ratios, np_err, fd_err, n_fd
 
 
-def check(name, kind, errors, tol):
-    for what, e in errors.items():
-        if not e <= tol:
-            raise AssertionError("%s: torch's %s differs from %s: %.3g > %g"
-                                 % (name, what, kind, e, tol))
-
-
-def write_case(folder, case):
-    with open(os.path.join(folder, "case.json"), "w") as fh:
-        json.dump(case, fh, indent=1)
-        fh.write("\n")
+def check_fields(np_err, fd_err, n_fd):
+    """case.json's numpy_check and finite_difference_check."""
+    return dict(numpy_check=error_fields(np_err), finite_difference_check=dict(
+        step=FD_STEP, elements_checked=n_fd, **error_fields(fd_err)))
 
 
 # ---------------------------------------------------------------- additive
@@ -305,8 +279,7 @@ def additive_numpy(q, k, v, d_out, Wq, Wk, wv, allowed):
 
 def make_additive(index, cfg):
     seed = BASE_SEED + index
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = seed_all(seed)
     name, qd, kd, H, B, Lq, Lkv, Dv = (cfg[x] for x in
                                        ("name", "qd", "kd", "H", "B", "Lq", "Lkv", "Dv"))
     kv_same = cfg.get("keys_are_values", False)
@@ -338,15 +311,13 @@ def make_additive(index, cfg):
     if lengths == "per_query":
         lens = rng.integers(1, Lkv + 1, size=(B, Lq))
         lens[0, 0], lens[-1, -1] = 1, Lkv  # a row that sees one key, one that sees all
-        masks.append(dict(kind="kv_lengths", per_query=1, arr=lens.astype(np.int64),
-                          dtype=np.int64, file="kv_lengths"))
+        masks.append(("kv_lengths", 1, lens.astype(np.int64), np.int64))
         valid_lens = torch.from_numpy(lens.astype(np.int64))
         allowed &= np.arange(Lkv)[None, None, :] < lens[:, :, None]
     elif lengths is not None:
         lens = np.array(lengths, dtype=np.int64)
         assert lens.shape == (B,) and lens.min() >= 1 and lens.max() <= Lkv
-        masks.append(dict(kind="kv_lengths", per_query=0, arr=lens, dtype=np.int64,
-                          file="kv_lengths"))
+        masks.append(("kv_lengths", 0, lens, np.int64))
         valid_lens = torch.from_numpy(lens)
         allowed &= np.arange(Lkv)[None, None, :] < lens[:, None, None]
     if cfg.get("keep"):
@@ -355,8 +326,7 @@ def make_additive(index, cfg):
         keep[np.arange(B)[:, None], np.arange(Lq)[None, :], sure] = True
         keep[0, 0, :] = False  # a row that sees one key
         keep[0, 0, sure[0, 0]] = True
-        masks.append(dict(kind="bool", per_query=0, arr=keep.reshape(B, 1, Lq, Lkv)
-                          .astype(np.uint8), dtype=np.uint8, file="keep"))
+        masks.append(("bool", 0, keep.reshape(B, 1, Lq, Lkv).astype(np.uint8), np.uint8))
         keep_t = torch.from_numpy(keep)
         allowed &= keep
     assert allowed.any(axis=-1).all(), name + ": a query row sees no key"
@@ -379,8 +349,7 @@ def make_additive(index, cfg):
     if not kv_same:
         g_t["d_values"] = values.grad.numpy().copy()
     g_t.update((bname, b.grad.numpy().reshape(shape).copy()) for bname, b, shape in blocks)
-    for t in [out_t] + list(g_t.values()):
-        assert np.all(np.isfinite(t)), name + ": torch gave a non-finite value"
+    check_finite(name, [out_t] + list(g_t.values()))
 
     # The NumPy formula and the term magnitudes (keys = values: the sum).
     P = {bname: b.detach().numpy().reshape(shape) for bname, b, shape in blocks}
@@ -390,26 +359,14 @@ def make_additive(index, cfg):
     if kv_same:
         ref_g["d_keys"] = ref_g["d_keys"] + ref_g.pop("d_values")
         terms["d_keys"] = terms["d_keys"] + terms.pop("d_values")
-    floors, ratios = floors_for(name, g_t, terms, cfg.get("cancels", []))
-    np_err = {"out": rel_error(out_t, ref_out)}
-    np_err.update((key, rel_error(g_t[key], ref_g[key], floors[key])) for key in g_t)
-    check(name, "the NumPy formula", np_err, NUMPY_TOL)
-
-    # Central finite differences of L = sum(out * d_out), every element.
-    def loss():
-        with torch.no_grad():
-            return float((forward() * d_out).sum())
+    # The checks: torch against that formula, then against central finite
+    # differences of L = sum(out * d_out), every element.
     leaves = [b.data for _, b, _ in blocks] + [t.data for t in inputs]
     leaf_keys = [bname for bname, _, _ in blocks] + list(g_t)[:len(inputs)]
-    with torch.no_grad():
-        fd, n_fd = finite_differences(loss, leaves, [g_t[k_] for k_ in leaf_keys],
-                                      [floors[k_] for k_ in leaf_keys])
-    fd_err = dict(zip(leaf_keys, fd))
-    check(name, "finite differences", fd_err, FD_TOL)
-    assert loss() == float((out.detach() * d_out).sum()), name + ": a leaf was not restored"
+    floors, ratios, np_err, fd_err, n_fd = check_gradients(
+        name, cfg, out_t, ref_out, g_t, ref_g, terms, forward, d_out, out, leaves, leaf_keys)
 
-    folder = os.path.join(OUT_DIR, name)
-    os.makedirs(folder)
+    folder = case_folder(OUT_DIR, name)
     files = {"params": write_bin(folder, "params", params32, np.float32),
              "queries": write_bin(folder, "queries", q32.numpy(), np.float32)}
     if kv_same:
@@ -436,22 +393,17 @@ def make_additive(index, cfg):
         param_blocks.append(dict(name=bname, offset=offset, shape=list(shape),
                                  floor=floors[bname]))
         offset += int(np.prod(shape))
-    mask_desc = [dict(kind=m["kind"], per_query=m["per_query"],
-                      **write_bin(folder, m["file"], m["arr"], m["dtype"])) for m in masks]
     case = dict(
         name=name, kind="additive", generator="tests/data/gen_torch_layer_backward_vectors.py",
         torch_version=torch.__version__, seed=seed, query_dim=qd, key_dim=kd, hidden=H,
         batch=B, len_q=Lq, len_kv=Lkv, dim_v=Dv, keys_are_values=bool(kv_same),
         d2l_example_tensors=bool(cfg.get("d2l")), param_count=int(params32.size),
-        param_blocks=param_blocks, masks=mask_desc, files=files,
+        param_blocks=param_blocks, masks=write_masks(folder, masks), files=files,
         torch_call="D2L AdditiveAttention(key_size=%d, query_size=%d, num_hiddens=%d), "
                    "valid_lens %s, keep mask %s" % (
                        kd, qd, H, None if valid_lens is None else list(valid_lens.shape),
                        None if keep_t is None else list(keep_t.shape)),
-        cancellation=ratios,
-        numpy_check=dict(("%s_max_rel_error" % k_, v_) for k_, v_ in np_err.items()),
-        finite_difference_check=dict(step=FD_STEP, elements_checked=n_fd, **dict(
-            ("%s_max_rel_error" % k_, v_) for k_, v_ in fd_err.items())))
+        cancellation=ratios, **check_fields(np_err, fd_err, n_fd))
     write_case(folder, case)
     print("%-26s %4d params; cancels %-32s torch vs NumPy worst %.1e; finite differences: "
           "%4d elements, worst %.1e" % (name, params32.size, ",".join(cfg.get("cancels", []))
@@ -529,30 +481,16 @@ def make_nw(index, cfg):
     out_t = out.detach().numpy().copy()
     g_t = dict(d_queries=queries.grad.numpy().copy(), d_keys=keys.grad.numpy().copy(),
                d_values=values.grad.numpy().copy(), d_w=net.w.grad.numpy().copy())
-    for t in [out_t] + list(g_t.values()):
-        assert np.all(np.isfinite(t)), name + ": torch gave a non-finite value"
+    check_finite(name, [out_t] + list(g_t.values()))
 
     ref_out, ref_g, terms = nw_numpy(x32.double().numpy(), k32.double().numpy(),
                                      v32.double().numpy(), d_out.numpy(), w32)
-    floors, ratios = floors_for(name, g_t, terms, cfg.get("cancels", []))
-    np_err = {"out": rel_error(out_t, ref_out)}
-    np_err.update((key, rel_error(g_t[key], ref_g[key], floors[key])) for key in g_t)
-    check(name, "the NumPy formula", np_err, NUMPY_TOL)
-
-    def loss():
-        with torch.no_grad():
-            return float((forward() * d_out).sum())
     leaf_keys = ["d_queries", "d_keys", "d_values", "d_w"]
-    with torch.no_grad():
-        fd, n_fd = finite_differences(loss, [t.data for t in inputs] + [net.w.data],
-                                      [g_t[k_] for k_ in leaf_keys],
-                                      [floors[k_] for k_ in leaf_keys])
-    fd_err = dict(zip(leaf_keys, fd))
-    check(name, "finite differences", fd_err, FD_TOL)
-    assert loss() == float((out.detach() * d_out).sum()), name + ": a leaf was not restored"
+    floors, ratios, np_err, fd_err, n_fd = check_gradients(
+        name, cfg, out_t, ref_out, g_t, ref_g, terms, forward, d_out, out,
+        [t.data for t in inputs] + [net.w.data], leaf_keys)
 
-    folder = os.path.join(OUT_DIR, name)
-    os.makedirs(folder)
+    folder = case_folder(OUT_DIR, name)
     files = dict((key_, write_bin(folder, key_, t.numpy(), np.float32)) for key_, t in
                  (("queries", x32), ("keys", k32), ("values", v32), ("d_out", do32)))
     files["out"] = write_bin(folder, "out", out_t, np.float64)
@@ -565,10 +503,7 @@ def make_nw(index, cfg):
         d2l_data=bool(cfg.get("d2l")), files=files,
         torch_call="D2L NWKernelRegression, keys = x_train.repeat((n_queries, 1)), "
                    "values = y_train.repeat((n_queries, 1))",
-        cancellation=ratios,
-        numpy_check=dict(("%s_max_rel_error" % k_, v_) for k_, v_ in np_err.items()),
-        finite_difference_check=dict(step=FD_STEP, elements_checked=n_fd, **dict(
-            ("%s_max_rel_error" % k_, v_) for k_, v_ in fd_err.items())))
+        cancellation=ratios, **check_fields(np_err, fd_err, n_fd))
     write_case(folder, case)
     print("%-26s w %5.2f, %d queries, %d keys; d_w cancellation %.2g; torch vs NumPy worst "
           "%.1e; finite differences: %4d elements, worst %.1e"
@@ -578,17 +513,10 @@ def make_nw(index, cfg):
 
 
 def main():
-    torch.set_num_threads(1)
-    if os.path.isdir(OUT_DIR):
-        shutil.rmtree(OUT_DIR)
-    os.makedirs(OUT_DIR)
-    results = [make_additive(i, cfg) for i, cfg in enumerate(ADDITIVE)]
-    results += [make_nw(i, cfg) for i, cfg in enumerate(NADARAYA_WATSON)]
-    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT_DIR) for f in fs)
-    print("%d cases, %d elements checked by finite differences (worst %.1e), %d bytes in %s"
-          % (len(results), sum(n for n, _ in results), max(e for _, e in results), total,
-             OUT_DIR))
-    assert total < 200 * 1024
+    results = generate(OUT_DIR, 200 * 1024, (make_additive, ADDITIVE),
+                       (make_nw, NADARAYA_WATSON))
+    print("%d elements checked by finite differences (worst %.1e)"
+          % (sum(n for n, _ in results), max(e for _, e in results)))
 
 
 if __name__ == "__main__":

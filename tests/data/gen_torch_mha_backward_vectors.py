@@ -94,20 +94,20 @@ Before anything is written, for every case:
 The script fails (AssertionError) otherwise.
 
 Regenerate (Debian's python3-torch 1.13 and python3-numpy), from the source
-root:
+root (the script imports golden_io.py, beside it, for the shared helpers):
 
     /usr/bin/python3 tests/data/gen_torch_mha_backward_vectors.py
 
 It replaces tests/data/mha_backward/ entirely.
 """
-import json
-import os
-import shutil
-
 import numpy as np
 import torch
 
-OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mha_backward")
+from golden_io import case_folder, check_errors, check_finite, check_restored, dot_loss, \
+    error_fields, finite_differences, float32_normal, generate, keep_one_key, key_padding_mask, \
+    mha_visibility, out_dir, rel_error, seed_all, write_bin, write_case, write_masks
+
+OUT_DIR = out_dir("mha_backward")
 BASE_SEED = 20250402
 ATTN_CAUSAL_NONE, ATTN_CAUSAL_TOP_LEFT = 0, 1
 NUMPY_TOL = 1e-10  # torch vs the NumPy formula
@@ -138,21 +138,6 @@ CONFIGS = [
     dict(name="tiny", E=4, H=2, kdim=3, vdim=5, B=2, Lq=2, Lkv=3, bias=True,
          kv_lengths=[3, 2], fd_all=True),
 ]
-
-
-def write_bin(folder, name, array, dtype):
-    data = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<"))
-    data.tofile(os.path.join(folder, name + ".bin"))
-    return {"file": name + ".bin", "shape": list(data.shape), "dtype": np.dtype(dtype).name}
-
-
-def rel_error(got, ref, floor=0.0):
-    """max |got - ref| / (|ref| + max(max|ref|, floor)); 0 if equal."""
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    diff = np.abs(got - ref)
-    if not np.any(diff):
-        return 0.0
-    return float(np.max(diff / (np.abs(ref) + max(np.max(np.abs(ref)), floor))))
 
 
 def param_layout(E, kdim, vdim, bias):
@@ -234,36 +219,25 @@ def numpy_reference(xq, xk, xv, d_out, P, H, allowed, bias_add, self_attn):
 def make_masks(index, cfg, B, H, Lq, Lkv):
     """allowed [B,H,Lq,Lkv] bool, bias_add (float64, same), torch's attn_mask and
     key_padding_mask, and libattn's masks [(kind, per_query, array, dtype)]."""
-    allowed = np.ones((B, H, Lq, Lkv), dtype=bool)
-    bias_add = np.zeros((B, H, Lq, Lkv))
-    causal = cfg.get("causal", False)
-    kv_lengths = cfg.get("kv_lengths")
-    kind = cfg.get("attn_mask")
-    vis = np.ones((B, Lq, Lkv), dtype=bool)  # allowed by causal and key padding
-    if causal:
-        vis &= np.tril(np.ones((Lq, Lkv), dtype=bool))[None]
+    vis = mha_visibility(cfg, B, Lq, Lkv)  # allowed by causal and key padding
+    allowed = np.repeat(vis[:, None], H, axis=1)  # [B, H, Lq, Lkv]
+    bias_add = np.zeros(allowed.shape)
+    causal, kv_lengths, kind = cfg.get("causal", False), cfg.get("kv_lengths"), cfg.get("attn_mask")
     masks = []
     if kv_lengths is not None:
-        assert len(kv_lengths) == B and min(kv_lengths) >= 1 and max(kv_lengths) <= Lkv
-        vis &= (np.arange(Lkv)[None, :] < np.array(kv_lengths)[:, None])[:, None, :]
         masks.append(("kv_lengths", 0, np.array(kv_lengths, dtype=np.int64), np.int64))
-    allowed &= vis[:, None]
     attn_mask_t = None
     if kind is not None:
         shape = (1, 1, Lq, Lkv) if kind.endswith("2d") else (B, H, Lq, Lkv)
-        vis4 = np.broadcast_to(vis[:, None], (B, H, Lq, Lkv))
-        if kind.endswith("2d"):
-            vis4 = vis4.all(axis=(0, 1), keepdims=True)
         rng = np.random.default_rng(BASE_SEED + index)
-        sure = np.argmax(np.where(vis4, rng.random(vis4.shape), -1.0), axis=-1)
-        guarantee = np.arange(Lkv) == sure[..., None]  # one visible key per row stays
+        guarantee = keep_one_key(vis, H, kind.endswith("2d"), rng)  # one visible key per row stays
         masked_out = (rng.random(shape) < 0.35) & ~guarantee
         allowed &= ~masked_out
         if kind.startswith("bool"):
             masks.append(("bool", 0, (~masked_out).astype(np.uint8), np.uint8))
             tm = torch.from_numpy(masked_out)
         else:
-            fb = (1.5 * rng.standard_normal(shape)).astype(np.float32)
+            fb = float32_normal(rng, shape, 1.5)
             fb[masked_out] = -np.inf
             masks.append(("bias", 0, fb, np.float32))
             bias_add = bias_add + np.where(masked_out, 0.0, fb.astype(np.float64))
@@ -273,47 +247,24 @@ def make_masks(index, cfg, B, H, Lq, Lkv):
         upper = torch.triu(torch.ones(Lq, Lkv, dtype=torch.bool), diagonal=1)
         assert attn_mask_t is None or attn_mask_t.dtype == torch.bool
         attn_mask_t = upper if attn_mask_t is None else attn_mask_t | upper
-    key_padding_t = None
-    if kv_lengths is not None:
-        key_padding_t = torch.arange(Lkv)[None, :] >= torch.tensor(kv_lengths)[:, None]
+    key_padding_t = key_padding_mask(Lkv, kv_lengths)
     assert allowed.any(axis=-1).all(), cfg["name"] + ": a query row sees no key"
     return allowed, bias_add, attn_mask_t, key_padding_t, masks
 
 
-def fd_indices(n, grad, all_elements, rng):
-    if all_elements:
-        return np.arange(n)
-    picks = {int(np.argmax(np.abs(grad)))}
-    picks.update(int(i) for i in rng.choice(n, size=min(FD_SAMPLES, n), replace=False))
-    return np.array(sorted(picks))
-
-
-def finite_differences(loss, tensors, grads, floors, all_elements, rng):
-    """Worst |fd - g| / (|g| + max(max|g|, floor)) over the sampled elements of
-    each tensor, and the number of elements checked."""
-    worst, count = [], 0
-    for t, g, floor in zip(tensors, grads, floors):
-        flat_t, flat_g = t.view(-1), g.reshape(-1)
-        norm = max(float(np.max(np.abs(flat_g))), floor)
-        w = 0.0
-        for i in fd_indices(flat_t.numel(), flat_g, all_elements, rng):
-            keep = flat_t[i].item()
-            flat_t[i] = keep + FD_STEP
-            up = loss()
-            flat_t[i] = keep - FD_STEP
-            down = loss()
-            flat_t[i] = keep
-            fd = (up - down) / (2 * FD_STEP)
-            w = max(w, abs(fd - flat_g[i]) / (abs(flat_g[i]) + norm))
-            count += 1
-        worst.append(w)
-    return worst, count
+def fd_sample(rng):
+    """finite_differences's indices: a tensor's largest gradient element and
+    FD_SAMPLES random ones (drawn from rng), in increasing order."""
+    def indices(n, grad):
+        picks = {int(np.argmax(np.abs(grad)))}
+        picks.update(int(i) for i in rng.choice(n, size=min(FD_SAMPLES, n), replace=False))
+        return np.array(sorted(picks))
+    return indices
 
 
 def make_case(index, cfg):
     seed = BASE_SEED + index
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = seed_all(seed)
     name, E, H, B, Lq, bias = (cfg[x] for x in ("name", "E", "H", "B", "Lq", "bias"))
     self_attn = cfg.get("self_attn", False)
     Lkv = Lq if self_attn else cfg["Lkv"]
@@ -358,8 +309,7 @@ def make_case(index, cfg):
     out_t = out.detach().numpy().copy()
     d_in_t = [t.grad.numpy().copy() for t in inputs]
     d_par_t = grad_blocks(mha)
-    for t in [out_t] + d_in_t + d_par_t:
-        assert np.all(np.isfinite(t)), name + ": torch gave a non-finite value"
+    check_finite(name, [out_t] + d_in_t + d_par_t)
 
     # The NumPy float64 formula.
     P = {bname: b.detach().numpy() for (bname, _), b in zip(layout, blocks)}
@@ -372,32 +322,24 @@ def make_case(index, cfg):
     np_err.update((n, rel_error(t, r)) for n, t, r in zip(in_names, d_in_t, ref_in))
     np_err.update(("d_" + bname, rel_error(t, ref_g[bname], f))
                   for (bname, _), t, f in zip(layout, d_par_t, floors))
-    for what, e in np_err.items():
-        if not e <= NUMPY_TOL:
-            raise AssertionError("%s: torch's %s differs from the NumPy formula: %.3g > %g"
-                                 % (name, what, e, NUMPY_TOL))
+    check_errors(name, "the NumPy formula", np_err, NUMPY_TOL)
     if bias:
         assert np.max(np.abs(d_par_t[layout.index(("bk", (E,)))])) <= 1e-12 * bk_floor, name
 
     # Central finite differences of L = sum(out * d_out) in float64 torch.
-    def loss():
-        with torch.no_grad():
-            return float((forward() * d_out).sum())
+    loss = dot_loss(forward, d_out)
+    indices = None if cfg.get("fd_all", False) else fd_sample(rng)
     with torch.no_grad():
         fd_par, n_par = finite_differences(loss, [b.data for b in blocks], d_par_t, floors,
-                                           cfg.get("fd_all", False), rng)
+                                           FD_STEP, indices)
         fd_in, n_in = finite_differences(loss, [t.data for t in inputs], d_in_t,
-                                         [0.0] * len(inputs), cfg.get("fd_all", False), rng)
+                                         [0.0] * len(inputs), FD_STEP, indices)
     fd_err = dict(("d_" + bname, e) for (bname, _), e in zip(layout, fd_par))
     fd_err.update(zip(in_names, fd_in))
-    for what, e in fd_err.items():
-        if not e <= FD_TOL:
-            raise AssertionError("%s: torch's %s differs from finite differences: %.3g > %g"
-                                 % (name, what, e, FD_TOL))
-    assert loss() == float((out.detach() * d_out).sum()), name + ": parameters not restored"
+    check_errors(name, "finite differences", fd_err, FD_TOL)
+    check_restored(name, loss, out, d_out)
 
-    folder = os.path.join(OUT_DIR, name)
-    os.makedirs(folder)
+    folder = case_folder(OUT_DIR, name)
     files = {"params": write_bin(folder, "params", params32, np.float32)}
     if self_attn:
         files["query"] = files["key"] = files["value"] = \
@@ -415,10 +357,6 @@ def make_case(index, cfg):
             files[key_] = write_bin(folder, key_, t, np.float64)
     d_params = np.concatenate([g.reshape(-1) for g in d_par_t])
     files["d_params"] = write_bin(folder, "d_params", d_params, np.float64)
-    mask_desc = []
-    for kind, per_query, arr, dt in masks:
-        fname = {"kv_lengths": "kv_lengths", "bool": "keep", "bias": "bias"}[kind]
-        mask_desc.append(dict(kind=kind, per_query=per_query, **write_bin(folder, fname, arr, dt)))
     param_blocks, offset = [], 0
     for (bname, shape), floor in zip(layout, floors):
         param_blocks.append(dict(name=bname, offset=offset, shape=list(shape), floor=floor))
@@ -436,30 +374,20 @@ def make_case(index, cfg):
         kdim=kdim, vdim=vdim, bias=int(bias), batch=B, len_q=Lq, len_kv=Lkv,
         self_attention=bool(self_attn),
         causal=ATTN_CAUSAL_TOP_LEFT if cfg.get("causal") else ATTN_CAUSAL_NONE,
-        param_count=int(params32.size), param_blocks=param_blocks, masks=mask_desc,
+        param_count=int(params32.size), param_blocks=param_blocks,
+        masks=write_masks(folder, masks),
         files=files, torch_call=torch_desc,
-        numpy_check=dict(("%s_max_rel_error" % k, v) for k, v in np_err.items()),
-        finite_difference_check=dict(
-            step=FD_STEP, params_checked=n_par, inputs_checked=n_in,
-            **dict(("%s_max_rel_error" % k, v) for k, v in fd_err.items())))
-    with open(os.path.join(folder, "case.json"), "w") as fh:
-        json.dump(case, fh, indent=1)
-        fh.write("\n")
+        numpy_check=error_fields(np_err),
+        finite_difference_check=dict(step=FD_STEP, params_checked=n_par, inputs_checked=n_in,
+                                     **error_fields(fd_err)))
+    write_case(folder, case)
     print("%-20s %5d params; torch vs NumPy worst %.1e; finite differences: %5d params, "
           "%4d inputs, worst %.1e" % (name, params32.size, max(np_err.values()), n_par, n_in,
                                       max(fd_err.values())))
 
 
 def main():
-    torch.set_num_threads(1)
-    if os.path.isdir(OUT_DIR):
-        shutil.rmtree(OUT_DIR)
-    os.makedirs(OUT_DIR)
-    for i, cfg in enumerate(CONFIGS):
-        make_case(i, cfg)
-    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT_DIR) for f in fs)
-    print("%d cases, %d bytes in %s" % (len(CONFIGS), total, OUT_DIR))
-    assert total < 400 * 1024
+    generate(OUT_DIR, 400 * 1024, (make_case, CONFIGS))
 
 
 if __name__ == "__main__":

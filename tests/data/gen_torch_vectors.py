@@ -33,20 +33,19 @@ Grouped-query attention (num_kv_heads < num_heads) has no nn.MultiheadAttention
 equivalent in torch 1.13 and is not covered here.
 
 Regenerate (Debian's python3-torch 1.13 and python3-numpy), from the source
-root:
+root (the script imports golden_io.py, beside it, for the shared helpers):
 
     /usr/bin/python3 tests/data/gen_torch_vectors.py
 
 It replaces tests/data/mha/ entirely.
 """
-import json
-import os
-import shutil
-
 import numpy as np
 import torch
 
-OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mha")
+from golden_io import case_folder, generate, keep_one_key, key_padding_mask, mha_visibility, \
+    out_dir, seed_all, write_bin, write_case, write_masks
+
+OUT_DIR = out_dir("mha")
 BASE_SEED = 20240611
 ATTN_CAUSAL_NONE, ATTN_CAUSAL_TOP_LEFT = 0, 1
 
@@ -79,12 +78,6 @@ CONFIGS = [
 ]
 
 
-def write_bin(folder, name, array, dtype):
-    data = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<"))
-    data.tofile(os.path.join(folder, name + ".bin"))
-    return {"file": name + ".bin", "shape": list(data.shape), "dtype": np.dtype(dtype).name}
-
-
 def rel_error(got, ref):
     """max |got - ref| / (|ref| + max |ref| over the last axis)."""
     got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
@@ -112,7 +105,7 @@ def reference(query, key, value, w, H, allowed, bias_add):
 
 
 def make_case(index, cfg):
-    torch.manual_seed(BASE_SEED + index)
+    rng = seed_all(BASE_SEED + index)
     name, E, H, B, Lq, bias = cfg["name"], cfg["E"], cfg["H"], cfg["B"], cfg["Lq"], cfg["bias"]
     self_attn = cfg.get("self_attn", False)
     Lkv = Lq if self_attn else cfg["Lkv"]
@@ -140,29 +133,16 @@ def make_case(index, cfg):
     value = query if self_attn else torch.randn(B, Lkv, vdim)
 
     # Masks, built as what is allowed (libattn's polarity) and an additive bias.
-    allowed = np.ones((B, H, Lq, Lkv), dtype=bool)
-    bias_add = np.zeros((B, H, Lq, Lkv))
-    causal = cfg.get("causal", False)
-    kv_lengths = cfg.get("kv_lengths")
-    kind = cfg.get("attn_mask")
-    vis = np.ones((B, Lq, Lkv), dtype=bool)  # allowed by causal and key padding
-    if causal:
-        vis &= np.tril(np.ones((Lq, Lkv), dtype=bool))[None]
-    if kv_lengths is not None:
-        assert len(kv_lengths) == B and min(kv_lengths) >= 1 and max(kv_lengths) <= Lkv
-        vis &= (np.arange(Lkv)[None, :] < np.array(kv_lengths)[:, None])[:, None, :]
-    allowed &= vis[:, None]
+    vis = mha_visibility(cfg, B, Lq, Lkv)  # allowed by causal and key padding
+    allowed = np.repeat(vis[:, None], H, axis=1)  # [B, H, Lq, Lkv]
+    bias_add = np.zeros(allowed.shape)
+    causal, kv_lengths, kind = cfg.get("causal", False), cfg.get("kv_lengths"), cfg.get("attn_mask")
     attn_mask_t = None  # what torch gets as attn_mask
     libattn_mask = None  # the bool keep mask or float bias libattn gets: (kind, array)
     if kind is not None:
         shape = (1, 1, Lq, Lkv) if kind.endswith("2d") else (B, H, Lq, Lkv)
         # one key of each row that is certainly visible, so that no row is empty
-        vis4 = np.broadcast_to(vis[:, None], (B, H, Lq, Lkv))
-        if kind.endswith("2d"):
-            vis4 = vis4.all(axis=(0, 1), keepdims=True)
-        pick = np.random.default_rng(BASE_SEED + index).random(vis4.shape)
-        sure = np.argmax(np.where(vis4, pick, -1.0), axis=-1)  # a random visible key
-        guarantee = np.arange(Lkv) == sure[..., None]
+        guarantee = keep_one_key(vis, H, kind.endswith("2d"), rng)
         masked_out = (torch.rand(shape) < 0.35).numpy() & ~guarantee
         if kind.startswith("bool"):
             libattn_mask = ("bool", (~masked_out).astype(np.uint8))
@@ -185,9 +165,7 @@ def make_case(index, cfg):
             attn_mask_t = attn_mask_t | upper
         else:
             attn_mask_t = attn_mask_t.masked_fill(upper, float("-inf"))
-    key_padding_t = None
-    if kv_lengths is not None:
-        key_padding_t = torch.arange(Lkv)[None, :] >= torch.tensor(kv_lengths)[:, None]
+    key_padding_t = key_padding_mask(Lkv, kv_lengths)
     assert allowed.any(axis=-1).all(), name + ": a query row sees no key"
 
     with torch.no_grad():
@@ -201,8 +179,7 @@ def make_case(index, cfg):
     assert err_out < 1e-5 and err_w < 1e-5, (name, err_out, err_w)
     assert np.all(weights_t.numpy()[~allowed] == 0), name
 
-    folder = os.path.join(OUT_DIR, name)
-    os.makedirs(folder)
+    folder = case_folder(OUT_DIR, name)
     files = {k: write_bin(folder, k, v.numpy(), np.float32) for k, v in w.items() if v is not None}
     files["query"] = write_bin(folder, "query", query.numpy(), np.float32)
     files["key"] = (files["query"] if self_attn
@@ -211,14 +188,12 @@ def make_case(index, cfg):
                       else write_bin(folder, "value", value.numpy(), np.float32))
     files["out"] = write_bin(folder, "out", out_t.numpy(), np.float32)
     files["weights"] = write_bin(folder, "weights", weights_t.numpy(), np.float32)
-    masks = []
+    masks = []  # kv_lengths carry per_query, the keep mask and bias do not
     if kv_lengths is not None:
-        masks.append(dict(kind="kv_lengths", per_query=0,
-                          **write_bin(folder, "kv_lengths", np.array(kv_lengths), np.int64)))
+        masks.append(("kv_lengths", 0, np.array(kv_lengths), np.int64))
     if libattn_mask is not None:
         mk, arr = libattn_mask
-        masks.append(dict(kind=mk, **write_bin(folder, "keep" if mk == "bool" else "bias", arr,
-                                               np.uint8 if mk == "bool" else np.float32)))
+        masks.append((mk, None, arr, np.uint8 if mk == "bool" else np.float32))
     torch_desc = dict(
         key_padding_mask=None if kv_lengths is None else "bool [batch, len_kv], True = padding",
         attn_mask=None if attn_mask_t is None else "%s %s%s" % (
@@ -229,24 +204,14 @@ def make_case(index, cfg):
         seed=BASE_SEED + index, embed_dim=E, num_heads=H, num_kv_heads=H, kdim=kdim, vdim=vdim,
         bias=int(bias), batch=B, len_q=Lq, len_kv=Lkv, self_attention=int(self_attn),
         causal=ATTN_CAUSAL_TOP_LEFT if causal else ATTN_CAUSAL_NONE,
-        masks=masks, files=files, dtype="float32", torch_call=torch_desc,
+        masks=write_masks(folder, masks), files=files, dtype="float32", torch_call=torch_desc,
         float64_check=dict(out_max_rel_error=err_out, weights_max_rel_error=err_w))
-    with open(os.path.join(folder, "case.json"), "w") as fh:
-        json.dump(case, fh, indent=1)
-        fh.write("\n")
+    write_case(folder, case)
     print("%-22s out %.2e  weights %.2e (vs float64)" % (name, err_out, err_w))
 
 
 def main():
-    torch.set_num_threads(1)
-    if os.path.isdir(OUT_DIR):
-        shutil.rmtree(OUT_DIR)
-    os.makedirs(OUT_DIR)
-    for i, cfg in enumerate(CONFIGS):
-        make_case(i, cfg)
-    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT_DIR) for f in fs)
-    print("%d cases, %d bytes in %s" % (len(CONFIGS), total, OUT_DIR))
-    assert total < 1 << 20
+    generate(OUT_DIR, 1 << 20, (make_case, CONFIGS))
 
 
 if __name__ == "__main__":
