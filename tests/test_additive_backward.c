@@ -23,6 +23,7 @@
 
 #include <attn.h>
 
+#include "reliability_util.h"
 #include "test_util.h"
 
 #define TOL 1e-5
@@ -45,14 +46,6 @@ typedef struct problem {
     attn_mask *mask;
 } problem;
 
-static float *floats(int64_t n)
-{
-    float *x = malloc((size_t)(n > 0 ? n : 1) * sizeof *x);
-    assert_non_null(x);
-    tu_fill_nan(x, (size_t)n);
-    return x;
-}
-
 static void problem_make(problem *p, const add_case *c, uint64_t seed)
 {
     tu_rng rng;
@@ -62,8 +55,8 @@ static void problem_make(problem *p, const add_case *c, uint64_t seed)
     p->count = c->hidden * (c->qdim + c->kdim + 1);
     p->nq = c->B * c->Lq * c->qdim, p->nk = c->B * c->Lkv * c->kdim;
     p->nv = c->B * c->Lkv * c->dv, p->no = c->B * c->Lq * c->dv;
-    p->params = floats(p->count), p->q = floats(p->nq), p->k = floats(p->nk);
-    p->d_out = floats(p->no);
+    p->params = ru_floats(p->count), p->q = ru_floats(p->nq), p->k = ru_floats(p->nk);
+    p->d_out = ru_floats(p->no);
     tu_fill_normal(&rng, p->params, (size_t)p->count, 0.0f, 0.5f);
     tu_fill_normal(&rng, p->q, (size_t)p->nq, 0.0f, 1.0f);
     tu_fill_normal(&rng, p->k, (size_t)p->nk, 0.0f, 1.0f);
@@ -71,7 +64,7 @@ static void problem_make(problem *p, const add_case *c, uint64_t seed)
     if (c->keys_are_values) {
         p->v = p->k;
     } else {
-        p->v = floats(p->nv);
+        p->v = ru_floats(p->nv);
         tu_fill_normal(&rng, p->v, (size_t)p->nv, 0.0f, 1.0f);
     }
     assert_int_equal(attn_additive_create(&p->op, c->qdim, c->kdim, c->hidden), ATTN_OK);
@@ -161,17 +154,23 @@ static double loss(const problem *p, const float *params, const float *q, const 
     return l;
 }
 
+typedef struct loss_args {
+    const problem *p;
+    const float *params, *q, *k, *v;
+} loss_args;
+
+static double loss_of(void *arg)
+{
+    const loss_args *a = arg;
+    return loss(a->p, a->params, a->q, a->k, a->v);
+}
+
+/* Central difference in element x, with a step of 1e-3 of its size
+ * (+ 1e-4). */
 static double numeric(const problem *p, float *params, float *q, float *k, float *v, float *x)
 {
-    float x0 = *x;
-    double h = 1e-3 * (fabs((double)x0) + 0.1);
-    *x = (float)((double)x0 + h);
-    double hp = (double)*x - x0, lp = loss(p, params, q, k, v);
-    *x = (float)((double)x0 - h);
-    double hm = x0 - (double)*x, lm = loss(p, params, q, k, v);
-    *x = x0;
-    double l0 = loss(p, params, q, k, v);
-    return (hm * hm * (lp - l0) + hp * hp * (l0 - lm)) / (hp * hm * (hp + hm));
+    loss_args a = {p, params, q, k, v};
+    return tu_central_difference(x, 1e-3 * (fabs((double)*x) + 0.1), loss_of, &a);
 }
 
 static double max_err(const float *lib, const double *num, int64_t n)
@@ -198,7 +197,8 @@ static void grads_free(grads *g)
 static grads run(const problem *p, int threads)
 {
     const add_case *c = p->c;
-    grads g = {floats(p->no), floats(p->nq), floats(p->nk), floats(p->nv), floats(p->count)};
+    grads g = {ru_floats(p->no), ru_floats(p->nq), ru_floats(p->nk), ru_floats(p->nv),
+               ru_floats(p->count)};
     attn_context *ctx = NULL;
     attn_activations *act = NULL;
     assert_int_equal(attn_context_create(&ctx), ATTN_OK);
@@ -285,7 +285,7 @@ static void test_params_and_errors(void **state)
     problem_make(&p, &cases[1], 5);
     problem_make(&other, &cases[1], 6);
     const add_case *c = p.c;
-    float *back = floats(p.count);
+    float *back = ru_floats(p.count);
     assert_int_equal(attn_additive_get_params(p.op, back), ATTN_OK);
     assert_memory_equal(back, p.params, (size_t)p.count * 4);
     attn_additive *fresh = NULL;
@@ -297,8 +297,9 @@ static void test_params_and_errors(void **state)
     attn_activations *act = NULL;
     assert_int_equal(attn_context_create(&ctx), ATTN_OK);
     assert_int_equal(attn_activations_create(&act), ATTN_OK);
-    float *out = floats(p.no), *dq = floats(p.nq), *dk = floats(p.nk), *dv = floats(p.nv);
-    float *dp = floats(p.count);
+    float *out = ru_floats(p.no), *dq = ru_floats(p.nq), *dk = ru_floats(p.nk);
+    float *dv = ru_floats(p.nv);
+    float *dp = ru_floats(p.count);
     assert_int_equal(attn_additive_backward(ctx, p.op, act, p.d_out, dq, dk, dv, dp),
                      ATTN_ERR_STATE);
     assert_int_equal(attn_additive_forward_train(ctx, p.op, c->B, c->Lq, c->Lkv, c->dv, p.q, p.k,

@@ -256,17 +256,24 @@ static double loss(const problem *p, attn_causal causal, const uint8_t *keep, do
     return l;
 }
 
+typedef struct loss_args {
+    const problem *p;
+    attn_causal causal;
+    const uint8_t *keep;
+    double scale_z;
+} loss_args;
+
+static double loss_of(void *arg)
+{
+    const loss_args *a = arg;
+    return loss(a->p, a->causal, a->keep, a->scale_z);
+}
+
 static double numeric_derivative(const problem *p, attn_causal causal, const uint8_t *keep,
                                  double scale_z, float *x)
 {
-    float x0 = *x;
-    double l0 = loss(p, causal, keep, scale_z);
-    *x = (float)((double)x0 + 0x1p-10);
-    double hp = (double)*x - x0, lp = loss(p, causal, keep, scale_z);
-    *x = (float)((double)x0 - 0x1p-10);
-    double hm = x0 - (double)*x, lm = loss(p, causal, keep, scale_z);
-    *x = x0;
-    return (hm * hm * (lp - l0) + hp * hp * (l0 - lm)) / (hp * hm * (hp + hm));
+    loss_args a = {p, causal, keep, scale_z};
+    return tu_central_difference(x, 0x1p-10, loss_of, &a);
 }
 
 /* |lib − num| / (max |num| over the tensor + 1e-3): gradients of different

@@ -33,6 +33,7 @@
 
 #include <attn.h>
 
+#include "reliability_util.h"
 #include "test_util.h"
 
 #define TOL 1e-5
@@ -58,21 +59,6 @@ typedef struct problem {
     attn_mha *mha;
     attn_mask *mask;
 } problem;
-
-static float *floats(int64_t n)
-{
-    float *x = malloc((size_t)(n > 0 ? n : 1) * sizeof *x);
-    assert_non_null(x);
-    tu_fill_nan(x, (size_t)n);
-    return x;
-}
-
-static double *doubles(int64_t n)
-{
-    double *x = calloc((size_t)(n > 0 ? n : 1), sizeof *x);
-    assert_non_null(x);
-    return x;
-}
 
 /* Offsets in the flat vector: Wq, Wk, Wv, [bq, bk, bv], Wo, [bo]. */
 typedef struct offsets {
@@ -103,14 +89,14 @@ static void problem_make(problem *p, const layer_case *c, uint64_t seed)
     p->count = c->E * c->E + p->kv * (c->kdim + c->vdim) + c->E * c->E +
                (c->bias ? 2 * c->E + 2 * p->kv : 0);
     p->nq = c->B * c->Lq * c->E, p->nk = c->B * c->Lkv * c->kdim, p->nv = c->B * c->Lkv * c->vdim;
-    p->params = floats(p->count), p->query = floats(p->nq), p->d_out = floats(p->nq);
+    p->params = ru_floats(p->count), p->query = ru_floats(p->nq), p->d_out = ru_floats(p->nq);
     tu_fill_normal(&rng, p->params, (size_t)p->count, 0.0f, 0.4f);
     tu_fill_normal(&rng, p->query, (size_t)p->nq, 0.0f, 1.0f);
     tu_fill_normal(&rng, p->d_out, (size_t)p->nq, 0.0f, 1.0f);
     if (c->self_attention) {
         p->key = p->value = p->query;
     } else {
-        p->key = floats(p->nk), p->value = floats(p->nv);
+        p->key = ru_floats(p->nk), p->value = ru_floats(p->nv);
         tu_fill_normal(&rng, p->key, (size_t)p->nk, 0.0f, 1.0f);
         tu_fill_normal(&rng, p->value, (size_t)p->nv, 0.0f, 1.0f);
     }
@@ -203,8 +189,9 @@ static double loss(const problem *p, const float *params, const float *query, co
     const layer_case *c = p->c;
     offsets o = offsets_of(p);
     int64_t nq = c->B * c->Lq, nkv = c->B * c->Lkv, group = c->H / c->Hkv;
-    double *qp = doubles(nq * c->E), *kp = doubles(nkv * p->kv), *vp = doubles(nkv * p->kv);
-    double *a = doubles(nq * c->E), *out = doubles(nq * c->E), *s = doubles(c->Lkv);
+    double *qp = ru_doubles(nq * c->E), *kp = ru_doubles(nkv * p->kv);
+    double *vp = ru_doubles(nkv * p->kv);
+    double *a = ru_doubles(nq * c->E), *out = ru_doubles(nq * c->E), *s = ru_doubles(c->Lkv);
     const float *bias[4];
     for (int x = 0; x < 4; x++)
         bias[x] = c->bias ? params + o.b[x] : NULL;
@@ -252,19 +239,24 @@ static double loss(const problem *p, const float *params, const float *query, co
     return l;
 }
 
-/* Central difference in element x of a float array the loss reads. */
+typedef struct loss_args {
+    const problem *p;
+    const float *params, *query, *key, *value;
+} loss_args;
+
+static double loss_of(void *arg)
+{
+    const loss_args *a = arg;
+    return loss(a->p, a->params, a->query, a->key, a->value);
+}
+
+/* Central difference in element x of a float array the loss reads, with a
+ * step of 1e-3 of its size (+ 1e-4). */
 static double numeric(const problem *p, float *params, float *query, float *key, float *value,
                       float *x)
 {
-    float x0 = *x;
-    double h = 1e-3 * (fabs((double)x0) + 0.1);
-    *x = (float)((double)x0 + h);
-    double hp = (double)*x - x0, lp = loss(p, params, query, key, value);
-    *x = (float)((double)x0 - h);
-    double hm = x0 - (double)*x, lm = loss(p, params, query, key, value);
-    *x = x0;
-    double l0 = loss(p, params, query, key, value);
-    return (hm * hm * (lp - l0) + hp * hp * (l0 - lm)) / (hp * hm * (hp + hm));
+    loss_args a = {p, params, query, key, value};
+    return tu_central_difference(x, 1e-3 * (fabs((double)*x) + 0.1), loss_of, &a);
 }
 
 /* |lib − num| / max(max |num| over [from, to), floor). */
@@ -297,7 +289,8 @@ static void grads_free(grads *g)
  * cases pass one buffer for the three input gradients when shared. */
 static grads run(const problem *p, int threads, int shared)
 {
-    grads g = {floats(p->nq), floats(p->nq), floats(p->nk), floats(p->nv), floats(p->count)};
+    grads g = {ru_floats(p->nq), ru_floats(p->nq), ru_floats(p->nk), ru_floats(p->nv),
+               ru_floats(p->count)};
     attn_context *ctx = NULL;
     attn_activations *act = NULL;
     assert_int_equal(attn_context_create(&ctx), ATTN_OK);
@@ -336,8 +329,8 @@ static void check_against_numeric(const problem *p, const grads *g)
     memcpy(q, p->query, (size_t)p->nq * 4);
     if (!c->self_attention)
         memcpy(k, p->key, (size_t)p->nk * 4), memcpy(v, p->value, (size_t)p->nv * 4);
-    double *np = doubles(p->count), *nq = doubles(p->nq), *nk = doubles(p->nk);
-    double *nv = doubles(p->nv);
+    double *np = ru_doubles(p->count), *nq = ru_doubles(p->nq), *nk = ru_doubles(p->nk);
+    double *nv = ru_doubles(p->nv);
     for (int64_t i = 0; i < p->count; i++)
         np[i] = numeric(p, params, q, k, v, &params[i]);
     for (int64_t i = 0; i < p->nq; i++)
@@ -448,7 +441,7 @@ static void test_train_and_inference_forwards(void **state)
     attn_activations *act = NULL;
     assert_int_equal(attn_context_create(&ctx), ATTN_OK);
     assert_int_equal(attn_activations_create(&act), ATTN_OK);
-    float *a = floats(p.nq), *b = floats(p.nq), *d = floats(p.nq);
+    float *a = ru_floats(p.nq), *b = ru_floats(p.nq), *d = ru_floats(p.nq);
     assert_int_equal(attn_mha_forward(ctx, p.mha, c->B, c->Lq, c->Lkv, p.query, p.key, p.value,
                                       p.mask, a, NULL), ATTN_OK);
     assert_int_equal(attn_mha_forward_train(ctx, p.mha, c->B, c->Lq, c->Lkv, p.query, p.key,
@@ -473,7 +466,7 @@ static void test_params(void **state)
     int64_t count = -1;
     assert_int_equal(attn_mha_param_count(m, &count), ATTN_OK);
     assert_int_equal(count, 64 + 24 + 20 + 8 + 4 + 4 + 64 + 8);
-    float *params = floats(count), *back = floats(count);
+    float *params = ru_floats(count), *back = ru_floats(count);
     assert_int_equal(attn_mha_get_params(m, back), ATTN_ERR_STATE);  /* nothing set yet */
     for (int64_t i = 0; i < count; i++)
         params[i] = (float)i;
@@ -528,8 +521,9 @@ static void test_state_and_errors(void **state)
     attn_activations *act = NULL;
     assert_int_equal(attn_context_create(&ctx), ATTN_OK);
     assert_int_equal(attn_activations_create(&act), ATTN_OK);
-    float *out = floats(p.nq), *dq = floats(p.nq), *dk = floats(p.nk), *dv = floats(p.nv);
-    float *dp = floats(p.count);
+    float *out = ru_floats(p.nq), *dq = ru_floats(p.nq), *dk = ru_floats(p.nk);
+    float *dv = ru_floats(p.nv);
+    float *dp = ru_floats(p.count);
     const char *f = "attn_mha_backward";
 
     expect(attn_mha_backward(ctx, p.mha, act, p.d_out, dq, dk, dv, dp), ATTN_ERR_STATE, f);

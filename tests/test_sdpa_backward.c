@@ -336,19 +336,15 @@ static double loss(const problem *pr)
     return l;
 }
 
-/* ∂L/∂x by central differences with the steps x ± 2^-10 as floats hold
- * them (the step each way is measured, not assumed, and the second-order
- * formula for unequal steps is used). */
-static double numeric_derivative(const problem *pr, float *x)
+static double loss_of(void *pr)
 {
-    float x0 = *x;
-    double l0 = loss(pr);
-    *x = (float)((double)x0 + 0x1p-10);
-    double hp = (double)*x - x0, lp = loss(pr);
-    *x = (float)((double)x0 - 0x1p-10);
-    double hm = x0 - (double)*x, lm = loss(pr);
-    *x = x0;
-    return (hm * hm * (lp - l0) + hp * hp * (l0 - lm)) / (hp * hm * (hp + hm));
+    return loss(pr);
+}
+
+/* ∂L/∂x by central differences with the steps x ± 2^-10. */
+static double numeric_derivative(problem *pr, float *x)
+{
+    return tu_central_difference(x, 0x1p-10, loss_of, pr);
 }
 
 /* Every element of one input: the numeric derivative against the float64

@@ -346,6 +346,18 @@ double tu_max_err_scaled(const float *actual, const double *ref, const double *m
     return max_err;
 }
 
+double tu_central_difference(float *x, double h, double (*loss)(void *arg), void *arg)
+{
+    float x0 = *x;
+    double l0 = loss(arg);
+    *x = (float)((double)x0 + h);
+    double hp = (double)*x - x0, lp = loss(arg);
+    *x = (float)((double)x0 - h);
+    double hm = x0 - (double)*x, lm = loss(arg);
+    *x = x0;
+    return (hm * hm * (lp - l0) + hp * hp * (l0 - lm)) / (hp * hm * (hp + hm));
+}
+
 int64_t tu_count_nonfinite(const float *x, int64_t n)
 {
     int64_t c = 0;

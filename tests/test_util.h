@@ -130,6 +130,12 @@ double tu_max_err_lse(const float *actual, const double *ref, int64_t n, int64_t
 double tu_max_err_scaled(const float *actual, const double *ref, const double *magnitude,
                          int64_t n, int64_t row_len, int64_t *worst);
 
+/* ∂loss/∂x at the float *x by central differences: the steps x ± h are
+ * taken as floats hold them (each step is measured, not assumed) and the
+ * second-order formula for unequal steps is used. *x is restored; loss(arg)
+ * is called three times and must read *x. */
+double tu_central_difference(float *x, double h, double (*loss)(void *arg), void *arg);
+
 /* Number of elements of x that are NaN or infinite. */
 int64_t tu_count_nonfinite(const float *x, int64_t n);
 
