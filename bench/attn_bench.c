@@ -610,6 +610,29 @@ static bool reset_peak_rss(void)
     return fclose(f) == 0 && ok;
 }
 
+/* The best setting's context: libattn's threads on every core (the
+ * floor's threads), to run with the BLAS on one thread. */
+static attn_context *best_context(const options *o)
+{
+    attn_context *ctx = NULL;
+    attn_status st = attn_context_create(&ctx);
+    if (st == ATTN_OK)
+        st = attn_context_set_num_threads(ctx, o->floor_threads);
+    if (st != ATTN_OK)
+        die("context", st);
+    return ctx;
+}
+
+/* A causal row's time over its non-causal twin's as JSON text, or "null"
+ * when no twin ran (noncausal_ms <= 0). */
+static void causal_ratio_text(char buf[32], double ms, double noncausal_ms)
+{
+    if (noncausal_ms > 0)
+        snprintf(buf, 32, "%.3f", ms / noncausal_ms);
+    else
+        snprintf(buf, 32, "null");
+}
+
 /* Peak RSS growth (KiB) across one libattn call, measured in a child process
  * so that earlier configurations' peaks do not hide it; the child writes the
  * figure into a pipe. -1 if the child failed. Two things would hide the
@@ -674,12 +697,7 @@ static void measure(const config *c, const options *o, long mem_kib)
     problem_init(&p, c, o->threads);
     p.scratch = random_floats((size_t)(floor_block(c) * c->len_kv) * (size_t)o->floor_threads, 5);
     int user_blas_threads = blas_threads();
-    attn_context *best_ctx = NULL;  /* the best setting: libattn's threads on every core */
-    attn_status st = attn_context_create(&best_ctx);
-    if (st == ATTN_OK)
-        st = attn_context_set_num_threads(best_ctx, o->floor_threads);
-    if (st != ATTN_OK)
-        die("context", st);
+    attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_floor[64];
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
         set_blas_threads(1);
@@ -740,12 +758,7 @@ static double measure_backward(const config *c, const options *o, long mem_kib,
     p.scratch = random_floats(2 * (size_t)(floor_block(c) * c->len_kv) * (size_t)o->floor_threads,
                               5);
     int user_blas_threads = blas_threads();
-    attn_context *best_ctx = NULL;  /* the best setting: libattn's threads on every core */
-    attn_status st = attn_context_create(&best_ctx);
-    if (st == ATTN_OK)
-        st = attn_context_set_num_threads(best_ctx, o->floor_threads);
-    if (st != ATTN_OK)
-        die("context", st);
+    attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_floor[64], t_fwd[64];
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
         set_blas_threads(1);
@@ -768,9 +781,8 @@ static double measure_backward(const config *c, const options *o, long mem_kib,
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
     double fl = median(t_floor, o->runs), fwd = median(t_fwd, o->runs);
     double gf = flops(c) / lib * 1e-9, gf_floor = flops(c) / fl * 1e-9;
-    char causal_ratio[32] = "null";
-    if (noncausal_ms > 0)
-        snprintf(causal_ratio, sizeof causal_ratio, "%.3f", lib * 1e3 / noncausal_ms);
+    char causal_ratio[32];
+    causal_ratio_text(causal_ratio, lib * 1e3, noncausal_ms);
     printf("{\"name\":\"%s\",\"batch\":%lld,\"heads_q\":%lld,\"heads_kv\":%lld,\"len_q\":%lld,"
            "\"len_kv\":%lld,\"dim\":%lld,\"causal\":%d,\"threads\":%d,\"floor_threads\":%d,"
            "\"blas_threads\":%d,\"runs\":%d,\"median_ms\":%.4f,\"best_ms\":%.4f,"
@@ -804,12 +816,7 @@ static double measure_mha_backward(const config *c, const options *o, long mem_k
     problem p;
     problem_init(&p, c, o->threads);
     int user_blas_threads = blas_threads();
-    attn_context *best_ctx = NULL;  /* the best setting: libattn's threads on every core */
-    attn_status st = attn_context_create(&best_ctx);
-    if (st == ATTN_OK)
-        st = attn_context_set_num_threads(best_ctx, o->floor_threads);
-    if (st != ATTN_OK)
-        die("context", st);
+    attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_fwd[64], t_bwd[64];
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
         set_blas_threads(1);
@@ -830,9 +837,8 @@ static double measure_mha_backward(const config *c, const options *o, long mem_k
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
     double fwd = median(t_fwd, o->runs), bwd = median(t_bwd, o->runs);
     double gf = flops(c) / lib * 1e-9;
-    char causal_ratio[32] = "null";
-    if (noncausal_ms > 0)
-        snprintf(causal_ratio, sizeof causal_ratio, "%.3f", lib * 1e3 / noncausal_ms);
+    char causal_ratio[32];
+    causal_ratio_text(causal_ratio, lib * 1e3, noncausal_ms);
     printf("{\"name\":\"%s\",\"batch\":%lld,\"heads_q\":%lld,\"heads_kv\":%lld,\"len_q\":%lld,"
            "\"len_kv\":%lld,\"dim\":%lld,\"causal\":%d,\"threads\":%d,\"floor_threads\":%d,"
            "\"blas_threads\":%d,\"runs\":%d,\"median_ms\":%.4f,\"best_ms\":%.4f,"
