@@ -187,26 +187,12 @@ static attn_status check_outputs(const attn_additive *op, const attn_activations
                                  const float *d_out, float *const grad[4], const char *f)
 {
     size_t nq = (size_t)(act->batch * act->len_q), nkv = (size_t)(act->batch * act->len_kv);
-    const size_t rows[4] = {nq, nkv, nkv, 1};
-    const size_t cols[4] = {(size_t)op->query_dim, (size_t)op->key_dim, (size_t)act->dim_v,
-                            (size_t)param_count(op)};
-    static const char *names[4] = {"d_queries", "d_keys", "d_values", "d_params"};
-    size_t d_out_bytes = nq * (size_t)act->dim_v * sizeof(float);
-    for (int i = 0; i < 4; i++) {
-        size_t bytes = rows[i] * cols[i] * sizeof(float);
-        if (attn_ranges_overlap(grad[i], bytes, d_out, d_out_bytes))
-            return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "%s overlaps d_out", names[i]);
-        for (int k = 0; k < i; k++) {
-            bool shared = i < 3 && grad[i] == grad[k] && rows[i] == rows[k] &&
-                          cols[i] == cols[k];
-            if (!shared &&
-                attn_ranges_overlap(grad[i], bytes, grad[k], rows[k] * cols[k] * sizeof(float)))
-                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f,
-                                 "%s overlaps %s (only outputs of the same shape may be the "
-                                 "same buffer)", names[i], names[k]);
-        }
-    }
-    return ATTN_OK;
+    const attn_buffer in = {d_out, nq, (size_t)act->dim_v, "d_out"};
+    const attn_buffer outs[4] = {{grad[0], nq, (size_t)op->query_dim, "d_queries"},
+                                 {grad[1], nkv, (size_t)op->key_dim, "d_keys"},
+                                 {grad[2], nkv, (size_t)act->dim_v, "d_values"},
+                                 {grad[3], 1, (size_t)param_count(op), "d_params"}};
+    return attn_check_outputs_disjoint(outs, 4, 3, &in, 1, f);
 }
 
 static attn_status check_backward(attn_context *ctx, const attn_additive *op,

@@ -36,6 +36,21 @@ void  attn_free(void *p);
  * byte. NULL or empty ranges overlap nothing. */
 bool attn_ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes);
 
+/* A float buffer of rows × cols, named for messages; p may be NULL (absent). */
+typedef struct attn_buffer {
+    const void *p;
+    size_t rows, cols;
+    const char *name;
+} attn_buffer;
+
+/* The gradient calls' rule: no output shares a byte with an input or with
+ * another output, except that the first n_shared outputs may be the very
+ * same pointer when their shapes are equal (self-attention: the buffer then
+ * receives their sum). ATTN_ERR_INVALID_ARGUMENT "<out> overlaps <other>"
+ * otherwise, checked output by output, inputs first. */
+attn_status attn_check_outputs_disjoint(const attn_buffer *out, int n_out, int n_shared,
+                                        const attn_buffer *in, int n_in, const char *func);
+
 /* *out = a * b; false if the product does not fit in int64_t. a, b >= 0. */
 bool attn_mul_i64(int64_t a, int64_t b, int64_t *out);
 

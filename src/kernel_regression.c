@@ -153,23 +153,13 @@ attn_status attn_nadaraya_watson_backward(attn_context *ctx, int64_t n_queries, 
     attn_status st = validate(ctx, n_queries, n_keys, queries, keys, values, w, f);
     if (st != ATTN_OK || (st = attn_check_data(d_out, n_queries, "d_out", f)) != ATTN_OK)
         return st;
-    size_t nq = (size_t)n_queries * sizeof(float), nk = (size_t)n_keys * sizeof(float);
-    const void *in[4] = {queries, keys, values, d_out};
-    const size_t in_bytes[4] = {nq, nk, nk, nq};
-    static const char *in_names[4] = {"queries", "keys", "values", "d_out"};
-    float *out[4] = {d_queries, d_keys, d_values, d_w};
-    const size_t out_bytes[4] = {nq, nk, nk, sizeof(float)};
-    static const char *out_names[4] = {"d_queries", "d_keys", "d_values", "d_w"};
-    for (int o = 0; o < 4; o++) {
-        for (int i = 0; i < 4; i++)
-            if (attn_ranges_overlap(out[o], out_bytes[o], in[i], in_bytes[i]))
-                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "%s overlaps %s", out_names[o],
-                                 in_names[i]);
-        for (int i = 0; i < o; i++)
-            if (attn_ranges_overlap(out[o], out_bytes[o], out[i], out_bytes[i]))
-                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "%s overlaps %s", out_names[o],
-                                 out_names[i]);
-    }
+    size_t nq = (size_t)n_queries, nk = (size_t)n_keys;
+    const attn_buffer ins[4] = {{queries, nq, 1, "queries"}, {keys, nk, 1, "keys"},
+                                {values, nk, 1, "values"},   {d_out, nq, 1, "d_out"}};
+    const attn_buffer outs[4] = {{d_queries, nq, 1, "d_queries"}, {d_keys, nk, 1, "d_keys"},
+                                 {d_values, nk, 1, "d_values"},   {d_w, 1, 1, "d_w"}};
+    if ((st = attn_check_outputs_disjoint(outs, 4, 0, ins, 4, f)) != ATTN_OK)
+        return st;
     /* Scratch: the d_keys and d_values sums in double, then one row of
      * weights (attn_alloc's buffers are 64-byte aligned, so are the
      * doubles). */
@@ -179,7 +169,7 @@ attn_status attn_nadaraya_watson_backward(attn_context *ctx, int64_t n_queries, 
     memset(sums, 0, 2 * (size_t)n_keys * sizeof *sums);
     nw_grads g = {d_queries, d_keys ? sums : NULL, d_values ? sums + n_keys : NULL, 0.0};
     if (d_queries)
-        memset(d_queries, 0, nq);  /* rows with no key stay 0 */
+        memset(d_queries, 0, nq * sizeof(float));  /* rows with no key stay 0 */
     const kernel_arg x = {queries, keys, w};
     float *p = (float *)(void *)(sums + 2 * n_keys);
     for (int64_t i = 0; i < n_queries && n_keys > 0; i++)

@@ -166,26 +166,12 @@ static attn_status check_outputs(const attn_mha *m, const attn_activations *act,
                                  const float *d_out, float *const grad[4], const char *f)
 {
     size_t nq = (size_t)(act->batch * act->len_q), nkv = (size_t)(act->batch * act->len_kv);
-    const size_t rows[4] = {nq, nkv, nkv, 1};
-    const size_t cols[4] = {(size_t)m->embed_dim, (size_t)m->kdim, (size_t)m->vdim,
-                            (size_t)layout_of(m).count};
-    size_t bytes[4];
-    for (int i = 0; i < 4; i++)
-        bytes[i] = rows[i] * cols[i] * sizeof(float);
-    static const char *names[4] = {"d_query", "d_key", "d_value", "d_params"};
-    for (int i = 0; i < 4; i++) {
-        if (attn_ranges_overlap(grad[i], bytes[i], d_out, nq * (size_t)m->embed_dim * 4))
-            return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "%s overlaps d_out", names[i]);
-        for (int j = 0; j < i; j++) {
-            bool shared = i < 3 && grad[i] == grad[j] && rows[i] == rows[j] &&
-                          cols[i] == cols[j];
-            if (!shared && attn_ranges_overlap(grad[i], bytes[i], grad[j], bytes[j]))
-                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f,
-                                 "%s overlaps %s (only d_query, d_key and d_value of the same "
-                                 "shape may be the same buffer)", names[i], names[j]);
-        }
-    }
-    return ATTN_OK;
+    const attn_buffer in = {d_out, nq, (size_t)m->embed_dim, "d_out"};
+    const attn_buffer outs[4] = {{grad[0], nq, (size_t)m->embed_dim, "d_query"},
+                                 {grad[1], nkv, (size_t)m->kdim, "d_key"},
+                                 {grad[2], nkv, (size_t)m->vdim, "d_value"},
+                                 {grad[3], 1, (size_t)layout_of(m).count, "d_params"}};
+    return attn_check_outputs_disjoint(outs, 4, 3, &in, 1, f);
 }
 
 static attn_status check_backward(attn_context *ctx, const attn_mha *m,

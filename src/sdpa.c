@@ -277,22 +277,13 @@ static attn_status check_gradients_disjoint(const attn_sdpa *op, const float *co
 {
     size_t nq = (size_t)(op->batch * op->heads_q * op->len_q);
     size_t nkv = (size_t)(op->batch * op->heads_kv * op->len_kv);
-    const size_t in_bytes[6] = {nq * op->dim_qk * 4, nkv * op->dim_qk * 4, nkv * op->dim_v * 4,
-                                nq * op->dim_v * 4, nq * 4, nq * op->dim_v * 4};
-    static const char *in_names[6] = {"q", "k", "v", "out", "lse", "d_out"};
-    static const char *grad_names[3] = {"d_q", "d_k", "d_v"};
-    for (int i = 0; i < 3; i++) {
-        size_t bytes = in_bytes[i];  /* d_q, d_k, d_v have the sizes of q, k, v */
-        for (int j = 0; j < 6; j++)
-            if (attn_ranges_overlap(grad[i], bytes, in[j], in_bytes[j]))
-                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "%s overlaps %s", grad_names[i],
-                                 in_names[j]);
-        for (int j = 0; j < i; j++)
-            if (attn_ranges_overlap(grad[i], bytes, grad[j], in_bytes[j]))
-                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "%s overlaps %s", grad_names[i],
-                                 grad_names[j]);
-    }
-    return ATTN_OK;
+    size_t dqk = (size_t)op->dim_qk, dv = (size_t)op->dim_v;
+    const attn_buffer ins[6] = {{in[0], nq, dqk, "q"},  {in[1], nkv, dqk, "k"},
+                                {in[2], nkv, dv, "v"},  {in[3], nq, dv, "out"},
+                                {in[4], nq, 1, "lse"},  {in[5], nq, dv, "d_out"}};
+    const attn_buffer outs[3] = {{grad[0], nq, dqk, "d_q"}, {grad[1], nkv, dqk, "d_k"},
+                                 {grad[2], nkv, dv, "d_v"}};
+    return attn_check_outputs_disjoint(outs, 3, 0, ins, 6, f);
 }
 
 static attn_status validate_backward(attn_context *ctx, const attn_sdpa *op,

@@ -79,6 +79,33 @@ attn_status attn_check_causal(attn_causal causal, const char *func)
                      (int)causal);
 }
 
+static size_t buffer_bytes(const attn_buffer *b)
+{
+    return b->rows * b->cols * sizeof(float);
+}
+
+attn_status attn_check_outputs_disjoint(const attn_buffer *out, int n_out, int n_shared,
+                                        const attn_buffer *in, int n_in, const char *func)
+{
+    for (int i = 0; i < n_out; i++) {
+        size_t bytes = buffer_bytes(&out[i]);
+        for (int j = 0; j < n_in; j++)
+            if (attn_ranges_overlap(out[i].p, bytes, in[j].p, buffer_bytes(&in[j])))
+                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, func, "%s overlaps %s", out[i].name,
+                                 in[j].name);
+        for (int j = 0; j < i; j++) {
+            bool shared = i < n_shared && out[i].p == out[j].p && out[i].rows == out[j].rows &&
+                          out[i].cols == out[j].cols;
+            if (!shared && attn_ranges_overlap(out[i].p, bytes, out[j].p, buffer_bytes(&out[j])))
+                return attn_fail(ATTN_ERR_INVALID_ARGUMENT, func, "%s overlaps %s%s",
+                                 out[i].name, out[j].name,
+                                 i < n_shared ? " (only outputs of the same shape may be the "
+                                                "same buffer)" : "");
+        }
+    }
+    return ATTN_OK;
+}
+
 bool attn_ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes)
 {
     if (!a || !b || a_bytes == 0 || b_bytes == 0)
