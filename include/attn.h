@@ -897,7 +897,9 @@ ATTN_API attn_status attn_activations_create(attn_activations **act);
 ATTN_API void attn_activations_destroy(attn_activations *act);
 
 /** The number of floats in the layer's flat parameter vector (see
- * attn_mha_get_params). Returns ATTN_ERR_NULL_POINTER (mha or count). */
+ * attn_mha_get_params): 2·E² + Hkv·hd·(kdim + vdim), plus E + 2·Hkv·hd + E
+ * with bias. Returns ATTN_ERR_NULL_POINTER (mha or count). Thread-safe for
+ * a const mha. */
 ATTN_API attn_status attn_mha_param_count(const attn_mha *mha, int64_t *count);
 
 /** Copies the layer's parameters into params [count], in the order of
@@ -917,8 +919,9 @@ ATTN_API attn_status attn_mha_param_count(const attn_mha *mha, int64_t *count);
 ATTN_API attn_status attn_mha_get_params(const attn_mha *mha, float *params);
 
 /** Copies params [count] (the layout of attn_mha_get_params) into the
- * layer, setting all four projections. Returns ATTN_ERR_NULL_POINTER.
- * Not thread-safe with other calls on the same mha. */
+ * layer, setting all four projections; activations filled before are then
+ * stale (attn_mha_backward returns ATTN_ERR_STATE for them). Returns
+ * ATTN_ERR_NULL_POINTER. Not thread-safe with other calls on the same mha. */
 ATTN_API attn_status attn_mha_set_params(attn_mha *mha, const float *params);
 
 /** Dropout on the layer's attention weights in attn_mha_forward_train (and
@@ -968,7 +971,8 @@ ATTN_API attn_status attn_mha_backward(attn_context *ctx, const attn_mha *mha,
                                        float *d_params);
 
 /** The number of floats in the additive layer's flat parameter vector:
- * hidden · (query_dim + key_dim + 1). Returns ATTN_ERR_NULL_POINTER. */
+ * hidden · (query_dim + key_dim + 1). Returns ATTN_ERR_NULL_POINTER (op or
+ * count). Thread-safe for a const op. */
 ATTN_API attn_status attn_additive_param_count(const attn_additive *op, int64_t *count);
 
 /** Copies the parameters into params [count] in the order of
@@ -976,11 +980,14 @@ ATTN_API attn_status attn_additive_param_count(const attn_additive *op, int64_t 
  * w_v [hidden]. (D2L's AdditiveAttention module lists W_k first in its
  * state_dict, as W_k.weight, W_q.weight, w_v.weight with w_v as a
  * [1, hidden] matrix: map a state_dict by name, not by position.)
- * Returns ATTN_ERR_NULL_POINTER, ATTN_ERR_STATE (weights not set yet). */
+ * Returns ATTN_ERR_NULL_POINTER, ATTN_ERR_STATE (weights not set yet).
+ * Thread-safe for a const op. */
 ATTN_API attn_status attn_additive_get_params(const attn_additive *op, float *params);
 
 /** Copies params [count] (the layout of attn_additive_get_params) into the
- * op. Returns ATTN_ERR_NULL_POINTER. */
+ * op; activations filled before are then stale (attn_additive_backward
+ * returns ATTN_ERR_STATE for them). Returns ATTN_ERR_NULL_POINTER. Not
+ * thread-safe with other calls on the same op. */
 ATTN_API attn_status attn_additive_set_params(attn_additive *op, const float *params);
 
 /** attn_additive_forward for training: the same out and weights, and fills
