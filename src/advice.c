@@ -132,7 +132,8 @@ static void kernel_advice(const attn_setup *s, char *buf, size_t size)
              running, level_names[best->level], name, speed);
 }
 
-/* Part 2: threads, or "". With OpenBLAS's pthreads build on several threads,
+/* Part 2: threads, or "". With OpenBLAS's pthreads build on several threads
+ * and no copy of its OpenMP build to run libattn's GEMMs (blas_copy.c),
  * libattn cannot give its own threads single-threaded GEMMs without changing
  * the process-global BLAS thread count, which is the caller's: the calling
  * thread makes the GEMMs and libattn's threads share only the softmax
@@ -141,7 +142,8 @@ static void kernel_advice(const attn_setup *s, char *buf, size_t size)
 static void thread_advice(const attn_setup *s, char *buf, size_t size)
 {
     buf[0] = '\0';
-    if (s->blas_threading != ATTN_BLAS_THREADING_PTHREADS || s->blas_threads <= 1)
+    if (s->blas_threading != ATTN_BLAS_THREADING_PTHREADS || s->blas_threads <= 1 ||
+        s->blas_copy)
         return;
     /* The sentence names OpenBLAS's variable and package: only for OpenBLAS
      * (its kernel names; BLIS's pthreads build reports "zen3" and the like,
@@ -151,14 +153,15 @@ static void thread_advice(const attn_setup *s, char *buf, size_t size)
     snprintf(buf, size,
              "OpenBLAS runs each call on its own %d pthreads, so libattn makes its GEMMs from "
              "one thread and shares only the softmax (1.2-2x slower, measured on 2 cores): "
-             "set OPENBLAS_NUM_THREADS=1 before the program starts, or install OpenBLAS's "
-             "OpenMP build (libopenblas0-openmp); see docs/threading.md",
+             "set OPENBLAS_NUM_THREADS=1 before the program starts, or install "
+             "libopenblas0-openmp for libattn to load for its GEMMs (blas_copy says why it "
+             "did not); see docs/threading.md",
              s->blas_threads);
 }
 
 size_t attn_advice(const attn_setup *setup, char *buf, size_t size)
 {
-    char kernel_part[320], thread_part[320];
+    char kernel_part[320], thread_part[384];
     kernel_advice(setup, kernel_part, sizeof kernel_part);
     thread_advice(setup, thread_part, sizeof thread_part);
     const char *sep = kernel_part[0] && thread_part[0] ? "; " : "";

@@ -484,6 +484,33 @@ typedef enum attn_blas_threading {
 } attn_blas_threading;
 attn_blas_threading attn_blas_threading_model(void);
 
+/* The BLAS libattn's own GEMMs run on at this call: the process's BLAS, or
+ * the copy (blas_copy.c), which runs serially. The schedule (context.c)
+ * follows these; attn_blas_threads() and attn_blas_threading_model() stay
+ * the process's BLAS, as reported. */
+int attn_gemm_threads(void);
+attn_blas_threading attn_gemm_threading(void);
+
+/* ---- the copy (blas_copy.c) ---- */
+#if defined(ATTN_BLAS_OPENBLAS) && defined(ATTN_BLAS_COPY_PATH)
+#define ATTN_BLAS_COPY 1
+#endif
+/* Whether this call's GEMMs go to the copy: the process's OpenBLAS runs its
+ * pthreads on several threads and the copy loaded (at the first such call).
+ * Thread-safe. Always false without ATTN_BLAS_COPY. */
+bool attn_blas_copy_in_use(void);
+#if defined(ATTN_BLAS_COPY)
+/* The copy's cblas_sgemm / cblas_sgemv, row-major, on the calling thread;
+ * only when in use. */
+void attn_blas_copy_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                          float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                          float beta, float *c, int64_t ldc);
+void attn_blas_copy_sgemv(bool trans, int64_t m, int64_t n, float alpha, const float *a,
+                          int64_t lda, const float *x, float *y);
+#endif
+/* The "blas_copy" line of attn_runtime_info: its path, or "none (why)". */
+void attn_blas_copy_describe(char *buf, size_t size);
+
 /* C[m×n] = alpha · A[m×k] · B[n×k]ᵀ (+ beta·C), row-major with leading dims. */
 void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
@@ -564,6 +591,7 @@ typedef struct attn_setup {
     int blas_threads;                   /* attn_blas_threads() */
     attn_blas_threading blas_threading; /* attn_blas_threading_model() */
     int default_threads;                /* attn_default_threads() */
+    bool blas_copy;                     /* attn_blas_copy_in_use(): GEMMs on the copy */
 } attn_setup;
 
 /* The OPENBLAS_CORETYPE value to advise: the fastest OpenBLAS 0.3.21 kernel

@@ -1,6 +1,7 @@
 /*
- * blas.c — the only file that knows which GEMM provider libattn was built
- * with (meson's -Dblas=, which defines one ATTN_BLAS_* macro):
+ * blas.c — with blas_copy.c, the only file that knows which GEMM provider
+ * libattn was built with (meson's -Dblas=, which defines one ATTN_BLAS_*
+ * macro):
  *   ATTN_BLAS_OPENBLAS  OpenBLAS's cblas_sgemm (the default);
  *   ATTN_BLAS_CBLAS     any CBLAS pkg-config found (also OpenBLAS's fallback);
  *   ATTN_BLAS_BLIS      BLIS's CBLAS layer, declared by blis.h;
@@ -9,7 +10,12 @@
  * provider, its interface and its integer type stay out of the rest of the
  * library and out of the public header. Here too are the provider's answers
  * about itself (name, version, kernel, threads), read and never set: its
- * thread count is process-global and belongs to the caller.
+ * thread count is process-global and belongs to the caller. And here is the
+ * one exception to "the process's BLAS": with OpenBLAS's pthreads build on
+ * several threads, libattn's GEMMs go to a copy of OpenBLAS's OpenMP build
+ * of its own, run serially (blas_copy.c, "the copy"), so that each of
+ * libattn's threads makes single-threaded GEMMs without changing the
+ * process's thread count.
  *
  * Callers guarantee that every size fits the BLAS integer type (checked when
  * an op is created) and that m, n, k > 0: a zero leading dimension would make
@@ -17,6 +23,7 @@
  * prints.
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #if defined(ATTN_BLAS_ONEDNN)
@@ -271,9 +278,27 @@ const char *attn_blas_kernel(void)
 
 /* ---- the products, through the CBLAS interface ---------------------------- */
 
+/* With the copy in use (blas_copy.c), every product goes to it. */
+#if defined(ATTN_BLAS_COPY)
+#define COPY_GEMM(ta, tb)                                                                  \
+    if (attn_blas_copy_in_use()) {                                                         \
+        attn_blas_copy_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);        \
+        return;                                                                            \
+    }
+#define COPY_GEMV(t)                                                                       \
+    if (attn_blas_copy_in_use()) {                                                         \
+        attn_blas_copy_sgemv(t, m, n, alpha, a, lda, x, y);                                \
+        return;                                                                            \
+    }
+#else
+#define COPY_GEMM(ta, tb)
+#define COPY_GEMV(t)
+#endif
+
 void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
+    COPY_GEMM(false, true)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, alpha, a,
                 (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
@@ -281,6 +306,7 @@ void attn_gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *a, 
 void attn_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
+    COPY_GEMM(false, false)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, alpha, a,
                 (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
@@ -288,6 +314,7 @@ void attn_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, 
 void attn_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc)
 {
+    COPY_GEMM(true, false)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)n, (int)k, alpha, a,
                 (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
@@ -295,6 +322,7 @@ void attn_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, 
 void attn_gemv_n(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
                  float *y)
 {
+    COPY_GEMV(false)
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)n, alpha, a, (int)lda, x, 1, 0.0f, y,
                 1);
 }
@@ -302,7 +330,20 @@ void attn_gemv_n(int64_t m, int64_t n, float alpha, const float *a, int64_t lda,
 void attn_gemv_t(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
                  float *y)
 {
+    COPY_GEMV(true)
     cblas_sgemv(CblasRowMajor, CblasTrans, (int)m, (int)n, alpha, a, (int)lda, x, 1, 0.0f, y, 1);
 }
 
 #endif
+
+/* ---- the BLAS libattn's own GEMMs run on: the process's, or the copy ----- */
+
+int attn_gemm_threads(void)
+{
+    return attn_blas_copy_in_use() ? 1 : attn_blas_threads();
+}
+
+attn_blas_threading attn_gemm_threading(void)
+{
+    return attn_blas_copy_in_use() ? ATTN_BLAS_THREADING_SERIAL : attn_blas_threading_model();
+}

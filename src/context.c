@@ -70,16 +70,22 @@ static int online_cores(void)
  *    each call by the calling thread's omp_get_max_threads(), so threads of
  *    libattn's own pool would each run multi-threaded GEMMs. Without OpenMP
  *    in libattn (-Dopenmp=disabled), the BLAS-threaded schedule below;
- *  - a BLAS with its own pthread pool (Debian's default OpenBLAS) on several
- *    threads: the calling thread makes the GEMMs, which the BLAS spreads over
- *    its threads, and libattn's threads share only the softmax between them
- *    (attend.c; blocks of 64K logits or more). Threads of libattn's making GEMMs beside the BLAS's would
- *    fight them: OpenBLAS's idle workers spin for ~0.1 s after each call. */
+ *  - OpenBLAS with its own pthread pool (Debian's default) on several
+ *    threads: libattn's GEMMs go to its copy of OpenBLAS's OpenMP build,
+ *    run serially (blas_copy.c), so this is the serial case: the pool;
+ *  - a BLAS with its own pthread pool on several threads and no copy
+ *    (ATTN_BLAS_COPY=0, libopenblas0-openmp not installed, a sanitizer
+ *    runtime in the process): the calling thread makes the GEMMs,
+ *    which the BLAS spreads over its threads, and libattn's threads share
+ *    only the softmax between them (attend.c; blocks of 64K logits or
+ *    more). Threads of libattn's making GEMMs beside the BLAS's would fight
+ *    them: OpenBLAS's idle workers spin for ~0.1 s after each call.
+ * The BLAS meant is the one libattn's GEMMs run on (attn_gemm_threading). */
 attn_schedule attn_default_schedule(void)
 {
-    if (attn_blas_threading_model() == ATTN_BLAS_THREADING_OPENMP)
+    if (attn_gemm_threading() == ATTN_BLAS_THREADING_OPENMP)
         return attn_openmp_available() ? ATTN_SCHEDULE_OPENMP : ATTN_SCHEDULE_BLAS_THREADS;
-    return attn_blas_threads() <= 1 ? ATTN_SCHEDULE_POOL : ATTN_SCHEDULE_BLAS_THREADS;
+    return attn_gemm_threads() <= 1 ? ATTN_SCHEDULE_POOL : ATTN_SCHEDULE_BLAS_THREADS;
 }
 
 int attn_default_threads(void)
@@ -98,7 +104,7 @@ attn_schedule attn_context_schedule(const attn_context *ctx)
      * would run GEMMs as wide as their own OpenMP default, unlike the
      * calling thread's, and the bits would depend on who ran an item. */
     if (s == ATTN_SCHEDULE_BLAS_THREADS && ctx->requested_threads > 1 &&
-        attn_blas_threading_model() != ATTN_BLAS_THREADING_OPENMP)
+        attn_gemm_threading() != ATTN_BLAS_THREADING_OPENMP)
         return ATTN_SCHEDULE_POOL;
     return s;
 }

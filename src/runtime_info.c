@@ -3,7 +3,10 @@
  * on, as "key: value" lines, for logs, bug reports and `attn info`.
  *
  * Everything is read (cpuid, OpenBLAS's getters, the default thread count),
- * nothing is set: the BLAS's state is process-global and the caller's.
+ * nothing is set: the BLAS's state is process-global and the caller's. The
+ * blas_* lines are the process's BLAS; blas_copy says whether libattn's
+ * GEMMs run on its own serial copy of OpenBLAS's OpenMP build instead
+ * (blas_copy.c), and schedule how libattn's threads then share the cores.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -84,8 +87,9 @@ size_t attn_runtime_info(char *buf, size_t size)
         .blas_threads = attn_blas_threads(),
         .blas_threading = attn_blas_threading_model(),
         .default_threads = attn_default_threads(),
+        .blas_copy = attn_blas_copy_in_use(),
     };
-    char advice[640];
+    char advice[720];
     attn_advice(&setup, advice, sizeof advice);
 
     append(&t, "version: %s\n", attn_version_string());
@@ -93,6 +97,9 @@ size_t attn_runtime_info(char *buf, size_t size)
     append(&t, "blas_kernel: %s\n", setup.blas_kernel);
     append(&t, "blas_threads: %d\n", setup.blas_threads);
     append(&t, "blas_threading: %s\n", threading_name(setup.blas_threading));
+    char copy[320];
+    attn_blas_copy_describe(copy, sizeof copy);
+    append(&t, "blas_copy: %s\n", copy);
     append_cpu(&t, &cpu);
     append(&t, "threads: %d\n", setup.default_threads);
     append(&t, "schedule: %s\n", schedule_name(attn_default_schedule()));

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -122,8 +123,9 @@ static void provider_view_get(provider_view *v)
 }
 #endif
 
-static const char *const keys[] = {"version", "blas", "blas_kernel", "blas_threads",
-                                   "blas_threading", "cpu", "threads", "schedule", "advice"};
+static const char *const keys[] = {"version", "blas",  "blas_kernel", "blas_threads",
+                                   "blas_threading", "blas_copy", "cpu", "threads",
+                                   "schedule", "advice"};
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
 static char *info_text(void)
@@ -152,6 +154,53 @@ static bool value_of(const char *text, const char *key, char *out, size_t size)
             break;
     }
     return false;
+}
+
+/* A sanitizer runtime in the process keeps the copy away (blas_copy.c). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define TEST_SANITIZED 1
+#endif
+#endif
+#ifndef TEST_SANITIZED
+#define TEST_SANITIZED 0
+#endif
+
+/* The blas_copy line (src/blas_copy.c): the copy of OpenBLAS's OpenMP
+ * build runs libattn's GEMMs exactly when the process's OpenBLAS runs
+ * pthreads on several threads, the build has a copy path whose file exists,
+ * the environment does not turn it off and no sanitizer runs; with it the
+ * schedule is the pool's, as with a serial BLAS. */
+static void check_copy_line(const char *text, const provider_view *want)
+{
+    char copy[512], schedule[64];
+    assert_true(value_of(text, "blas_copy", copy, sizeof copy));
+    assert_true(value_of(text, "schedule", schedule, sizeof schedule));
+    bool wanted = strcmp(want->threading, "pthreads") == 0 && want->threads > 1;
+    const char *env = getenv("ATTN_BLAS_COPY");
+    bool off = env && strcmp(env, "0") == 0;
+    print_message("blas_copy: %s\n", copy);
+    if (!wanted) {
+        assert_true(strncmp(copy, "none", 4) == 0);
+        return;
+    }
+    if (off) {
+        assert_string_equal(copy, "off (ATTN_BLAS_COPY=0)");
+        return;
+    }
+#if defined(ATTN_BLAS_COPY) && !TEST_SANITIZED
+    if (access(ATTN_BLAS_COPY_PATH, R_OK) == 0) {
+        if (strncmp(copy, ATTN_BLAS_COPY_PATH " ", strlen(ATTN_BLAS_COPY_PATH) + 1) != 0)
+            fail_msg("the copy %s exists but blas_copy says '%s'", ATTN_BLAS_COPY_PATH, copy);
+        assert_string_equal(schedule, "pool");
+        return;
+    }
+#endif
+    assert_true(strncmp(copy, "none", 4) == 0);
+    assert_string_not_equal(schedule, "pool");
 }
 
 static void every_key_once(void **state)
@@ -204,6 +253,7 @@ static void values_match_the_sources(void **state)
     assert_string_equal(v, schedules[attn_default_schedule()]);
     assert_true(value_of(text, "blas_threading", v, sizeof v));
     assert_string_equal(v, want.threading);
+    check_copy_line(text, &want);
 #if !defined(ATTN_BLAS_OPENBLAS) && !defined(ATTN_BLAS_CBLAS)
     /* OPENBLAS_CORETYPE advice only ever concerns OpenBLAS. */
     assert_true(value_of(text, "advice", v, sizeof v));
@@ -358,7 +408,7 @@ static void advice_table(void **state)
             fail_msg("%s: advised %s, expected %s", c->what, got ? got : "nothing",
                      c->advised ? c->advised : "nothing");
 
-        attn_setup setup = {c->kernel, c->features, 1, ATTN_BLAS_THREADING_PTHREADS, 2};
+        attn_setup setup = {c->kernel, c->features, 1, ATTN_BLAS_THREADING_PTHREADS, 2, false};
         char text[1024], want[64];
         size_t n = attn_advice(&setup, text, sizeof text);
         assert_int_equal(n, strlen(text));
@@ -427,16 +477,21 @@ static void thread_advice(void **state)
     static const struct {
         attn_blas_threading threading;
         int blas_threads;
+        bool copy;  /* libattn's GEMMs on its copy of the OpenMP build */
         bool advised;
     } cases[] = {
-        {ATTN_BLAS_THREADING_PTHREADS, 2, true},  {ATTN_BLAS_THREADING_PTHREADS, 64, true},
-        {ATTN_BLAS_THREADING_PTHREADS, 1, false}, {ATTN_BLAS_THREADING_OPENMP, 2, false},
-        {ATTN_BLAS_THREADING_OPENMP, 1, false},   {ATTN_BLAS_THREADING_SERIAL, 1, false},
-        {ATTN_BLAS_THREADING_UNKNOWN, 1, false},
+        {ATTN_BLAS_THREADING_PTHREADS, 2, false, true},
+        {ATTN_BLAS_THREADING_PTHREADS, 64, false, true},
+        {ATTN_BLAS_THREADING_PTHREADS, 2, true, false},
+        {ATTN_BLAS_THREADING_PTHREADS, 1, false, false},
+        {ATTN_BLAS_THREADING_OPENMP, 2, false, false},
+        {ATTN_BLAS_THREADING_OPENMP, 1, false, false},
+        {ATTN_BLAS_THREADING_SERIAL, 1, false, false},
+        {ATTN_BLAS_THREADING_UNKNOWN, 1, false, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         attn_setup setup = {"Haswell", ATTN_CPU_AVX | ATTN_CPU_AVX2 | ATTN_CPU_FMA,
-                            cases[i].blas_threads, cases[i].threading, 2};
+                            cases[i].blas_threads, cases[i].threading, 2, cases[i].copy};
         char text[1024];
         size_t n = attn_advice(&setup, text, sizeof text);
         assert_int_equal(n, strlen(text));
@@ -453,13 +508,13 @@ static void thread_advice(void **state)
     /* BLIS's pthreads build (kernel "zen3"): OpenBLAS's advice would name
      * the wrong variable, so none. */
     attn_setup blis = {"zen3", ATTN_CPU_AVX | ATTN_CPU_AVX2 | ATTN_CPU_FMA, 2,
-                       ATTN_BLAS_THREADING_PTHREADS, 2};
+                       ATTN_BLAS_THREADING_PTHREADS, 2, false};
     char none[64];
     attn_advice(&blis, none, sizeof none);
     assert_string_equal(none, "");
 
     attn_setup both = {"Prescott", ATTN_CPU_AVX | ATTN_CPU_AVX2 | ATTN_CPU_FMA, 2,
-                       ATTN_BLAS_THREADING_PTHREADS, 2};
+                       ATTN_BLAS_THREADING_PTHREADS, 2, false};
     char text[1024];
     attn_advice(&both, text, sizeof text);
     const char *sep = strstr(text, "; ");

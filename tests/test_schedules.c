@@ -28,6 +28,9 @@
 #include <string.h>
 
 #include <attn.h>
+#if ATTN_TEST_OPENMP
+#include <omp.h>
+#endif
 
 #include "reliability_util.h"
 
@@ -83,7 +86,8 @@ static int same_gemms(int blas_threads, int threads)
      * whichever libattn thread makes it. OpenMP: the default's GEMMs run
      * inside a region, on one BLAS thread, and so do those of 3 explicit
      * threads, while 1 explicit thread's run on all of them: OpenBLAS may
-     * then split a sum differently (bits differed at len 1000). */
+     * then split a sum differently (bits differed at len 1000). pthreads
+     * with libattn's GEMMs on its serial copy: serial everywhere. */
     char threading[64];
     info_value("blas_threading", threading, sizeof threading);
     if (strcmp(threading, "pthreads") == 0)
@@ -182,12 +186,17 @@ static void check_sdpa_case(const sdpa_case *c, int blas_threads, uint64_t seed)
 /* nn.MultiheadAttention, causal, default context, against float64. */
 /* The schedule a context left at its default takes for this BLAS setting
  * (attn_context_set_num_threads): one pthreads BLAS thread → the pool; several
- * → the GEMMs from the calling thread; an OpenMP BLAS → an OpenMP region when
- * libattn has OpenMP, else the calling thread's GEMMs, never the pool. */
+ * → the GEMMs from the calling thread, or the pool when libattn runs its
+ * GEMMs on its serial copy of OpenBLAS's OpenMP build (blas_copy,
+ * src/blas_copy.c); an OpenMP BLAS → an OpenMP region when libattn has OpenMP, else the
+ * calling thread's GEMMs, never the pool. */
 static const char *expected_schedule(int blas_threads)
 {
-    char threading[64];
+    char threading[64], copy[512];
     info_value("blas_threading", threading, sizeof threading);
+    info_value("blas_copy", copy, sizeof copy);
+    if (copy[0] == '/')
+        return "pool";
     if (strcmp(threading, "openmp") == 0)
         return ATTN_TEST_OPENMP ? "openmp" : "blas-threads";
     return blas_threads == 1 ? "pool" : "blas-threads";
@@ -278,12 +287,40 @@ static void test_every_schedule(void **state)
         openblas_set_num_threads(user);
 }
 
+/* With libattn's GEMMs on its copy of OpenBLAS's OpenMP build (blas_copy:
+ * a path), the calling thread's OpenMP thread count, which libattn sets to 1
+ * around each call of the copy, is the caller's again after the call, and
+ * the program's OpenBLAS keeps its thread count. */
+static void test_copy_leaves_the_caller_alone(void **state)
+{
+    (void)state;
+    char copy[512];
+    info_value("blas_copy", copy, sizeof copy);
+    if (copy[0] != '/') {
+        print_message("no copy in use (blas_copy: %s)\n", copy);
+        return;
+    }
+    int blas_before = openblas_get_num_threads ? openblas_get_num_threads() : 1;
+#if ATTN_TEST_OPENMP
+    omp_set_num_threads(3);
+#endif
+    sdpa_case c = cases[0];
+    check_sdpa_case(&c, blas_before, 4242);
+    check_mha(blas_before, ATTN_CAUSAL_NONE);
+#if ATTN_TEST_OPENMP
+    assert_int_equal(omp_get_max_threads(), 3);
+#endif
+    if (openblas_get_num_threads)
+        assert_int_equal(openblas_get_num_threads(), blas_before);
+}
+
 int main(void)
 {
     const char *q = getenv("ATTN_TEST_QUICK");
     quick = q && q[0] == '1';
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_schedule),
+        cmocka_unit_test(test_copy_leaves_the_caller_alone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
