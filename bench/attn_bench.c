@@ -74,6 +74,7 @@ typedef struct options {
     int runs;
     bool quick;
     bool backward;      /* the backward's configurations instead of the forward's */
+    bool blas_copy;     /* libattn's GEMMs on its copy of OpenBLAS (attn info's blas_copy) */
     const char *filter;
 } options;
 
@@ -105,14 +106,26 @@ static void one_blas_thread_here(void)
         set_blas_threads(1);
 }
 
-/* After a multi-threaded call, OpenBLAS's pthreads workers spin (calling
- * sched_yield) for about 2^28 cycles, 0.1 s here, before they sleep: long
- * enough to take a core from the floor and the best setting timed next.
- * Waiting them out keeps those two clean. */
-static void let_blas_threads_sleep(void)
+/* Gives the BLAS back the thread count the process had, after the floor and
+ * the best setting ran on one, and returns whether it then waited. When the
+ * default's GEMMs ran on OpenBLAS's pthreads (several threads and no copy in
+ * libattn), its workers spin (calling sched_yield) for about 2^28 cycles,
+ * 0.1 s here, after each multi-threaded call before they sleep: long enough
+ * to take a core from the floor and the best setting timed next, so the
+ * bench waits them out. Only then: after a wait of 0.25 s both vCPUs of
+ * this VM are idle, and whatever runs first pays for their waking (SDPA d64
+ * L512, 3.9 ms alone, took 5.5-7.5 ms as the first work after the wait),
+ * so each round then makes one untimed call as run before the timed one.
+ * With libattn's copy (blas_copy) the default never wakes OpenBLAS's
+ * workers: no wait, no extra call. */
+static bool restore_blas_threads(int user_blas_threads, const options *o)
 {
+    set_blas_threads(user_blas_threads);
+    if (user_blas_threads <= 1 || o->blas_copy)
+        return false;
     struct timespec t = {0, 250 * 1000 * 1000};
     nanosleep(&t, NULL);
+    return true;
 }
 
 static double now(void)
@@ -699,20 +712,21 @@ static void measure(const config *c, const options *o, long mem_kib)
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_floor[64];
+    bool waited = false;
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
-        set_blas_threads(1);
+        if (waited)
+            run_libattn(&p, p.ctx);  /* untimed: wakes the cores after the wait */
         double t0 = now();
-        run_floor(&p, o->floor_threads);
-        double t1 = now();
-        run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
-        double t2 = now();
-        set_blas_threads(user_blas_threads);
         run_libattn(&p, p.ctx);  /* as the user has it */
+        double t1 = now();
+        set_blas_threads(1);
+        run_floor(&p, o->floor_threads);
+        double t2 = now();
+        run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
         double t3 = now();
-        if (user_blas_threads > 1)
-            let_blas_threads_sleep();
+        waited = restore_blas_threads(user_blas_threads, o);
         if (r >= 0)
-            t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_lib[r] = t3 - t2;
+            t_lib[r] = t1 - t0, t_floor[r] = t2 - t1, t_best[r] = t3 - t2;
     }
     attn_context_destroy(best_ctx);
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
@@ -760,22 +774,23 @@ static double measure_backward(const config *c, const options *o, long mem_kib,
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_floor[64], t_fwd[64];
+    bool waited = false;
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
-        set_blas_threads(1);
+        if (waited)
+            run_libattn_forward(&p, p.ctx);  /* untimed: wakes the cores after the wait */
         double t0 = now();
-        run_floor(&p, o->floor_threads);
-        double t1 = now();
-        run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
-        double t2 = now();
-        set_blas_threads(user_blas_threads);
         run_libattn_forward(&p, p.ctx);  /* as the user has it: the forward, */
-        double t3 = now();
+        double t1 = now();
         run_libattn(&p, p.ctx);  /* then the backward */
+        double t2 = now();
+        set_blas_threads(1);
+        run_floor(&p, o->floor_threads);
+        double t3 = now();
+        run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
         double t4 = now();
-        if (user_blas_threads > 1)
-            let_blas_threads_sleep();
+        waited = restore_blas_threads(user_blas_threads, o);
         if (r >= 0)
-            t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_fwd[r] = t3 - t2, t_lib[r] = t4 - t3;
+            t_fwd[r] = t1 - t0, t_lib[r] = t2 - t1, t_floor[r] = t3 - t2, t_best[r] = t4 - t3;
     }
     attn_context_destroy(best_ctx);
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
@@ -818,20 +833,21 @@ static double measure_mha_backward(const config *c, const options *o, long mem_k
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_fwd[64], t_bwd[64];
+    bool waited = false;
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
-        set_blas_threads(1);
+        if (waited)
+            run_mha_forward_train(&p, p.ctx);  /* untimed: wakes the cores after the wait */
         double t0 = now();
-        run_libattn(&p, best_ctx);  /* the best setting's step */
-        double t1 = now();
-        set_blas_threads(user_blas_threads);
         run_mha_forward_train(&p, p.ctx);  /* as the user has it: the forward_train, */
-        double t2 = now();
+        double t1 = now();
         run_mha_backward(&p, p.ctx);  /* then the backward */
+        double t2 = now();
+        set_blas_threads(1);
+        run_libattn(&p, best_ctx);  /* the best setting's step */
         double t3 = now();
-        if (user_blas_threads > 1)
-            let_blas_threads_sleep();
+        waited = restore_blas_threads(user_blas_threads, o);
         if (r >= 0)
-            t_best[r] = t1 - t0, t_fwd[r] = t2 - t1, t_bwd[r] = t3 - t2, t_lib[r] = t3 - t1;
+            t_fwd[r] = t1 - t0, t_bwd[r] = t2 - t1, t_lib[r] = t2 - t0, t_best[r] = t3 - t2;
     }
     attn_context_destroy(best_ctx);
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
@@ -1001,6 +1017,7 @@ int main(int argc, char **argv)
     char *info = runtime_info();
     if (info)
         fputs(info, stderr);
+    o.blas_copy = info && strstr(info, "\nblas_copy: /");
     const char *env_threads = getenv("OPENBLAS_NUM_THREADS");
     char threads_text[32] = "default";
     if (o.threads)
