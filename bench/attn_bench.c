@@ -107,17 +107,17 @@ static void one_blas_thread_here(void)
 }
 
 /* Gives the BLAS back the thread count the process had, after the floor and
- * the best setting ran on one, and returns whether it then waited. When the
- * default's GEMMs ran on OpenBLAS's pthreads (several threads and no copy in
- * libattn), its workers spin (calling sched_yield) for about 2^28 cycles,
- * 0.1 s here, after each multi-threaded call before they sleep: long enough
- * to take a core from the floor and the best setting timed next, so the
- * bench waits them out. Only then: after a wait of 0.25 s both vCPUs of
- * this VM are idle, and whatever runs first pays for their waking (SDPA d64
- * L512, 3.9 ms alone, took 5.5-7.5 ms as the first work after the wait),
- * so each round then makes one untimed call as run before the timed one.
- * With libattn's copy (blas_copy) the default never wakes OpenBLAS's
- * workers: no wait, no extra call. */
+ * the best setting ran on one, and returns whether it then waited. Raising
+ * it wakes OpenBLAS's pthreads workers, which then spin (calling
+ * sched_yield) for about 2^28 cycles, 0.1 s here, before they sleep, as they
+ * do after every multi-threaded call; when the default's GEMMs run on them
+ * (no copy in libattn), or on an OpenMP team, the bench waits them out so
+ * that they do not take a core from the floor timed next. After such a wait
+ * both vCPUs of this VM are idle and whatever runs first pays for their
+ * waking (SDPA d64 L512, 3.9 ms alone, took 5.5-7.5 ms as the first work
+ * after it), so the round then makes one untimed call as run before the
+ * timed one. With libattn's copy (blas_copy) the default never runs on
+ * OpenBLAS's workers: no wait, no extra call. */
 static bool restore_blas_threads(int user_blas_threads, const options *o)
 {
     set_blas_threads(user_blas_threads);
@@ -712,21 +712,20 @@ static void measure(const config *c, const options *o, long mem_kib)
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_floor[64];
-    bool waited = false;
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
-        if (waited)
-            run_libattn(&p, p.ctx);  /* untimed: wakes the cores after the wait */
-        double t0 = now();
-        run_libattn(&p, p.ctx);  /* as the user has it */
-        double t1 = now();
         set_blas_threads(1);
+        double t0 = now();
         run_floor(&p, o->floor_threads);
-        double t2 = now();
+        double t1 = now();
         run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
+        double t2 = now();
+        if (restore_blas_threads(user_blas_threads, o))
+            run_libattn(&p, p.ctx);  /* untimed: wakes the cores after the wait */
         double t3 = now();
-        waited = restore_blas_threads(user_blas_threads, o);
+        run_libattn(&p, p.ctx);  /* as the user has it */
+        double t4 = now();
         if (r >= 0)
-            t_lib[r] = t1 - t0, t_floor[r] = t2 - t1, t_best[r] = t3 - t2;
+            t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_lib[r] = t4 - t3;
     }
     attn_context_destroy(best_ctx);
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
@@ -774,23 +773,22 @@ static double measure_backward(const config *c, const options *o, long mem_kib,
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_floor[64], t_fwd[64];
-    bool waited = false;
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
-        if (waited)
-            run_libattn_forward(&p, p.ctx);  /* untimed: wakes the cores after the wait */
-        double t0 = now();
-        run_libattn_forward(&p, p.ctx);  /* as the user has it: the forward, */
-        double t1 = now();
-        run_libattn(&p, p.ctx);  /* then the backward */
-        double t2 = now();
         set_blas_threads(1);
+        double t0 = now();
         run_floor(&p, o->floor_threads);
-        double t3 = now();
+        double t1 = now();
         run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
+        double t2 = now();
+        if (restore_blas_threads(user_blas_threads, o))
+            run_libattn_forward(&p, p.ctx);  /* untimed: wakes the cores after the wait */
+        double t3 = now();
+        run_libattn_forward(&p, p.ctx);  /* as the user has it: the forward, */
         double t4 = now();
-        waited = restore_blas_threads(user_blas_threads, o);
+        run_libattn(&p, p.ctx);  /* then the backward */
+        double t5 = now();
         if (r >= 0)
-            t_fwd[r] = t1 - t0, t_lib[r] = t2 - t1, t_floor[r] = t3 - t2, t_best[r] = t4 - t3;
+            t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_fwd[r] = t4 - t3, t_lib[r] = t5 - t4;
     }
     attn_context_destroy(best_ctx);
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
@@ -833,21 +831,20 @@ static double measure_mha_backward(const config *c, const options *o, long mem_k
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_fwd[64], t_bwd[64];
-    bool waited = false;
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
-        if (waited)
-            run_mha_forward_train(&p, p.ctx);  /* untimed: wakes the cores after the wait */
-        double t0 = now();
-        run_mha_forward_train(&p, p.ctx);  /* as the user has it: the forward_train, */
-        double t1 = now();
-        run_mha_backward(&p, p.ctx);  /* then the backward */
-        double t2 = now();
         set_blas_threads(1);
+        double t0 = now();
         run_libattn(&p, best_ctx);  /* the best setting's step */
+        double t1 = now();
+        if (restore_blas_threads(user_blas_threads, o))
+            run_mha_forward_train(&p, p.ctx);  /* untimed: wakes the cores after the wait */
+        double t2 = now();
+        run_mha_forward_train(&p, p.ctx);  /* as the user has it: the forward_train, */
         double t3 = now();
-        waited = restore_blas_threads(user_blas_threads, o);
+        run_mha_backward(&p, p.ctx);  /* then the backward */
+        double t4 = now();
         if (r >= 0)
-            t_fwd[r] = t1 - t0, t_bwd[r] = t2 - t1, t_lib[r] = t2 - t0, t_best[r] = t3 - t2;
+            t_best[r] = t1 - t0, t_fwd[r] = t3 - t2, t_bwd[r] = t4 - t3, t_lib[r] = t4 - t2;
     }
     attn_context_destroy(best_ctx);
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
