@@ -106,21 +106,18 @@ static void one_blas_thread_here(void)
         set_blas_threads(1);
 }
 
-/* Gives the BLAS back the thread count the process had, after the floor and
- * the best setting ran on one, and returns whether it then waited. Raising
- * it wakes OpenBLAS's pthreads workers, which then spin (calling
- * sched_yield) for about 2^28 cycles, 0.1 s here, before they sleep, as they
- * do after every multi-threaded call; when the default's GEMMs run on them
- * (no copy in libattn), or on an OpenMP team, the bench waits them out so
- * that they do not take a core from the floor timed next. After such a wait
- * both vCPUs of this VM are idle and whatever runs first pays for their
- * waking (SDPA d64 L512, 3.9 ms alone, took 5.5-7.5 ms as the first work
- * after it), so the round then makes one untimed call as run before the
- * timed one. With libattn's copy (blas_copy) the default never runs on
- * OpenBLAS's workers: no wait, no extra call. */
-static bool restore_blas_threads(int user_blas_threads, const options *o)
+/* After the default ran on OpenBLAS's pthreads workers (several threads and
+ * no copy in libattn: attn info's blas_copy) or an OpenMP team, their idle
+ * threads spin (OpenBLAS: calling sched_yield for about 2^28 cycles, 0.1 s
+ * here) before they sleep: long enough to take a core from the next round's
+ * floor, so the bench waits them out and says so. After such a wait both
+ * vCPUs of this VM are idle and whatever runs first pays for their waking
+ * (SDPA d64 L512, 3.9 ms alone, took 5.5-7.5 ms as the first work after
+ * it), so the next round makes one untimed call before its timed floor.
+ * With libattn's copy the default never runs on OpenBLAS's workers: no
+ * wait, no extra call. */
+static bool wait_out_blas_threads(int user_blas_threads, const options *o)
 {
-    set_blas_threads(user_blas_threads);
     if (user_blas_threads <= 1 || o->blas_copy)
         return false;
     struct timespec t = {0, 250 * 1000 * 1000};
@@ -712,20 +709,22 @@ static void measure(const config *c, const options *o, long mem_kib)
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_floor[64];
+    bool waited = false;
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
         set_blas_threads(1);
+        if (waited)
+            run_floor(&p, o->floor_threads);  /* untimed: wakes the cores after the wait */
         double t0 = now();
         run_floor(&p, o->floor_threads);
         double t1 = now();
         run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
         double t2 = now();
-        if (restore_blas_threads(user_blas_threads, o))
-            run_libattn(&p, p.ctx);  /* untimed: wakes the cores after the wait */
-        double t3 = now();
+        set_blas_threads(user_blas_threads);
         run_libattn(&p, p.ctx);  /* as the user has it */
-        double t4 = now();
+        double t3 = now();
+        waited = wait_out_blas_threads(user_blas_threads, o);
         if (r >= 0)
-            t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_lib[r] = t4 - t3;
+            t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_lib[r] = t3 - t2;
     }
     attn_context_destroy(best_ctx);
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
@@ -773,22 +772,24 @@ static double measure_backward(const config *c, const options *o, long mem_kib,
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_floor[64], t_fwd[64];
+    bool waited = false;
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
         set_blas_threads(1);
+        if (waited)
+            run_floor(&p, o->floor_threads);  /* untimed: wakes the cores after the wait */
         double t0 = now();
         run_floor(&p, o->floor_threads);
         double t1 = now();
         run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
         double t2 = now();
-        if (restore_blas_threads(user_blas_threads, o))
-            run_libattn_forward(&p, p.ctx);  /* untimed: wakes the cores after the wait */
-        double t3 = now();
+        set_blas_threads(user_blas_threads);
         run_libattn_forward(&p, p.ctx);  /* as the user has it: the forward, */
-        double t4 = now();
+        double t3 = now();
         run_libattn(&p, p.ctx);  /* then the backward */
-        double t5 = now();
+        double t4 = now();
+        waited = wait_out_blas_threads(user_blas_threads, o);
         if (r >= 0)
-            t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_fwd[r] = t4 - t3, t_lib[r] = t5 - t4;
+            t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_fwd[r] = t3 - t2, t_lib[r] = t4 - t3;
     }
     attn_context_destroy(best_ctx);
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
@@ -831,20 +832,22 @@ static double measure_mha_backward(const config *c, const options *o, long mem_k
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
     double t_lib[64], t_best[64], t_fwd[64], t_bwd[64];
+    bool waited = false;
     for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
         set_blas_threads(1);
+        if (waited)
+            run_libattn(&p, best_ctx);  /* untimed: wakes the cores after the wait */
         double t0 = now();
         run_libattn(&p, best_ctx);  /* the best setting's step */
         double t1 = now();
-        if (restore_blas_threads(user_blas_threads, o))
-            run_mha_forward_train(&p, p.ctx);  /* untimed: wakes the cores after the wait */
-        double t2 = now();
+        set_blas_threads(user_blas_threads);
         run_mha_forward_train(&p, p.ctx);  /* as the user has it: the forward_train, */
-        double t3 = now();
+        double t2 = now();
         run_mha_backward(&p, p.ctx);  /* then the backward */
-        double t4 = now();
+        double t3 = now();
+        waited = wait_out_blas_threads(user_blas_threads, o);
         if (r >= 0)
-            t_best[r] = t1 - t0, t_fwd[r] = t3 - t2, t_bwd[r] = t4 - t3, t_lib[r] = t4 - t2;
+            t_best[r] = t1 - t0, t_fwd[r] = t2 - t1, t_bwd[r] = t3 - t2, t_lib[r] = t3 - t1;
     }
     attn_context_destroy(best_ctx);
     double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
