@@ -191,21 +191,32 @@ ATTN_API void attn_context_destroy(attn_context *ctx);
  *    threads would give ATTN_ERR_OUT_OF_MEMORY; and libgomp does not survive
  *    fork() once its threads exist: a child process must not use it
  *    (libattn there, as OpenBLAS's OpenMP build itself, would hang);
- *  - a BLAS with its own pthreads on several threads (Debian's default
- *    libopenblas0-pthread), or an OpenMP BLAS when libattn is built without
- *    OpenMP: the calling thread makes every GEMM, which the BLAS spreads
- *    over its threads, and all online cores share the softmax between the
- *    GEMMs of a block of 64K logits or more ("blas-threads"). Threads of
- *    libattn's making GEMMs beside OpenBLAS's would fight them (its idle
- *    threads spin for ~0.1 s after each call): on 2 cores, 4–20× slower.
- *    This is 1.2–2× slower than the two settings above (measured in
+ *  - OpenBLAS with its own pthreads on several threads (Debian's default
+ *    libopenblas0-pthread): libattn makes its GEMMs on a copy of its own of
+ *    OpenBLAS's OpenMP build, the same version and kernel, run serially
+ *    (loaded privately at the first such call, from libopenblas0-openmp;
+ *    attn_runtime_info()'s "blas_copy" line), so this is the pool above,
+ *    as fast as OPENBLAS_NUM_THREADS=1 within the noise (docs/threading.md).
+ *    The process's OpenBLAS, its thread count and the caller's own BLAS
+ *    calls are untouched; the copy's work buffers add 2–3.5 MiB of
+ *    resident memory. ATTN_BLAS_COPY=0 in the environment turns it off;
+ *  - a BLAS with its own pthreads on several threads and no copy (turned
+ *    off, libopenblas0-openmp not installed, a sanitizer runtime in the
+ *    process, another BLAS), or an OpenMP BLAS when libattn is built
+ *    without OpenMP: the calling thread makes every GEMM, which the BLAS
+ *    spreads over its threads, and all online cores share the softmax
+ *    between the GEMMs of a block of 64K logits or more ("blas-threads").
+ *    Threads of libattn's making GEMMs beside OpenBLAS's would fight them
+ *    (its idle threads spin for ~0.1 s after each call): on 2 cores, 4–20×
+ *    slower. This is 1.2–2× slower than the settings above (measured in
  *    docs/threading.md); attn_runtime_info()'s advice says what to set.
  * An explicit n is n libattn threads. With a pthreads BLAS on several
- * threads, n > 1 makes each thread call the BLAS on its own (avoid it) and
- * n = 1 keeps the GEMMs on the BLAS's threads and the softmax on the caller.
+ * threads and no copy, n > 1 makes each thread call the BLAS on its own
+ * (avoid it) and n = 1 keeps the GEMMs on the BLAS's threads and the
+ * softmax on the caller.
  * Results are bitwise identical for any thread count as long as the BLAS
- * runs each GEMM on as many threads of its own: always with one BLAS thread
- * and with OpenBLAS's pthreads. Under the OpenMP schedule, n = 1 (or a call
+ * runs each GEMM on as many threads of its own: always with one BLAS thread,
+ * with libattn's copy and with OpenBLAS's pthreads. Under the OpenMP schedule, n = 1 (or a call
  * with a single block of work) makes multi-threaded GEMMs where n > 1 makes
  * single-threaded ones, which the BLAS may round differently (within float
  * precision).
@@ -731,6 +742,11 @@ ATTN_API attn_status attn_positional_encoding(float *out, int64_t len, int64_t d
  *                   "unknown"
  *   blas_threads:   the BLAS's thread count per call (1 when unknown)
  *   blas_threading: pthreads, openmp, serial or unknown
+ *   blas_copy:      where libattn's own GEMMs run when the BLAS above is
+ *                   OpenBLAS's pthreads build on several threads: the path
+ *                   of libattn's private, serially run copy of OpenBLAS's
+ *                   OpenMP build and what it is, or "none (why)" / "off
+ *                   (ATTN_BLAS_COPY=0)" (attn_context_set_num_threads)
  *   cpu:            vendor, family and model as Linux shows them, then the
  *                   vector extensions this process may use (the CPU has them
  *                   by cpuid and the OS saves their registers by xgetbv), in
@@ -742,7 +758,7 @@ ATTN_API attn_status attn_positional_encoding(float *out, int64_t len, int64_t d
  *                   (attn_context_set_num_threads with n = 0)
  *   schedule:       how such a context shares the cores with the BLAS
  *                   (attn_context_set_num_threads): pool (libattn's threads,
- *                   one BLAS thread each), openmp (an OpenMP parallel region,
+ *                   one BLAS thread each, or the copy), openmp (an OpenMP parallel region,
  *                   the BLAS serial inside) or blas-threads (the GEMMs from
  *                   the calling thread, threaded by the BLAS)
  *   advice:         empty (the line is then "advice:"), or one sentence when
@@ -758,13 +774,15 @@ ATTN_API attn_status attn_positional_encoding(float *out, int64_t len, int64_t d
  * than size - 1 is cut there and still NUL-terminated. buf may be NULL when
  * size is 0. Returns the length of the whole text (without the NUL), whatever
  * size is, so `attn_runtime_info(NULL, 0) + 1` is the buffer size needed
- * (400 to 900 bytes today, the most with both advice sentences; a 2048-byte
- * buffer is ample).
+ * (500 to 1000 bytes today, the most with both advice sentences; a
+ * 2048-byte buffer is ample).
  *
- * Never fails; allocates nothing; buf is the caller's. Thread-safe: any
- * number of threads may call it at once. It only reads (cpuid, xgetbv and
- * the BLAS's getters): it never changes any process-global state of the BLAS,
- * such as its thread count or kernel. */
+ * Never fails; allocates nothing of its own; buf is the caller's. Like the
+ * first computing call, it loads libattn's copy of OpenBLAS when the
+ * blas_copy line says it is in use. Thread-safe: any number of threads may
+ * call it at once. It only reads (cpuid, xgetbv and the BLAS's getters): it
+ * never changes any process-global state of the BLAS, such as its thread
+ * count or kernel. */
 ATTN_API size_t attn_runtime_info(char *buf, size_t size);
 
 /** @} */
