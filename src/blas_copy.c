@@ -49,9 +49,6 @@
 
 #include <cblas.h>
 
-extern int openblas_get_num_threads(void) __attribute__((weak));
-extern int openblas_get_parallel(void) __attribute__((weak));
-
 static struct {
     __typeof__(cblas_sgemm) *sgemm;  /* NULL: no copy */
     __typeof__(cblas_sgemv) *sgemv;
@@ -132,8 +129,7 @@ static void load_copy(void)
  * pthreads. Read at every call: the caller may change its thread count. */
 static bool copy_wanted(void)
 {
-    return openblas_get_parallel && openblas_get_num_threads && openblas_get_parallel() == 1 &&
-           openblas_get_num_threads() > 1;
+    return attn_blas_threading_model() == ATTN_BLAS_THREADING_PTHREADS && attn_blas_threads() > 1;
 }
 
 bool attn_blas_copy_in_use(void)
@@ -203,7 +199,9 @@ bool attn_blas_copy_in_use(void)
 void attn_blas_copy_describe(char *buf, size_t size)
 {
 #if defined(ATTN_BLAS_OPENBLAS)
-    snprintf(buf, size, "none (not built: meson -Dblas_copy=disabled)");
+    /* -Dblas_copy=disabled, or 'auto' found no openblas-pthread directory
+     * beside which to look for the OpenMP build (meson.build). */
+    snprintf(buf, size, "none (built without a copy path: meson -Dblas_copy)");
 #else
     snprintf(buf, size, "none (the GEMM provider is not OpenBLAS)");
 #endif
