@@ -69,6 +69,23 @@ attn_status attn_activations_reserve(attn_activations *act, const size_t *floats
     return ATTN_OK;
 }
 
+attn_status attn_activations_check_filled(const attn_activations *act, const void *owner,
+                                          uint64_t version, const char *forward,
+                                          const char *owner_noun, const char *changed,
+                                          const char *func)
+{
+    if (!act)
+        return attn_fail(ATTN_ERR_NULL_POINTER, func, "act is NULL");
+    if (act->owner != owner)
+        return attn_fail(ATTN_ERR_STATE, func,
+                         "act holds no %s of this %s (empty, or filled by another layer)",
+                         forward, owner_noun);
+    if (act->version != version)
+        return attn_fail(ATTN_ERR_STATE, func, "the %s changed after the %s that filled act",
+                         changed, forward);
+    return ATTN_OK;
+}
+
 uint64_t attn_next_version(void)
 {
     static atomic_uint_fast64_t counter = 0;

@@ -203,17 +203,12 @@ static attn_status check_backward(attn_context *ctx, const attn_additive *op,
         return attn_fail(ATTN_ERR_NULL_POINTER, f, "ctx is NULL");
     if (!op)
         return attn_fail(ATTN_ERR_NULL_POINTER, f, "op is NULL");
-    if (!act)
-        return attn_fail(ATTN_ERR_NULL_POINTER, f, "act is NULL");
-    if (act->owner != op)
-        return attn_fail(ATTN_ERR_STATE, f,
-                         "act holds no attn_additive_forward_train of this op (empty, or "
-                         "filled by another layer)");
-    if (act->version != op->version)
-        return attn_fail(ATTN_ERR_STATE, f,
-                         "the op's weights changed after the attn_additive_forward_train that "
-                         "filled act");
-    attn_status st = attn_check_data(d_out, act->batch * act->len_q * act->dim_v, "d_out", f);
+    attn_status st = attn_activations_check_filled(act, op, op->version,
+                                                   "attn_additive_forward_train", "op",
+                                                   "op's weights", f);
+    if (st != ATTN_OK)
+        return st;
+    st = attn_check_data(d_out, act->batch * act->len_q * act->dim_v, "d_out", f);
     if (st != ATTN_OK)
         return st;
     const attn_mask_dims md = {act->batch, 1, act->len_q, act->len_kv};

@@ -332,6 +332,16 @@ struct attn_activations {
 attn_status attn_activations_reserve(attn_activations *act, const size_t *floats, int n,
                                      const char *func);
 
+/* The ATTN_ERR_STATE rule of every layer backward: act is not NULL, holds
+ * the `forward` (a function name) of this owner, and the owner's version is
+ * still the one that forward saw. owner_noun names the owner in the message
+ * ("op", "layer"), changed says what a new version means ("op's weights").
+ * Returns ATTN_OK, ATTN_ERR_NULL_POINTER or ATTN_ERR_STATE (message set). */
+attn_status attn_activations_check_filled(const attn_activations *act, const void *owner,
+                                          uint64_t version, const char *forward,
+                                          const char *owner_noun, const char *changed,
+                                          const char *func);
+
 /* A number no earlier call returned: layers take a new one whenever their
  * parameters or options change, so that a backward can tell. Thread-safe. */
 uint64_t attn_next_version(void);

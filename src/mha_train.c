@@ -182,17 +182,11 @@ static attn_status check_backward(attn_context *ctx, const attn_mha *m,
         return attn_fail(ATTN_ERR_NULL_POINTER, f, "ctx is NULL");
     if (!m)
         return attn_fail(ATTN_ERR_NULL_POINTER, f, "mha is NULL");
-    if (!act)
-        return attn_fail(ATTN_ERR_NULL_POINTER, f, "act is NULL");
-    if (act->owner != m)
-        return attn_fail(ATTN_ERR_STATE, f,
-                         "act holds no attn_mha_forward_train of this layer (empty, or filled "
-                         "by another layer)");
-    if (act->version != m->version)
-        return attn_fail(ATTN_ERR_STATE, f,
-                         "the layer's parameters or options changed after the "
-                         "attn_mha_forward_train that filled act");
-    attn_status st = attn_check_data(d_out, act->batch * act->len_q * m->embed_dim, "d_out", f);
+    attn_status st = attn_activations_check_filled(act, m, m->version, "attn_mha_forward_train",
+                                                   "layer", "layer's parameters or options", f);
+    if (st != ATTN_OK)
+        return st;
+    st = attn_check_data(d_out, act->batch * act->len_q * m->embed_dim, "d_out", f);
     if (st != ATTN_OK)
         return st;
     /* The mask is caller memory: its lengths may have changed since. */
