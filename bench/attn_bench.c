@@ -695,6 +695,50 @@ static long extra_memory_kib(const config *c, int threads)
     return kib;
 }
 
+/* One timed thing of a round: the floor (call NULL), or a libattn call on
+ * ctx; as_run: with the BLAS as the user has it, else on one thread. */
+typedef struct timed_step {
+    void (*call)(problem *p, attn_context *ctx);
+    attn_context *ctx;
+    bool as_run;
+    double t[64];  /* seconds, one per timed round */
+} timed_step;
+
+static void run_step(problem *p, const options *o, const timed_step *s)
+{
+    if (s->call)
+        s->call(p, s->ctx);
+    else
+        run_floor(p, o->floor_threads);
+}
+
+/* The rounds every row times: one warm-up round, then o->runs rounds, each
+ * running the steps in order, the one-BLAS-thread steps (floor, best
+ * setting) first and the as-run ones after the BLAS is given back its
+ * thread count; a step's time leaves out the change of thread count. After
+ * a round whose as-run steps ran on OpenBLAS's workers or an OpenMP team it
+ * waits them out (wait_out_blas_threads), and the next round first runs its
+ * first step once untimed. */
+static void time_rounds(problem *p, const options *o, int user_blas_threads, timed_step *steps,
+                        int n)
+{
+    bool waited = false;
+    for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
+        set_blas_threads(1);
+        if (waited)
+            run_step(p, o, &steps[0]);  /* untimed: wakes the cores after the wait */
+        for (int i = 0; i < n; i++) {
+            if (steps[i].as_run && (i == 0 || !steps[i - 1].as_run))
+                set_blas_threads(user_blas_threads);
+            double t0 = now();
+            run_step(p, o, &steps[i]);
+            if (r >= 0)
+                steps[i].t[r] = now() - t0;
+        }
+        waited = wait_out_blas_threads(user_blas_threads, o);
+    }
+}
+
 static void measure(const config *c, const options *o, long mem_kib)
 {
     if (c->memory_only) {
@@ -708,27 +752,15 @@ static void measure(const config *c, const options *o, long mem_kib)
     p.scratch = random_floats((size_t)(floor_block(c) * c->len_kv) * (size_t)o->floor_threads, 5);
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
-    double t_lib[64], t_best[64], t_floor[64];
-    bool waited = false;
-    for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
-        set_blas_threads(1);
-        if (waited)
-            run_floor(&p, o->floor_threads);  /* untimed: wakes the cores after the wait */
-        double t0 = now();
-        run_floor(&p, o->floor_threads);
-        double t1 = now();
-        run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
-        double t2 = now();
-        set_blas_threads(user_blas_threads);
-        run_libattn(&p, p.ctx);  /* as the user has it */
-        double t3 = now();
-        waited = wait_out_blas_threads(user_blas_threads, o);
-        if (r >= 0)
-            t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_lib[r] = t3 - t2;
-    }
+    timed_step steps[] = {
+        {.call = NULL},                                      /* the floor */
+        {.call = run_libattn, .ctx = best_ctx},              /* the best setting */
+        {.call = run_libattn, .ctx = p.ctx, .as_run = true}, /* as the user has it */
+    };
+    time_rounds(&p, o, user_blas_threads, steps, 3);
     attn_context_destroy(best_ctx);
-    double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
-    double fl = median(t_floor, o->runs);
+    double fl = median(steps[0].t, o->runs), best = median(steps[1].t, o->runs);
+    double lib = median(steps[2].t, o->runs);
     double gf = flops(c) / lib * 1e-9, gf_floor = flops(c) / fl * 1e-9;
     printf("{\"name\":\"%s\",\"batch\":%lld,\"heads_q\":%lld,\"heads_kv\":%lld,\"len_q\":%lld,"
            "\"len_kv\":%lld,\"dim\":%lld,\"causal\":%d,\"threads\":%d,\"floor_threads\":%d,"
@@ -771,29 +803,16 @@ static double measure_backward(const config *c, const options *o, long mem_kib,
                               5);
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
-    double t_lib[64], t_best[64], t_floor[64], t_fwd[64];
-    bool waited = false;
-    for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
-        set_blas_threads(1);
-        if (waited)
-            run_floor(&p, o->floor_threads);  /* untimed: wakes the cores after the wait */
-        double t0 = now();
-        run_floor(&p, o->floor_threads);
-        double t1 = now();
-        run_libattn(&p, best_ctx);  /* the best setting: BLAS on 1 thread, all cores */
-        double t2 = now();
-        set_blas_threads(user_blas_threads);
-        run_libattn_forward(&p, p.ctx);  /* as the user has it: the forward, */
-        double t3 = now();
-        run_libattn(&p, p.ctx);  /* then the backward */
-        double t4 = now();
-        waited = wait_out_blas_threads(user_blas_threads, o);
-        if (r >= 0)
-            t_floor[r] = t1 - t0, t_best[r] = t2 - t1, t_fwd[r] = t3 - t2, t_lib[r] = t4 - t3;
-    }
+    timed_step steps[] = {
+        {.call = NULL},                                              /* the floor */
+        {.call = run_libattn, .ctx = best_ctx},                      /* the best setting */
+        {.call = run_libattn_forward, .ctx = p.ctx, .as_run = true}, /* as run: forward, */
+        {.call = run_libattn, .ctx = p.ctx, .as_run = true},         /* then backward */
+    };
+    time_rounds(&p, o, user_blas_threads, steps, 4);
     attn_context_destroy(best_ctx);
-    double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
-    double fl = median(t_floor, o->runs), fwd = median(t_fwd, o->runs);
+    double fl = median(steps[0].t, o->runs), best = median(steps[1].t, o->runs);
+    double fwd = median(steps[2].t, o->runs), lib = median(steps[3].t, o->runs);
     double gf = flops(c) / lib * 1e-9, gf_floor = flops(c) / fl * 1e-9;
     char causal_ratio[32];
     causal_ratio_text(causal_ratio, lib * 1e3, noncausal_ms);
@@ -831,27 +850,18 @@ static double measure_mha_backward(const config *c, const options *o, long mem_k
     problem_init(&p, c, o->threads);
     int user_blas_threads = blas_threads();
     attn_context *best_ctx = best_context(o);
-    double t_lib[64], t_best[64], t_fwd[64], t_bwd[64];
-    bool waited = false;
-    for (int r = -1; r < o->runs; r++) {  /* r = -1: the warm-up */
-        set_blas_threads(1);
-        if (waited)
-            run_libattn(&p, best_ctx);  /* untimed: wakes the cores after the wait */
-        double t0 = now();
-        run_libattn(&p, best_ctx);  /* the best setting's step */
-        double t1 = now();
-        set_blas_threads(user_blas_threads);
-        run_mha_forward_train(&p, p.ctx);  /* as the user has it: the forward_train, */
-        double t2 = now();
-        run_mha_backward(&p, p.ctx);  /* then the backward */
-        double t3 = now();
-        waited = wait_out_blas_threads(user_blas_threads, o);
-        if (r >= 0)
-            t_best[r] = t1 - t0, t_fwd[r] = t2 - t1, t_bwd[r] = t3 - t2, t_lib[r] = t3 - t1;
-    }
+    timed_step steps[] = {
+        {.call = run_libattn, .ctx = best_ctx},                        /* the best step */
+        {.call = run_mha_forward_train, .ctx = p.ctx, .as_run = true}, /* as run: forward, */
+        {.call = run_mha_backward, .ctx = p.ctx, .as_run = true},      /* then backward */
+    };
+    time_rounds(&p, o, user_blas_threads, steps, 3);
     attn_context_destroy(best_ctx);
-    double lib = median(t_lib, o->runs), best = median(t_best, o->runs);
-    double fwd = median(t_fwd, o->runs), bwd = median(t_bwd, o->runs);
+    double t_lib[64];  /* the step as run, per round */
+    for (int r = 0; r < o->runs; r++)
+        t_lib[r] = steps[1].t[r] + steps[2].t[r];
+    double lib = median(t_lib, o->runs), best = median(steps[0].t, o->runs);
+    double fwd = median(steps[1].t, o->runs), bwd = median(steps[2].t, o->runs);
     double gf = flops(c) / lib * 1e-9;
     char causal_ratio[32];
     causal_ratio_text(causal_ratio, lib * 1e3, noncausal_ms);
