@@ -27,6 +27,7 @@ void attn_activations_destroy(attn_activations *act)
 {
     if (!act)
         return;
+    attn_activations_destroy(act->inner);
     attn_free(act->buf);
     attn_free(act);
 }
@@ -83,6 +84,20 @@ attn_status attn_activations_check_filled(const attn_activations *act, const voi
     if (act->version != version)
         return attn_fail(ATTN_ERR_STATE, func, "the %s changed after the %s that filled act",
                          changed, forward);
+    return ATTN_OK;
+}
+
+attn_status attn_activations_inner(attn_activations *act, attn_activations **inner,
+                                   const char *func)
+{
+    if (!act->inner) {
+        attn_activations *a = attn_alloc(sizeof *a);
+        if (!a)
+            return attn_fail(ATTN_ERR_OUT_OF_MEMORY, func, "cannot allocate the activations");
+        *a = (attn_activations){0};
+        act->inner = a;
+    }
+    *inner = act->inner;
     return ATTN_OK;
 }
 

@@ -75,6 +75,19 @@ attn_status attn_check_blas(int64_t value, const char *name, const char *func);
 /* causal is an attn_causal value (ATTN_ERR_INVALID_ARGUMENT). */
 attn_status attn_check_causal(attn_causal causal, const char *func);
 
+/* ---- vector loops ---------------------------------------------------- */
+
+/* Builds a hot loop for AVX-512, AVX2 and the baseline, picked once at load
+ * time by the CPU (softmax.c, layer_norm.c, relu_gelu.c). Not under GCC's
+ * ThreadSanitizer: the clones' resolvers run while the library loads, before
+ * TSan's runtime is up, and crash every program. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__)
+#define ATTN_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ATTN_VECTOR_CLONES
+#endif
+
 /* ---- threads (threadpool.c) ------------------------------------------- */
 
 typedef struct attn_pool attn_pool;
@@ -229,6 +242,11 @@ void attn_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32
 /* row[j] = keep(bh, i, j) ? row[j] · scale : 0 for j in [0, n), bh =
  * b · heads_q + h. A dropped weight is exactly 0, whatever row[j] was. */
 void attn_dropout_apply(const attn_dropout *d, int64_t bh, int64_t i, float *row, int64_t n);
+/* Element dropout of row r of a [rows, n] activation at `site` (>= 1; the
+ * attention weights are site 0): row[c] = keep(site, r, c) ? row[c] ·
+ * scale : 0. Applied to a gradient, it is dropout's backward. */
+void attn_dropout_apply_elements(const attn_dropout *d, uint32_t site, int64_t r, float *row,
+                                 int64_t n);
 /* keep[j] = 1 if weight (bh, i, j) is kept, else 0, for j in [0, n). */
 void attn_dropout_keep_row(const attn_dropout *d, int64_t bh, int64_t i, uint8_t *keep,
                            int64_t n);
@@ -324,6 +342,8 @@ struct attn_activations {
     float *buf;               /* every slot, one allocation */
     size_t capacity;          /* floats in buf */
     float *slot[ATTN_ACT_SLOTS];
+    attn_activations *inner;  /* NULL, or a composite layer's sublayer's tape (the
+                                 encoder layer's attention); freed with act */
 };
 
 /* Empties act and makes slot[i] hold floats[i] floats (n <= ATTN_ACT_SLOTS),
@@ -341,6 +361,10 @@ attn_status attn_activations_check_filled(const attn_activations *act, const voi
                                           uint64_t version, const char *forward,
                                           const char *owner_noun, const char *changed,
                                           const char *func);
+
+/* act's inner tape, created empty on first use: ATTN_ERR_OUT_OF_MEMORY. */
+attn_status attn_activations_inner(attn_activations *act, attn_activations **inner,
+                                   const char *func);
 
 /* A number no earlier call returned: layers take a new one whenever their
  * parameters or options change, so that a backward can tell. Thread-safe. */
@@ -363,6 +387,12 @@ typedef struct attn_backward_args {
  * is ATTN_ERR_OUT_OF_MEMORY, reported before anything is written. */
 attn_status attn_dot_product_backward(attn_context *ctx, const attn_backward_args *ba,
                                       const char *func);
+/* Makes the threads and scratch attn_dot_product_backward of these shapes
+ * (a's geometry, causal, mask) takes, so that a composite layer can fail
+ * before it writes any output: the backward then finds them made.
+ * ATTN_ERR_OUT_OF_MEMORY. */
+attn_status attn_dot_product_backward_reserve(attn_context *ctx, const attn_attend_args *a,
+                                              const char *func);
 
 /* ---- the multi-head layer (mha.c, mha_train.c) ------------------------- */
 
@@ -414,6 +444,69 @@ attn_status attn_mha_validate_forward(attn_context *ctx, const attn_mha *m,
  * threads, before anything is written. */
 attn_status attn_mha_run(attn_context *ctx, const attn_mha *mha, const attn_mha_call *c,
                          const attn_mask *mask, attn_mha_buffers *buf, const char *f);
+
+/* attn_mha_forward_train on validated arguments (attn_mha_validate_forward,
+ * act not NULL, dropout's range): fills act. ATTN_ERR_OUT_OF_MEMORY or
+ * ATTN_ERR_SIZE_OVERFLOW (act then empty) only. */
+attn_status attn_mha_forward_train_run(attn_context *ctx, const attn_mha *mha,
+                                       const attn_mha_call *c, const attn_mask *mask,
+                                       attn_activations *act, const char *f);
+/* The workspace floats attn_mha_backward_run takes for act's shapes. */
+size_t attn_mha_backward_floats(const attn_mha *m, const attn_activations *act);
+/* Makes the threads and scratch attn_mha_backward_run takes for act, so
+ * that it cannot fail afterwards. ATTN_ERR_OUT_OF_MEMORY. */
+attn_status attn_mha_backward_reserve(attn_context *ctx, const attn_mha *m,
+                                      const attn_activations *act, const char *f);
+/* attn_mha_backward on checked arguments: grad = {d_query, d_key, d_value,
+ * d_params}, ws of attn_mha_backward_floats floats (not an output). Fails
+ * only where attn_mha_backward_reserve would, before writing. */
+attn_status attn_mha_backward_run(attn_context *ctx, const attn_mha *mha,
+                                  const attn_activations *act, const float *d_out,
+                                  float *const grad[4], float *ws, const char *f);
+
+/* ---- the Transformer encoder layer (encoder.c, encoder_train.c) --------- */
+
+/* The feed-forward's and the norms' parameters, in named_parameters order
+ * after the attention's: offsets into the layer's `tail` array. */
+typedef struct attn_encoder_tail {
+    int64_t w1, b1, w2, b2, norm1_w, norm1_b, norm2_w, norm2_b, count;
+} attn_encoder_tail;
+
+struct attn_encoder_layer {
+    int64_t d_model, nhead, dim_feedforward;
+    attn_activation activation;
+    bool norm_first;
+    float eps;
+    attn_mha *self_attn;      /* owns in_proj and out_proj */
+    float *tail;              /* linear1, linear2, norm1, norm2 [tail_layout.count] */
+    attn_encoder_tail at;     /* where each lives in tail */
+    bool set;                 /* parameters given */
+    uint64_t version;         /* attn_next_version() at the last change */
+    attn_dropout dropout;     /* the element sites (the attention's is self_attn's) */
+};
+
+/* Dropout sites of the element masks (dropout.c's counter word 3). */
+enum { ATTN_DROP_SITE_FF = 1, ATTN_DROP_SITE_BLOCK1 = 2, ATTN_DROP_SITE_BLOCK2 = 3 };
+
+/* What the training forward keeps in act's slots (the attention's tape is
+ * act->inner): the norms' inputs and statistics, the feed-forward's input,
+ * its pre-activation and its (dropped) activation. */
+enum {
+    ATTN_ENC_LN1_IN,   /* [n, d] post-norm: x + drop1(SA(x)); pre-norm: x */
+    ATTN_ENC_LN2_IN,   /* [n, d] post-norm: h + drop2(FF(h)); pre-norm: h */
+    ATTN_ENC_FF_IN,    /* [n, d] linear1's input: post-norm h, pre-norm LN2(h) */
+    ATTN_ENC_HIDDEN,   /* [n, ff] linear1's output */
+    ATTN_ENC_ACT_OUT,  /* [n, ff] linear2's input: drop(act(hidden)) */
+    ATTN_ENC_STATS1,   /* [n, 2] LN1's mean and rstd per row */
+    ATTN_ENC_STATS2,   /* [n, 2] LN2's */
+    ATTN_ENC_SLOTS
+};
+
+/* Rows per item of the encoder's row-wise passes. */
+#define ATTN_ENC_BLOCK_ROWS 32
+
+/* The attention's share of the flat parameters (attn_mha_param_count). */
+int64_t attn_encoder_attention_params(const attn_encoder_layer *l);
 
 /* ---- additive attention (additive.c, additive_train.c) ----------------- */
 
@@ -478,6 +571,34 @@ void attn_linear_backward_params(attn_context *ctx, int threads, int64_t rows,
                                  const float *dy, float *dw, float *db);
 /* The number of blocks attn_linear_backward_params splits out_features into. */
 int64_t attn_linear_param_items(int64_t out_features);
+
+/* ---- layer normalisation (layer_norm.c) -------------------------------- */
+
+/* y[0..n) = (x − mean) · rstd · weight + bias (torch.nn.LayerNorm over one
+ * row), and stats[0] = mean, stats[1] = rstd = 1 / sqrt(var + eps) unless
+ * stats is NULL. y may be x. */
+void attn_layer_norm_row(const float *x, int64_t n, const float *weight, const float *bias,
+                         float eps, float *y, float *stats);
+/* dx[0..n) = the input gradient of that row given dy (and its x and stats),
+ * plus add[0..n) unless add is NULL. dx may be dy or add. */
+void attn_layer_norm_backward_row(const float *x, const float *stats, const float *weight,
+                                  const float *dy, int64_t n, const float *add, float *dx);
+/* Features per block of attn_layer_norm_param_grads. */
+#define ATTN_LAYER_NORM_FEATURE_BLOCK 64
+/* d_weight[c] = Σ_r dy[r, c] · x̂[r, c] and d_bias[c] = Σ_r dy[r, c] for c in
+ * [c0, c0 + m), m <= ATTN_LAYER_NORM_FEATURE_BLOCK, over rows × n arrays x
+ * and dy with stats [rows, 2]: rows in order, in double. */
+void attn_layer_norm_param_grads(const float *x, const float *stats, const float *dy,
+                                 int64_t rows, int64_t n, int64_t c0, int64_t m,
+                                 float *d_weight, float *d_bias);
+
+/* ---- feed-forward activations (relu_gelu.c) ----------------------------- */
+
+/* y[0..n) = a(x) (ReLU or the exact GELU); y may be x. */
+void attn_activation_forward(attn_activation a, const float *x, float *y, int64_t n);
+/* dx[0..n) = dy · a'(x); dx may be dy. */
+void attn_activation_backward(attn_activation a, const float *x, const float *dy, float *dx,
+                              int64_t n);
 
 /* ---- BLAS (blas.c, the only file that knows the GEMM provider) -------- */
 

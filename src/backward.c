@@ -217,6 +217,49 @@ static void backward_item(void *arg, int64_t item, int worker)
     backward_group(job, item, job->ctx->scratch[worker]);
 }
 
+/* How a backward of these shapes runs: rows per block, the scratch each
+ * thread needs, and on how many threads. */
+typedef struct backward_plan {
+    int64_t block_q, block_rows;
+    size_t block_floats, floats;
+    bool blas_threaded;
+    int threads;
+} backward_plan;
+
+static backward_plan plan_of(attn_context *ctx, const attn_attend_args *a)
+{
+    backward_plan p;
+    p.block_q = attn_attend_block_rows(a);
+    p.block_rows = a->len_q < p.block_q ? a->len_q : p.block_q;
+    p.block_floats = (size_t)(p.block_rows * a->len_kv);
+    p.floats = 2 * p.block_floats + (size_t)p.block_rows;
+    /* As the forward: the BLAS-threaded schedule runs the items on the
+     * calling thread and shares each block's element-wise rows; the others
+     * run one item per thread. */
+    p.blas_threaded = attn_context_schedule(ctx) == ATTN_SCHEDULE_BLAS_THREADS;
+    p.threads = attn_context_threads(ctx, p.blas_threaded ? p.block_rows
+                                                          : a->batch * a->heads_kv);
+    return p;
+}
+
+static attn_status reserve(attn_context *ctx, const backward_plan *p, const char *func)
+{
+    attn_status st = p->blas_threaded ? attn_context_reserve(ctx, func, 1, p->floats)
+                                      : attn_context_reserve(ctx, func, p->threads, p->floats);
+    if (st == ATTN_OK && p->blas_threaded)
+        st = attn_context_reserve(ctx, func, p->threads, 0);
+    return st;
+}
+
+attn_status attn_dot_product_backward_reserve(attn_context *ctx, const attn_attend_args *a,
+                                              const char *func)
+{
+    if (a->batch * a->heads_kv == 0)
+        return ATTN_OK;
+    const backward_plan p = plan_of(ctx, a);
+    return reserve(ctx, &p, func);
+}
+
 attn_status attn_dot_product_backward(attn_context *ctx, const attn_backward_args *ba,
                                       const char *func)
 {
@@ -224,29 +267,18 @@ attn_status attn_dot_product_backward(attn_context *ctx, const attn_backward_arg
     int64_t items = a->batch * a->heads_kv;
     if (items == 0 || (!ba->d_q && !ba->d_k && !ba->d_v))
         return ATTN_OK;
-    int64_t block_q = attn_attend_block_rows(a);
-    int64_t block_rows = a->len_q < block_q ? a->len_q : block_q;
-    size_t block_floats = (size_t)(block_rows * a->len_kv);
-    size_t floats = 2 * block_floats + (size_t)block_rows;
-    /* As the forward: the BLAS-threaded schedule runs the items on the
-     * calling thread and shares each block's element-wise rows; the others
-     * run one item per thread. */
-    bool blas_threaded = attn_context_schedule(ctx) == ATTN_SCHEDULE_BLAS_THREADS;
-    int threads = attn_context_threads(ctx, blas_threaded ? block_rows : items);
-    attn_status st = blas_threaded ? attn_context_reserve(ctx, func, 1, floats)
-                                   : attn_context_reserve(ctx, func, threads, floats);
-    if (st == ATTN_OK && blas_threaded)
-        st = attn_context_reserve(ctx, func, threads, 0);
+    const backward_plan p = plan_of(ctx, a);
+    attn_status st = reserve(ctx, &p, func);
     if (st != ATTN_OK)
         return st;
-    backward_job job = {.ba = ba, .ctx = ctx, .block_q = block_q,
-                        .blocks = attn_ceil_div(a->len_q, block_q),
-                        .block_floats = block_floats, .threads = blas_threaded ? threads : 1};
-    if (blas_threaded) {
+    backward_job job = {.ba = ba, .ctx = ctx, .block_q = p.block_q,
+                        .blocks = attn_ceil_div(a->len_q, p.block_q),
+                        .block_floats = p.block_floats, .threads = p.blas_threaded ? p.threads : 1};
+    if (p.blas_threaded) {
         for (int64_t item = 0; item < items; item++)
             backward_group(&job, item, ctx->scratch[0]);
     } else {
-        attn_context_run(ctx, threads, backward_item, &job, items);
+        attn_context_run(ctx, p.threads, backward_item, &job, items);
     }
     return ATTN_OK;
 }

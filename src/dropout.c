@@ -19,6 +19,11 @@
  * 2^-33) and scaled by 1 / (1 − p). The counter's words hold len_kv / 4,
  * len_q and batch · heads_q below 2^32; larger shapes with dropout are
  * ATTN_ERR_UNSUPPORTED (sdpa.c).
+ *
+ * The encoder layer drops elements of [rows, n] activations too: element
+ * (r, c) of site s (1, 2, 3: encoder.c) is word c mod 4 of counter
+ * (c / 4, r mod 2^32, r >> 32, s) under the same key. The attention's
+ * counters end in 0, so no two sites of one seed share a draw.
  */
 #include <math.h>
 
@@ -76,17 +81,25 @@ void attn_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32
         out[w] = words[w][0];
 }
 
-/* keep[t] for the weights j0 + t, t < m <= 4 · GROUP, of row (bh, i): one
- * group of counters (j0 / 4 + l, i, bh, 0), weight j in word j mod 4. */
-static void keep_group(const attn_dropout *d, int64_t bh, int64_t i, int64_t j0, int64_t m,
-                       uint8_t *keep)
+/* keep[t] for the elements j0 + t, t < m <= 4 · GROUP, of the row whose
+ * counters end in (c1, c2, c3): one group of counters (j0 / 4 + l, c1, c2,
+ * c3), element j in word j mod 4. */
+static void keep_group_at(const attn_dropout *d, uint32_t c1, uint32_t c2, uint32_t c3,
+                          int64_t j0, int64_t m, uint8_t *keep)
 {
-    const uint32_t counter[4] = {(uint32_t)(j0 / 4), (uint32_t)i, (uint32_t)bh, 0};
+    const uint32_t counter[4] = {(uint32_t)(j0 / 4), c1, c2, c3};
     const uint32_t key[2] = {(uint32_t)d->seed, (uint32_t)(d->seed >> 32)};
     uint32_t words[4][GROUP];
     philox_group(counter, key, words);
     for (int64_t t = 0; t < m; t++)
         keep[t] = words[t % 4][t / 4] >= d->threshold;
+}
+
+/* The attention weights' row (bh, i): counters (j / 4, i, bh, 0). */
+static void keep_group(const attn_dropout *d, int64_t bh, int64_t i, int64_t j0, int64_t m,
+                       uint8_t *keep)
+{
+    keep_group_at(d, (uint32_t)i, (uint32_t)bh, 0, j0, m, keep);
 }
 
 void attn_dropout_apply(const attn_dropout *d, int64_t bh, int64_t i, float *row, int64_t n)
@@ -105,6 +118,19 @@ void attn_dropout_keep_row(const attn_dropout *d, int64_t bh, int64_t i, uint8_t
 {
     for (int64_t j0 = 0; j0 < n; j0 += 4 * GROUP)
         keep_group(d, bh, i, j0, n - j0 < 4 * GROUP ? n - j0 : 4 * GROUP, keep + j0);
+}
+
+void attn_dropout_apply_elements(const attn_dropout *d, uint32_t site, int64_t r, float *row,
+                                 int64_t n)
+{
+    uint8_t keep[4 * GROUP];
+    uint32_t r_lo = (uint32_t)r, r_hi = (uint32_t)((uint64_t)r >> 32);
+    for (int64_t j0 = 0; j0 < n; j0 += 4 * GROUP) {
+        int64_t m = n - j0 < 4 * GROUP ? n - j0 : 4 * GROUP;
+        keep_group_at(d, r_lo, r_hi, site, j0, m, keep);
+        for (int64_t t = 0; t < m; t++)
+            row[j0 + t] = keep[t] ? row[j0 + t] * d->scale : 0.0f;
+    }
 }
 
 attn_status attn_dropout_check_range(const attn_dropout *d, int64_t batch_heads, int64_t len_q,

@@ -134,6 +134,15 @@ attn_status attn_mha_forward_train(attn_context *ctx, const attn_mha *mha, int64
     if ((st = attn_dropout_check_range(active_dropout(mha), batch * mha->num_heads, len_q,
                                        len_kv, f)) != ATTN_OK)
         return st;
+    return attn_mha_forward_train_run(ctx, mha, &c, mask, act, f);
+}
+
+attn_status attn_mha_forward_train_run(attn_context *ctx, const attn_mha *mha,
+                                       const attn_mha_call *c, const attn_mask *mask,
+                                       attn_activations *act, const char *f)
+{
+    attn_status st;
+    int64_t batch = c->batch, len_q = c->len_q, len_kv = c->len_kv;
     size_t nq = (size_t)(batch * len_q), nkv = (size_t)(batch * len_kv);
     size_t e = (size_t)mha->embed_dim, kv = (size_t)mha->kv_dim;
     const size_t floats[ACT_COUNT] = {nq * e,  nkv * (size_t)mha->kdim, nkv * (size_t)mha->vdim,
@@ -141,14 +150,14 @@ attn_status attn_mha_forward_train(attn_context *ctx, const attn_mha *mha, int64
                                       (size_t)(batch * mha->num_heads * len_q)};
     if ((st = attn_activations_reserve(act, floats, ACT_COUNT, f)) != ATTN_OK)
         return st;
-    const float *inputs[3] = {query, key, value};
+    const float *inputs[3] = {c->query, c->key, c->value};
     for (int i = ACT_QUERY; i <= ACT_VALUE; i++)
         if (floats[i] > 0)
             memcpy(act->slot[i], inputs[i], floats[i] * sizeof(float));
     attn_mha_buffers buf = {.qp = act->slot[ACT_QP], .kp = act->slot[ACT_KP],
                             .vp = act->slot[ACT_VP], .ap = act->slot[ACT_AP],
                             .lse = act->slot[ACT_LSE], .dropout = active_dropout(mha)};
-    if ((st = attn_mha_run(ctx, mha, &c, mask, &buf, f)) != ATTN_OK)
+    if ((st = attn_mha_run(ctx, mha, c, mask, &buf, f)) != ATTN_OK)
         return st;
     act->owner = mha;
     act->version = mha->version;
@@ -216,28 +225,47 @@ static attn_status attention_backward(attn_context *ctx, const attn_mha *m,
     return attn_dot_product_backward(ctx, &ba, f);
 }
 
-attn_status attn_mha_backward(attn_context *ctx, const attn_mha *mha,
-                              const attn_activations *act, const float *d_out, float *d_query,
-                              float *d_key, float *d_value, float *d_params)
+size_t attn_mha_backward_floats(const attn_mha *m, const attn_activations *act)
 {
-    static const char *f = "attn_mha_backward";
-    float *const grad[4] = {d_query, d_key, d_value, d_params};
-    attn_status st = check_backward(ctx, mha, act, d_out, grad, f);
+    /* dA [nq, E], dQ [nq, E], dK, dV [nkv, kv_dim]. */
+    size_t nq = (size_t)(act->batch * act->len_q), nkv = (size_t)(act->batch * act->len_kv);
+    return 2 * nq * (size_t)m->embed_dim + 2 * nkv * (size_t)m->kv_dim;
+}
+
+/* The threads of the projections' gradients. */
+static int projection_threads(attn_context *ctx, const attn_mha *m, const attn_activations *act)
+{
+    int64_t nq = act->batch * act->len_q, nkv = act->batch * act->len_kv;
+    int64_t items = attn_linear_items(nq > nkv ? nq : nkv);
+    if (attn_linear_param_items(m->embed_dim) > items)
+        items = attn_linear_param_items(m->embed_dim);
+    return attn_context_threads(ctx, items);
+}
+
+attn_status attn_mha_backward_reserve(attn_context *ctx, const attn_mha *m,
+                                      const attn_activations *act, const char *f)
+{
+    attn_status st = attn_context_reserve(ctx, f, projection_threads(ctx, m, act), 0);
     if (st != ATTN_OK)
         return st;
+    const attn_attend_args a = {.batch = act->batch, .heads_q = m->num_heads,
+                                .heads_kv = m->num_kv_heads, .len_q = act->len_q,
+                                .len_kv = act->len_kv, .causal = m->causal,
+                                .mask = act->mask};
+    return attn_dot_product_backward_reserve(ctx, &a, f);
+}
+
+attn_status attn_mha_backward_run(attn_context *ctx, const attn_mha *mha,
+                                  const attn_activations *act, const float *d_out,
+                                  float *const grad[4], float *ws, const char *f)
+{
+    float *d_query = grad[0], *d_key = grad[1], *d_value = grad[2], *d_params = grad[3];
     int64_t nq = act->batch * act->len_q, nkv = act->batch * act->len_kv;
     int64_t e = mha->embed_dim, kv = mha->kv_dim;
-    /* Workspace: dA [nq, E], dQ [nq, E], dK, dV [nkv, kv_dim]. */
-    float *ws;
-    size_t floats = (size_t)(2 * nq * e) + (size_t)(2 * nkv * kv);
-    if ((st = attn_context_workspace(ctx, f, floats, &ws)) != ATTN_OK)
-        return st;
     float *d_a = ws, *dq = d_a + nq * e, *dk = dq + nq * e, *dv = dk + nkv * kv;
-    int64_t items = attn_linear_items(nq > nkv ? nq : nkv);
-    if (attn_linear_param_items(e) > items)
-        items = attn_linear_param_items(e);
-    int threads = attn_context_threads(ctx, items);
-    if ((st = attn_context_reserve(ctx, f, threads, 0)) != ATTN_OK)
+    int threads = projection_threads(ctx, mha, act);
+    attn_status st = attn_context_reserve(ctx, f, threads, 0);
+    if (st != ATTN_OK)
         return st;
 
     /* Nothing below writes an output before the attention's backward, the
@@ -276,4 +304,19 @@ attn_status attn_mha_backward(attn_context *ctx, const attn_mha *mha,
                                    d_value == d_query || d_value == d_key ? 1.0f : 0.0f,
                                    d_value);
     return ATTN_OK;
+}
+
+attn_status attn_mha_backward(attn_context *ctx, const attn_mha *mha,
+                              const attn_activations *act, const float *d_out, float *d_query,
+                              float *d_key, float *d_value, float *d_params)
+{
+    static const char *f = "attn_mha_backward";
+    float *const grad[4] = {d_query, d_key, d_value, d_params};
+    attn_status st = check_backward(ctx, mha, act, d_out, grad, f);
+    if (st != ATTN_OK)
+        return st;
+    float *ws;
+    if ((st = attn_context_workspace(ctx, f, attn_mha_backward_floats(mha, act), &ws)) != ATTN_OK)
+        return st;
+    return attn_mha_backward_run(ctx, mha, act, d_out, grad, ws, f);
 }

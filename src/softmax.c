@@ -40,15 +40,6 @@ float exp2f(float);
 /* log2(e): e^x = 2^(x · log2 e). */
 #define ATTN_LOG2E 1.44269504088896340736f
 
-/* Not under GCC's ThreadSanitizer: the clones' resolvers run while the
- * library loads, before TSan's runtime is up, and crash every program. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_THREAD__)
-#define ATTN_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ATTN_VECTOR_CLONES
-#endif
-
 /* Pass 1a, over the keys before the row's visible end: keys the boolean
  * mask drops become -INFINITY, the bias is added. A -INFINITY bias masks the
  * key whatever its logit: NaN + -Inf would be NaN and leak a masked key's
