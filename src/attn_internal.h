@@ -497,8 +497,8 @@ enum {
     ATTN_ENC_FF_IN,    /* [n, d] linear1's input: post-norm h, pre-norm LN2(h) */
     ATTN_ENC_HIDDEN,   /* [n, ff] linear1's output */
     ATTN_ENC_ACT_OUT,  /* [n, ff] linear2's input: drop(act(hidden)) */
-    ATTN_ENC_STATS1,   /* [n, 2] LN1's mean and rstd per row */
-    ATTN_ENC_STATS2,   /* [n, 2] LN2's */
+    ATTN_ENC_STATS1,   /* [n, ATTN_LAYER_NORM_STATS] LN1's statistics per row */
+    ATTN_ENC_STATS2,   /* LN2's */
     ATTN_ENC_SLOTS
 };
 
@@ -574,9 +574,12 @@ int64_t attn_linear_param_items(int64_t out_features);
 
 /* ---- layer normalisation (layer_norm.c) -------------------------------- */
 
+/* Floats of one row's statistics: the mean as two floats hi + lo (float32
+ * alone would lose x − mean for rows far from 0), rstd. */
+#define ATTN_LAYER_NORM_STATS 3
 /* y[0..n) = (x − mean) · rstd · weight + bias (torch.nn.LayerNorm over one
- * row), and stats[0] = mean, stats[1] = rstd = 1 / sqrt(var + eps) unless
- * stats is NULL. y may be x. */
+ * row), rstd = 1 / sqrt(var + eps), and the row's statistics into
+ * stats[0 .. ATTN_LAYER_NORM_STATS) unless stats is NULL. y may be x. */
 void attn_layer_norm_row(const float *x, int64_t n, const float *weight, const float *bias,
                          float eps, float *y, float *stats);
 /* dx[0..n) = the input gradient of that row given dy (and its x and stats),
@@ -587,7 +590,8 @@ void attn_layer_norm_backward_row(const float *x, const float *stats, const floa
 #define ATTN_LAYER_NORM_FEATURE_BLOCK 64
 /* d_weight[c] = Σ_r dy[r, c] · x̂[r, c] and d_bias[c] = Σ_r dy[r, c] for c in
  * [c0, c0 + m), m <= ATTN_LAYER_NORM_FEATURE_BLOCK, over rows × n arrays x
- * and dy with stats [rows, 2]: rows in order, in double. */
+ * and dy with stats [rows, ATTN_LAYER_NORM_STATS]: rows in order, in
+ * double. */
 void attn_layer_norm_param_grads(const float *x, const float *stats, const float *dy,
                                  int64_t rows, int64_t n, int64_t c0, int64_t m,
                                  float *d_weight, float *d_bias);

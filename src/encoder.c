@@ -239,7 +239,7 @@ static void residual_norm_rows(void *arg, int64_t item, int worker)
         }
         if (p->norm_w)
             attn_layer_norm_row(sum, p->d, p->norm_w, p->norm_b, p->eps, p->y + r * p->d,
-                                p->stats ? p->stats + 2 * r : NULL);
+                                p->stats ? p->stats + ATTN_LAYER_NORM_STATS * r : NULL);
     }
 }
 
@@ -445,8 +445,8 @@ static attn_status inference_buffers(const forward_call *c, forward_buffers *b, 
 static attn_status training_buffers(const forward_call *c, forward_buffers *b)
 {
     size_t nd = (size_t)(c->rows * c->l->d_model), nf = (size_t)(c->rows * c->l->dim_feedforward);
-    const size_t floats[ATTN_ENC_SLOTS] = {nd, nd, nd, nf, nf, 2 * (size_t)c->rows,
-                                           2 * (size_t)c->rows};
+    size_t stats = ATTN_LAYER_NORM_STATS * (size_t)c->rows;
+    const size_t floats[ATTN_ENC_SLOTS] = {nd, nd, nd, nf, nf, stats, stats};
     attn_status st = attn_activations_reserve(c->act, floats, ATTN_ENC_SLOTS, c->f);
     float *ws;
     if (st == ATTN_OK)

@@ -44,8 +44,8 @@ static void grad_rows(void *arg, int64_t item, int worker)
         int64_t o = r * p->d;
         const float *dy = p->dy + o, *add = p->add ? p->add + o : NULL;
         if (p->x) {
-            attn_layer_norm_backward_row(p->x + o, p->stats + 2 * r, p->w, dy, p->d, add,
-                                         p->dx + o);
+            attn_layer_norm_backward_row(p->x + o, p->stats + ATTN_LAYER_NORM_STATS * r, p->w,
+                                         dy, p->d, add, p->dx + o);
         } else if (p->dx) {
             for (int64_t j = 0; j < p->d; j++)
                 p->dx[o + j] = dy[j] + add[j];

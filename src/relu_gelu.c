@@ -3,14 +3,17 @@
  * their derivatives, over whole rows:
  *
  *   ReLU  y = max(x, 0)                    y' = [x > 0]
- *   GELU  y = x · Φ(x) = x/2 · (1 + erf(x/√2))   y' = Φ(x) + x · φ(x)
+ *   GELU  y = x · Φ(x)                       y' = Φ(x) + x · φ(x)
  *
  * (Hendrycks and Gimpel 2016, the exact form that PyTorch's "gelu" computes,
- * not the tanh approximation; φ(x) = exp(−x²/2) / √(2π)). A NaN input stays
- * NaN, as in PyTorch (max would hide it).
+ * not the tanh approximation; φ(x) = exp(−x²/2) / √(2π)). Φ(x) is computed
+ * as erfc(−x/√2) / 2 rather than (1 + erf(x/√2)) / 2: for negative x the
+ * sum cancels (at x = −5 it keeps one digit in float32), erfc does not, so
+ * GELU keeps its relative accuracy on the whole line. A NaN input stays NaN,
+ * as in PyTorch (max would hide it).
  *
- * erff and expf are declared "omp declare simd" so that GCC calls glibc's
- * vector versions (libmvec, glibc 2.35 and later: _ZGVeN16v_erff and the
+ * erfcf and expf are declared "omp declare simd" so that GCC calls glibc's
+ * vector versions (libmvec, glibc 2.35 and later: _ZGVeN16v_erfcf and the
  * like) from the `omp simd` loops, as softmax.c does for exp2f.
  */
 #include <math.h>
@@ -18,7 +21,7 @@
 #include "attn_internal.h"
 
 #pragma omp declare simd notinbranch
-float erff(float);
+float erfcf(float);
 #pragma omp declare simd notinbranch
 float expf(float);
 
@@ -38,7 +41,7 @@ static void gelu(const float *x, float *y, int64_t n)
 {
 #pragma omp simd
     for (int64_t j = 0; j < n; j++)
-        y[j] = 0.5f * x[j] * (1.0f + erff(x[j] * ATTN_SQRT1_2));
+        y[j] = 0.5f * x[j] * erfcf(-x[j] * ATTN_SQRT1_2);
 }
 
 ATTN_VECTOR_CLONES
@@ -54,7 +57,7 @@ static void gelu_backward(const float *x, const float *dy, float *dx, int64_t n)
 {
 #pragma omp simd
     for (int64_t j = 0; j < n; j++) {
-        float cdf = 0.5f * (1.0f + erff(x[j] * ATTN_SQRT1_2));
+        float cdf = 0.5f * erfcf(-x[j] * ATTN_SQRT1_2);
         float pdf = ATTN_INV_SQRT_2PI * expf(-0.5f * x[j] * x[j]);
         dx[j] = dy[j] * (cdf + x[j] * pdf);
     }

@@ -1,8 +1,8 @@
 """Shared helpers of the PyTorch golden-vector generators in tests/data/.
 
-The four generators (gen_torch_vectors.py, gen_torch_backward_vectors.py,
-gen_torch_mha_backward_vectors.py and gen_torch_layer_backward_vectors.py)
-import this module; it is not run by itself. Each generator is run from the
+The five generators (gen_torch_vectors.py, gen_torch_backward_vectors.py,
+gen_torch_mha_backward_vectors.py, gen_torch_layer_backward_vectors.py and
+gen_torch_encoder_vectors.py) import this module; it is not run by itself. Each generator is run from the
 source root as
 
     /usr/bin/python3 tests/data/<script>.py
@@ -48,9 +48,9 @@ File conventions. A generator writes tests/data/<set>/<case>/ holding
 
 The C tests read these files. Regenerating a set with unchanged generators
 reproduces it byte for byte (fixed seeds, one torch thread); a change here
-touches all four sets, so regenerate each and check that `git status` shows
-no change under tests/data/mha, sdpa_backward, mha_backward and
-layer_backward unless one is meant.
+touches all five sets, so regenerate each and check that `git status` shows
+no change under tests/data/mha, sdpa_backward, mha_backward, layer_backward
+and encoder unless one is meant.
 """
 import json
 import os
