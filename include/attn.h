@@ -1263,6 +1263,39 @@ ATTN_API attn_status attn_encoder_layer_backward(attn_context *ctx,
                                                  const float *d_out, float *d_src,
                                                  float *d_params);
 
+/** Layer normalisation (Ba, Kiros and Hinton 2016; torch.nn.LayerNorm over
+ * the last dimension): for each of `rows` rows of x [rows, features],
+ * y = (x − mean) / sqrt(var + eps) · weight + bias, with the biased variance
+ * (divided by features) as PyTorch. The encoder layer's norms are this
+ * function; a program calls it for the norms around a stack of layers (the
+ * final norm of a pre-norm stack, GPT-2's ln_f) or in its own heads.
+ * Sums run in double, the mean is kept to more than float precision, so
+ * rows far from 0 (1e4 ± 1e-2) keep their digits. weight, bias [features];
+ * y [rows, features] may be x (in place) but must not overlap it otherwise,
+ * nor weight or bias. Runs on the calling thread; no allocation.
+ * Returns ATTN_ERR_NULL_POINTER (a non-empty x or y, weight, bias),
+ * ATTN_ERR_INVALID_ARGUMENT (rows < 0, features < 1, eps not finite and > 0,
+ * overlaps), ATTN_ERR_SIZE_OVERFLOW. Added in 1.1.0. Thread-safe. */
+ATTN_API attn_status attn_layer_norm(int64_t rows, int64_t features, const float *x,
+                                     const float *weight, const float *bias, float eps,
+                                     float *y);
+
+/** Gradients of attn_layer_norm with the same x, weight and eps, given
+ * d_y = ∂L/∂y [rows, features]: with x̂ = (x − mean)·rstd and g = d_y·weight,
+ * d_x = rstd·(g − mean(g) − x̂·mean(g·x̂)) [rows, features],
+ * d_weight = Σ_rows d_y·x̂ and d_bias = Σ_rows d_y [features]; each NULL (not
+ * computed) or overwritten. d_x may be d_y (in place); no other output may
+ * share a byte with an input or another output. Sums run over the rows in
+ * order, in double: the same bits every call.
+ * Returns ATTN_ERR_NULL_POINTER (a non-empty x or d_y, weight),
+ * ATTN_ERR_INVALID_ARGUMENT (as attn_layer_norm; overlapping outputs),
+ * ATTN_ERR_SIZE_OVERFLOW, ATTN_ERR_OUT_OF_MEMORY (3 floats per row of
+ * statistics). On failure no output is written. Added in 1.1.0.
+ * Thread-safe. */
+ATTN_API attn_status attn_layer_norm_backward(int64_t rows, int64_t features, const float *x,
+                                              const float *weight, float eps, const float *d_y,
+                                              float *d_x, float *d_weight, float *d_bias);
+
 /** @} */
 
 #ifdef __cplusplus

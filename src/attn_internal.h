@@ -591,7 +591,7 @@ void attn_layer_norm_backward_row(const float *x, const float *stats, const floa
 /* d_weight[c] = Σ_r dy[r, c] · x̂[r, c] and d_bias[c] = Σ_r dy[r, c] for c in
  * [c0, c0 + m), m <= ATTN_LAYER_NORM_FEATURE_BLOCK, over rows × n arrays x
  * and dy with stats [rows, ATTN_LAYER_NORM_STATS]: rows in order, in
- * double. */
+ * double. Either output may be NULL (not written). */
 void attn_layer_norm_param_grads(const float *x, const float *stats, const float *dy,
                                  int64_t rows, int64_t n, int64_t c0, int64_t m,
                                  float *d_weight, float *d_bias);

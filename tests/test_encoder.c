@@ -6,7 +6,8 @@
  *  1. layer normalisation of a row (layer_norm.c), its backward and its
  *     parameters' gradients, on rows of very different scales — among them
  *     a large mean with a tiny spread, which a one-pass variance would
- *     lose;
+ *     lose; and the public attn_layer_norm and attn_layer_norm_backward
+ *     (in place, NULL outputs, argument errors);
  *  2. ReLU and the exact GELU (relu_gelu.c) and their derivatives over
  *     [-12, 12], and NaN staying NaN;
  *  3. the layer with dropout at all four places (attention weights, after
@@ -129,6 +130,76 @@ static void test_layer_norm_against_float64(void **state)
     assert_true(ew <= 1e-5 && eb <= 1e-6);
     free(x), free(w), free(b), free(dy), free(y), free(stats), free(dx), free(dw), free(db);
     free(ry), free(xhat), free(rdx), free(rdw), free(rdb);
+}
+
+/* The public calls: the same numbers over many rows, in place, NULL
+ * outputs, and their argument checks (no output written on failure). */
+static void test_layer_norm_public_calls(void **state)
+{
+    (void)state;
+    enum { ROWS = 5, N = 70 };
+    tu_rng rng;
+    tu_rng_seed(&rng, 2);
+    float x[ROWS * N], w[N], b[N], dy[ROWS * N], y[ROWS * N], inplace[ROWS * N];
+    float dx[ROWS * N], dx2[ROWS * N], dw[N], db[N], dw2[N];
+    double ry[N], xhat[ROWS * N], rstd[ROWS], rdw[N] = {0}, rdb[N] = {0};
+    tu_fill_normal(&rng, x, ROWS * N, 3.0f, 2.0f);
+    tu_fill_uniform(&rng, w, N, 0.5f, 1.5f);
+    tu_fill_uniform(&rng, b, N, -0.5f, 0.5f);
+    tu_fill_normal(&rng, dy, ROWS * N, 0.0f, 1.0f);
+    assert_int_equal(attn_layer_norm(ROWS, N, x, w, b, 1e-5f, y), ATTN_OK);
+    memcpy(inplace, x, sizeof x);
+    assert_int_equal(attn_layer_norm(ROWS, N, inplace, w, b, 1e-5f, inplace), ATTN_OK);
+    assert_memory_equal(inplace, y, sizeof y);
+    double ey = 0.0;
+    for (int r = 0; r < ROWS; r++) {
+        ref_layer_norm(x + r * N, N, w, b, 1e-5, ry, xhat + r * N, &rstd[r]);
+        ey = fmax(ey, tu_max_err(y + r * N, ry, N, N, NULL));
+    }
+    assert_int_equal(attn_layer_norm_backward(ROWS, N, x, w, 1e-5f, dy, dx, dw, db), ATTN_OK);
+    double edx = 0.0, ep = 0.0;
+    for (int r = 0; r < ROWS; r++) {
+        double mg = 0.0, mgx = 0.0, scale = 0.0, rdx[N];
+        for (int j = 0; j < N; j++) {
+            double g = dy[r * N + j] * (double)w[j];
+            mg += g / N, mgx += g * xhat[r * N + j] / N;
+            rdw[j] += dy[r * N + j] * xhat[r * N + j], rdb[j] += dy[r * N + j];
+        }
+        for (int j = 0; j < N; j++) {
+            rdx[j] = rstd[r] * (dy[r * N + j] * (double)w[j] - mg - xhat[r * N + j] * mgx);
+            scale = fmax(scale, fabs(rdx[j]));
+        }
+        for (int j = 0; j < N; j++)
+            edx = fmax(edx, fabs(dx[r * N + j] - rdx[j]) / scale);
+    }
+    ep = fmax(tu_max_err(dw, rdw, N, N, NULL), tu_max_err(db, rdb, N, N, NULL));
+    print_message("attn_layer_norm: y %.2g; backward: d_x %.2g, d_weight and d_bias %.2g\n",
+                  ey, edx, ep);
+    assert_true(ey <= 1e-6 && edx <= 1e-5 && ep <= 1e-5);
+    /* d_x in place over d_y, d_bias not asked for: the same bits. */
+    memcpy(dx2, dy, sizeof dy);
+    assert_int_equal(attn_layer_norm_backward(ROWS, N, x, w, 1e-5f, dx2, dx2, dw2, NULL),
+                     ATTN_OK);
+    assert_memory_equal(dx2, dx, sizeof dx);
+    assert_memory_equal(dw2, dw, sizeof dw);
+    /* Errors: status, and the output untouched. */
+    memcpy(dx2, dx, sizeof dx);
+    assert_int_equal(attn_layer_norm(ROWS, 0, x, w, b, 1e-5f, y), ATTN_ERR_INVALID_ARGUMENT);
+    assert_int_equal(attn_layer_norm(-1, N, x, w, b, 1e-5f, y), ATTN_ERR_INVALID_ARGUMENT);
+    assert_int_equal(attn_layer_norm(ROWS, N, x, w, b, 0.0f, y), ATTN_ERR_INVALID_ARGUMENT);
+    assert_int_equal(attn_layer_norm(ROWS, N, x, w, b, NAN, y), ATTN_ERR_INVALID_ARGUMENT);
+    assert_int_equal(attn_layer_norm(ROWS, N, x, NULL, b, 1e-5f, y), ATTN_ERR_NULL_POINTER);
+    assert_non_null(strstr(attn_last_error(), "weight is NULL"));
+    assert_int_equal(attn_layer_norm(ROWS, N, x, w, b, 1e-5f, x + 1), ATTN_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(attn_last_error(), "y overlaps x"));
+    assert_int_equal(attn_layer_norm(0, N, NULL, w, b, 1e-5f, NULL), ATTN_OK);
+    assert_int_equal(attn_layer_norm_backward(ROWS, N, x, w, 1e-5f, dy, dx2, dx2 + 3, NULL),
+                     ATTN_ERR_INVALID_ARGUMENT);
+    assert_int_equal(attn_layer_norm_backward(ROWS, N, x, w, 1e-5f, dy, dx2, NULL, dy),
+                     ATTN_ERR_INVALID_ARGUMENT);
+    assert_int_equal(attn_layer_norm_backward(ROWS, N, x, w, 1e-5f, NULL, dx2, NULL, NULL),
+                     ATTN_ERR_NULL_POINTER);
+    assert_memory_equal(dx2, dx, sizeof dx);
 }
 
 /* ---- 2. activations --------------------------------------------------------- */
@@ -541,6 +612,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layer_norm_against_float64),
+        cmocka_unit_test(test_layer_norm_public_calls),
         cmocka_unit_test(test_activations_against_float64),
         cmocka_unit_test(test_dropout_against_float64),
         cmocka_unit_test(test_threads_same_bits),
