@@ -1,5 +1,6 @@
 /*
- * onednn_cblas.c — attn-bench's floor over oneDNN (-Dblas=onednn): the
+ * onednn_cblas.c — attn-bench's floor over oneDNN (-Dblas=onednn), and the small
+ * linear layers of `attn train reverse` (tools/nn.c) in that build: the
  * cblas_sgemm and cblas_sgemv calls of the floor as dnnl_sgemm calls, each on
  * one thread, as the floor is defined (the BLAS on one thread, the heads
  * split over the cores by the bench's own threads). oneDNN would otherwise

@@ -1,7 +1,8 @@
 /*
  * train_cmd.c — `attn train MODEL`: models trained from C with libattn's
  * gradients, printing a progress line per epoch as a PyTorch training loop
- * does. Models: `nw`, D2L §10.2.4's parametric Nadaraya–Watson width.
+ * does. Models: `nw`, D2L §10.2.4's parametric Nadaraya–Watson width, and
+ * `reverse`, UvA tutorial 6's sequence-reversal Transformer.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,20 +11,46 @@
 #include "cli.h"
 #include "demo.h"
 #include "nw_train.h"
+#include "reverse_train.h"
+#include "svg_plot.h"
+#include "tensor_io.h"
 
 #define CMD "train"
 
 static const char usage[] =
     "Usage: attn train nw [--epochs N] [--lr LR] [--seed S] [--out DIR]\n"
+    "       attn train reverse [--epochs N] [--seed S] [--threads T] [--out DIR]\n"
+    "                          [--train-size N] [--test-size N]\n"
     "\n"
     "Trains a model with libattn's gradients and prints one progress line per\n"
     "epoch.\n"
     "\n"
-    "  nw   D2L 10.2.4: the width w of the parametric Nadaraya-Watson regression\n"
-    "       on D2L's 50 noisy samples of y = 2 sin(x) + x^0.8, each input attending\n"
-    "       to the other 49; loss: sum of squared errors; full-batch SGD.\n"
+    "  nw       D2L 10.2.4: the width w of the parametric Nadaraya-Watson\n"
+    "           regression on D2L's 50 noisy samples of y = 2 sin(x) + x^0.8, each\n"
+    "           input attending to the other 49; loss: sum of squared errors;\n"
+    "           full-batch SGD.\n"
+    "  reverse  UvA tutorial 6: a Transformer that reads 16 digits back reversed.\n"
+    "           One-hot input, linear to d_model 32, sinusoidal positions, one\n"
+    "           libattn encoder layer (1 head, dim_feedforward 64, post-norm, ReLU,\n"
+    "           dropout 0), output network 32-32-10 with a layer norm;\n"
+    "           cross-entropy, Adam lr 5e-4 with 50 warm-up steps and cosine decay,\n"
+    "           gradient norm clipped to 5, batches of 128.\n"
     "\n"
-    "Options:\n"
+    "Options of reverse:\n"
+    "  --epochs N       epochs (default 10, as the tutorial; 1 to 1000)\n"
+    "  --seed S         draws the data, the initial weights and the batches\n"
+    "                   (default 42)\n"
+    "  --threads T      libattn threads (default 0: all cores)\n"
+    "  --out DIR        also draw reverse-training-loss.svg (the loss per step)\n"
+    "                   and reverse-attention.svg (the trained attention map of\n"
+    "                   the first test sequence: the anti-diagonal) in DIR, with\n"
+    "                   the map's weights as reverse-attention.npy [1, 16, 16]\n"
+    "  --train-size N   training sequences (default 50000; at least 128)\n"
+    "  --test-size N    test sequences (default 1000)\n"
+    "The last line is \"test accuracy: NN.NN%\" (the share of test tokens\n"
+    "predicted right).\n"
+    "\n"
+    "Options of nw:\n"
     "  --epochs N   epochs (default 5, as D2L; 1 to 100000)\n"
     "  --lr LR      learning rate (default 0.5, as D2L)\n"
     "  --seed S     draws the initial w from U[0, 1) (default 7, the demo's)\n"
@@ -109,6 +136,143 @@ static int train_nw(int argc, char **argv)
     return rc;
 }
 
+/* ---- reverse -------------------------------------------------------------------- */
+
+static void print_reverse_progress(void *arg, int epoch, int epochs, const reverse_epoch *e)
+{
+    const progress *p = arg;
+    printf("epoch %*d/%d: loss %.6f, accuracy %.2f%%, %.2f s\n", p->width, epoch, epochs, e->loss,
+           100.0 * e->accuracy, e->seconds);
+    fflush(stdout);
+}
+
+static int save_reverse_pictures(const demo_env *env, const reverse_result *r)
+{
+    float *x = malloc((size_t)(r->steps + 1) * sizeof *x);
+    float *y = malloc((size_t)(r->steps + 1) * sizeof *y);
+    if (!x || !y) {
+        free(x), free(y);
+        return cli_refuse(CMD, "out of memory");
+    }
+    double top = 0.0;
+    for (int64_t i = 0; i < r->steps; i++) {
+        x[i] = (float)(i + 1), y[i] = (float)r->step_loss[i];
+        top = r->step_loss[i] > top ? r->step_loss[i] : top;
+    }
+    const svg_series series[] = {{"train loss (cross-entropy per token)", x, y, r->steps,
+                                  SVG_MARK_LINE, "#1f77b4"}};
+    const svg_plot plot = {"step", "loss", 0.0, r->steps > 1 ? (double)r->steps : 2.0, 0.0,
+                           top > 0.0 ? top * 1.05 : 1.0, series, 1};
+    strbuf sb = STRBUF_INIT;
+    svg_plot_render(&sb, &plot);
+    int rc = demo_save(env, "reverse-training-loss.svg", &sb);
+    strbuf_free(&sb);
+    free(x), free(y);
+    if (rc != CLI_OK)
+        return rc;
+    char title[128] = "input";
+    for (int i = 0; i < REVERSE_LEN; i++)
+        snprintf(title + strlen(title), sizeof title - strlen(title), " %d", r->test_tokens[i]);
+    const char *titles[1] = {title};
+    const svg_heatmap h = {.rows = 1, .cols = 1, .n_q = REVERSE_LEN, .n_k = REVERSE_LEN,
+                           .values = r->attention, .xlabel = "Keys (input positions)",
+                           .ylabel = "Queries (output positions)", .titles = titles,
+                           .n_titles = 1};
+    if ((rc = demo_save_heatmap(env, "reverse-attention.svg", &h)) != CLI_OK)
+        return rc;
+    /* The same weights as [heads, Lq, Lkv] for other programs (attn heatmap). */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/reverse-attention.npy", env->dir);
+    const int64_t shape[3] = {1, REVERSE_LEN, REVERSE_LEN};
+    if ((rc = io_save_floats(CMD, path, r->attention, 3, shape)) == CLI_OK)
+        printf("weights: %s\n", path);
+    return rc;
+}
+
+static int parse_size(const char *option, const char *text, int64_t min, int64_t *value)
+{
+    int v, rc = cli_parse_int(CMD, option, text, &v);
+    if (rc != CLI_OK)
+        return rc;
+    if (v < min || v > 10000000)
+        return cli_usage_error(CMD, "%s: %d is not in %lld .. 10000000", option, v,
+                               (long long)min);
+    *value = v;
+    return CLI_OK;
+}
+
+static int train_reverse(int argc, char **argv)
+{
+    const char *epochs_s = NULL, *seed_s = NULL, *threads_s = NULL, *dir = NULL;
+    const char *train_s = NULL, *test_s = NULL;
+    const cli_option opts[] = {{"--epochs", NULL, &epochs_s}, {"--seed", NULL, &seed_s},
+                               {"--threads", NULL, &threads_s}, {"--out", "-o", &dir},
+                               {"--train-size", NULL, &train_s}, {"--test-size", NULL, &test_s}};
+    const char *positional[1];
+    int n_positional, help;
+    int rc = cli_parse(CMD, argc, argv, opts, 6, positional, 0, &n_positional, &help);
+    if (rc != CLI_OK)
+        return rc;
+    if (help) {
+        fputs(usage, stdout);
+        return CLI_OK;
+    }
+    reverse_config c = {.epochs = 10, .seed = 42, .train_size = 50000, .test_size = 1000};
+    int seed = 42, threads = 0;
+    if (epochs_s && (rc = cli_parse_int(CMD, "--epochs", epochs_s, &c.epochs)) != CLI_OK)
+        return rc;
+    if (seed_s && (rc = cli_parse_int(CMD, "--seed", seed_s, &seed)) != CLI_OK)
+        return rc;
+    if (threads_s && (rc = cli_parse_int(CMD, "--threads", threads_s, &threads)) != CLI_OK)
+        return rc;
+    if ((train_s && (rc = parse_size("--train-size", train_s, REVERSE_BATCH, &c.train_size))) ||
+        (test_s && (rc = parse_size("--test-size", test_s, 1, &c.test_size))))
+        return rc;
+    if (c.epochs < 1 || c.epochs > 1000)
+        return cli_usage_error(CMD, "--epochs: %d is not in 1 .. 1000", c.epochs);
+    if (seed < 0)
+        return cli_usage_error(CMD, "--seed: %d is negative", seed);
+    if (threads < 0 || threads > 1024)
+        return cli_usage_error(CMD, "--threads: %d is not in 0 .. 1024", threads);
+    if (dir && (dir[0] == '\0' || (rc = demo_make_directories(dir)) != CLI_OK))
+        return dir[0] == '\0' ? cli_usage_error(CMD, "--out: the directory name is empty") : rc;
+    c.seed = (uint64_t)seed;
+
+    demo_env env = {NULL, dir};
+    attn_status st = attn_context_create(&env.ctx);
+    if (st == ATTN_OK)
+        st = attn_context_set_num_threads(env.ctx, threads);
+    if (st != ATTN_OK) {
+        attn_context_destroy(env.ctx);
+        return cli_library_error(CMD, "reverse", st);
+    }
+    printf("attn train reverse: UvA tutorial 6, %lld training and %lld test sequences of %d "
+           "digits; 1 encoder layer (d_model %d, 1 head, dim_feedforward %d); Adam lr 5e-4, "
+           "warm-up %d, batch %d, %d epochs\n",
+           (long long)c.train_size, (long long)c.test_size, REVERSE_LEN, REVERSE_DIM, REVERSE_FF,
+           REVERSE_WARMUP, REVERSE_BATCH, c.epochs);
+    fflush(stdout);
+    progress p = {0};
+    for (int e = c.epochs; e > 0; e /= 10)
+        p.width++;
+    reverse_result r;
+    st = reverse_train(env.ctx, &c, &r, print_reverse_progress, &p);
+    if (st != ATTN_OK)
+        rc = cli_library_error(CMD, "reverse", st);
+    if (rc == CLI_OK) {
+        printf("trained in %.2f s: %lld steps, %.0f sequences/s\n", r.seconds,
+               (long long)r.steps,
+               r.seconds > 0.0 ? (double)(r.steps * REVERSE_BATCH) / r.seconds : 0.0);
+        if (dir)
+            rc = save_reverse_pictures(&env, &r);
+    }
+    if (rc == CLI_OK)
+        printf("test accuracy: %.2f%%\n", 100.0 * r.test_accuracy);
+    reverse_result_free(&r);
+    attn_context_destroy(env.ctx);
+    return rc;
+}
+
 int cmd_train(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -117,5 +281,7 @@ int cmd_train(int argc, char **argv)
     }
     if (strcmp(argv[1], "nw") == 0)
         return train_nw(argc - 1, argv + 1);
-    return cli_usage_error(CMD, "unknown model '%s' (models: nw)", argv[1]);
+    if (strcmp(argv[1], "reverse") == 0)
+        return train_reverse(argc - 1, argv + 1);
+    return cli_usage_error(CMD, "unknown model '%s' (models: nw, reverse)", argv[1]);
 }
