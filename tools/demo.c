@@ -35,6 +35,11 @@ static const char usage[] =
     "     -> nw-training-loss.svg, nw-trained-fit.svg\n"
     "  5. causal multi-head self-attention (4 heads) over a sequence with\n"
     "     sinusoidal positional encoding -> mha-causal.svg\n"
+    "  6. UvA tutorial 6: a Transformer trained to reverse sequences of 16\n"
+    "     digits (4 epochs of attn train reverse; about 8 s on 2 cores): loss\n"
+    "     per epoch, test accuracy, the trained attention map (the\n"
+    "     anti-diagonal) -> reverse-training-loss.svg, reverse-attention.svg,\n"
+    "     reverse-attention.npy\n"
     "\n"
     "Options:\n"
     "  --out DIR    where the pictures go (default: attn-demo; created if needed)\n"
@@ -130,7 +135,7 @@ int cmd_demo(int argc, char **argv)
     if (cli_runtime_advice(advice, sizeof advice))
         fprintf(stderr, "attn demo: advice: %s\n", advice);
     int (*const examples[])(const demo_env *) = {demo_uva, demo_masked, demo_kernel_regression,
-                                                 demo_nw_training, demo_mha};
+                                                 demo_nw_training, demo_mha, demo_reverse};
     for (size_t i = 0; i < sizeof examples / sizeof examples[0] && rc == CLI_OK; i++) {
         printf("\n");
         rc = examples[i](&env);

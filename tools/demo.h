@@ -33,6 +33,14 @@ int demo_nw_training(const demo_env *env);
 /* 5. Causal multi-head self-attention over a positionally encoded sequence. */
 int demo_mha(const demo_env *env);
 
+/* 6. UvA tutorial 6: the sequence-reversal Transformer, 4 epochs. */
+int demo_reverse(const demo_env *env);
+/* Trains the reversal model of c on env->ctx, printing a header naming
+ * `who`, a line per epoch, the time, and last "test accuracy: NN.NN%";
+ * with env->dir, also the loss curve, the attention map and its weights
+ * (reverse-*.svg, reverse-attention.npy). A cli.h status. */
+struct reverse_config;
+int reverse_report(const demo_env *env, const struct reverse_config *c, const char *who);
 /* The pictures of a Nadaraya–Watson training run, also drawn by `attn train
  * nw`: the loss per epoch, and the fit with the learnt w over the data. */
 struct nw_data;

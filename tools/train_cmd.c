@@ -12,8 +12,6 @@
 #include "demo.h"
 #include "nw_train.h"
 #include "reverse_train.h"
-#include "svg_plot.h"
-#include "tensor_io.h"
 
 #define CMD "train"
 
@@ -138,57 +136,6 @@ static int train_nw(int argc, char **argv)
 
 /* ---- reverse -------------------------------------------------------------------- */
 
-static void print_reverse_progress(void *arg, int epoch, int epochs, const reverse_epoch *e)
-{
-    const progress *p = arg;
-    printf("epoch %*d/%d: loss %.6f, accuracy %.2f%%, %.2f s\n", p->width, epoch, epochs, e->loss,
-           100.0 * e->accuracy, e->seconds);
-    fflush(stdout);
-}
-
-static int save_reverse_pictures(const demo_env *env, const reverse_result *r)
-{
-    float *x = malloc((size_t)(r->steps + 1) * sizeof *x);
-    float *y = malloc((size_t)(r->steps + 1) * sizeof *y);
-    if (!x || !y) {
-        free(x), free(y);
-        return cli_refuse(CMD, "out of memory");
-    }
-    double top = 0.0;
-    for (int64_t i = 0; i < r->steps; i++) {
-        x[i] = (float)(i + 1), y[i] = (float)r->step_loss[i];
-        top = r->step_loss[i] > top ? r->step_loss[i] : top;
-    }
-    const svg_series series[] = {{"train loss (cross-entropy per token)", x, y, r->steps,
-                                  SVG_MARK_LINE, "#1f77b4"}};
-    const svg_plot plot = {"step", "loss", 0.0, r->steps > 1 ? (double)r->steps : 2.0, 0.0,
-                           top > 0.0 ? top * 1.05 : 1.0, series, 1};
-    strbuf sb = STRBUF_INIT;
-    svg_plot_render(&sb, &plot);
-    int rc = demo_save(env, "reverse-training-loss.svg", &sb);
-    strbuf_free(&sb);
-    free(x), free(y);
-    if (rc != CLI_OK)
-        return rc;
-    char title[128] = "input";
-    for (int i = 0; i < REVERSE_LEN; i++)
-        snprintf(title + strlen(title), sizeof title - strlen(title), " %d", r->test_tokens[i]);
-    const char *titles[1] = {title};
-    const svg_heatmap h = {.rows = 1, .cols = 1, .n_q = REVERSE_LEN, .n_k = REVERSE_LEN,
-                           .values = r->attention, .xlabel = "Keys (input positions)",
-                           .ylabel = "Queries (output positions)", .titles = titles,
-                           .n_titles = 1};
-    if ((rc = demo_save_heatmap(env, "reverse-attention.svg", &h)) != CLI_OK)
-        return rc;
-    /* The same weights as [heads, Lq, Lkv] for other programs (attn heatmap). */
-    char path[4096];
-    snprintf(path, sizeof path, "%s/reverse-attention.npy", env->dir);
-    const int64_t shape[3] = {1, REVERSE_LEN, REVERSE_LEN};
-    if ((rc = io_save_floats(CMD, path, r->attention, 3, shape)) == CLI_OK)
-        printf("weights: %s\n", path);
-    return rc;
-}
-
 static int parse_size(const char *option, const char *text, int64_t min, int64_t *value)
 {
     int v, rc = cli_parse_int(CMD, option, text, &v);
@@ -246,29 +193,7 @@ static int train_reverse(int argc, char **argv)
         attn_context_destroy(env.ctx);
         return cli_library_error(CMD, "reverse", st);
     }
-    printf("attn train reverse: UvA tutorial 6, %lld training and %lld test sequences of %d "
-           "digits; 1 encoder layer (d_model %d, 1 head, dim_feedforward %d); Adam lr 5e-4, "
-           "warm-up %d, batch %d, %d epochs\n",
-           (long long)c.train_size, (long long)c.test_size, REVERSE_LEN, REVERSE_DIM, REVERSE_FF,
-           REVERSE_WARMUP, REVERSE_BATCH, c.epochs);
-    fflush(stdout);
-    progress p = {0};
-    for (int e = c.epochs; e > 0; e /= 10)
-        p.width++;
-    reverse_result r;
-    st = reverse_train(env.ctx, &c, &r, print_reverse_progress, &p);
-    if (st != ATTN_OK)
-        rc = cli_library_error(CMD, "reverse", st);
-    if (rc == CLI_OK) {
-        printf("trained in %.2f s: %lld steps, %.0f sequences/s\n", r.seconds,
-               (long long)r.steps,
-               r.seconds > 0.0 ? (double)(r.steps * REVERSE_BATCH) / r.seconds : 0.0);
-        if (dir)
-            rc = save_reverse_pictures(&env, &r);
-    }
-    if (rc == CLI_OK)
-        printf("test accuracy: %.2f%%\n", 100.0 * r.test_accuracy);
-    reverse_result_free(&r);
+    rc = reverse_report(&env, &c, "attn train reverse");
     attn_context_destroy(env.ctx);
     return rc;
 }

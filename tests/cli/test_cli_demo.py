@@ -54,12 +54,21 @@ def main():
 
         assert "above the diagonal" in out and ": 0.0000" in out.split("above the diagonal")[1]
 
+        # Section 6 trains the reversal Transformer past 99% (the bar
+        # for the demo's short run; test_cli_train_reverse checks the training).
+        section = out[out.index("== 6. UvA tutorial 6"):]
+        accuracy = float(re.search(r"^test accuracy: ([0-9.]+)%$", section, re.M).group(1))
+        print("reversal model after the demo's 4 epochs: test accuracy %.2f%%" % accuracy)
+        assert accuracy >= 99.0, section
+
         for name in ["uva-attention.svg", "masked-attention.svg", "nw-attention.svg",
                      "nw-regression.svg", "nw-training-loss.svg", "nw-trained-fit.svg",
-                     "mha-causal.svg"]:
+                     "mha-causal.svg", "reverse-training-loss.svg", "reverse-attention.svg",
+                     "reverse-attention.npy"]:
             path = t.p(os.path.join("pictures", name))
             assert os.path.getsize(path) > 0, path
-            assert "picture: %s\n" % path in out, "the demo does not say it wrote " + path
+            said = "weights: " if name.endswith(".npy") else "picture: "
+            assert "%s%s\n" % (said, path) in out, "the demo does not say it wrote " + path
         leftovers = [f for f in os.listdir(t.p("pictures")) if ".tmp" in f]
         assert not leftovers, "temporary files left: %s" % leftovers
 

@@ -22,6 +22,8 @@ PICTURES = {
     "nw-attention.svg": 2,       # w = 1, w = 3
     "nw-regression.svg": 0,      # a line plot
     "mha-causal.svg": 4,         # one per head
+    "reverse-attention.svg": 1,  # the trained reversal model's one head
+    "reverse-training-loss.svg": 0,
 }
 
 
@@ -92,6 +94,20 @@ def main():
                 for j in range(i + 1, 10):
                     px = png[int(y + (i + 0.5) * c), int(x + (j + 0.5) * c)]
                     assert tuple(px) == (0xff, 0xf5, 0xf0), (g.get("data-col"), i, j, px)
+
+        # Example 6: the trained reversal model's map is the anti-diagonal, as
+        # drawn: in each query row the darkest cell is key 15 - i.
+        subprocess.run([rsvg, t.p("reverse-attention.svg"), "-o", t.p("reverse.png")],
+                       check=True)
+        png = read_png_rgb(t.p("reverse.png"))
+        frame = [r for r in panels(t.p("reverse-attention.svg"))[0].iter(SVG + "rect")
+                 if r.get("class") == "frame"][0]
+        x, y = float(frame.get("x")), float(frame.get("y"))
+        c = float(frame.get("width")) / 16
+        for i in range(16):
+            lum = [png[int(y + (i + 0.5) * c), int(x + (j + 0.5) * c)].astype(float)
+                   @ [0.299, 0.587, 0.114] for j in range(16)]
+            assert int(np.argmin(lum)) == 15 - i, (i, lum)
 
 
 if __name__ == "__main__":
