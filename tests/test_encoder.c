@@ -80,7 +80,8 @@ static void test_layer_norm_against_float64(void **state)
     tu_rng rng;
     tu_rng_seed(&rng, 1);
     float *x = floats(ROWS * N), *w = floats(N), *b = floats(N), *dy = floats(ROWS * N);
-    float *y = floats(ROWS * N), *stats = floats(ATTN_LAYER_NORM_STATS * ROWS), *dx = floats(ROWS * N);
+    float *y = floats(ROWS * N), *dx = floats(ROWS * N);
+    float *stats = floats(ATTN_LAYER_NORM_STATS * ROWS);
     float *dw = floats(N), *db = floats(N);
     double *ry = doubles(N), *xhat = doubles(ROWS * N), *rdx = doubles(N);
     double *rdw = doubles(N), *rdb = doubles(N), rstd;
@@ -106,7 +107,8 @@ static void test_layer_norm_against_float64(void **state)
         mg /= N, mgx /= N;
         for (int j = 0; j < N; j++)
             rdx[j] = rstd * (dyr[j] * (double)w[j] - mg - xhat[r * N + j] * mgx);
-        attn_layer_norm_backward_row(xr, stats + ATTN_LAYER_NORM_STATS * r, w, dyr, N, NULL, dx + r * N);
+        attn_layer_norm_backward_row(xr, stats + ATTN_LAYER_NORM_STATS * r, w, dyr, N, NULL,
+                                     dx + r * N);
         /* Rows with a spread far below eps are scaled by 1/sqrt(eps): judge
          * them against that scale (their dx is rounding of large terms). */
         double scale = 0.0;
