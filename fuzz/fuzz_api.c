@@ -2,7 +2,9 @@
  * fuzz_api.c — libFuzzer target for libattn's public API.
  *
  * Each input is decoded into one problem: an operation (SDPA, multi-head
- * attention, additive attention, Nadaraya–Watson), small shapes (batch 0–3,
+ * attention, additive attention, Nadaraya–Watson, the Transformer encoder
+ * layer: post- or pre-norm, ReLU or GELU, causal, dropout, parameters set
+ * or not), small shapes (batch 0–3,
  * up to 140 query rows so that blocks of 64 rows and, for the layers, blocks
  * of 256 projection rows are crossed, up to 40 keys, dims up to 16),
  * options (layout, causal, scale — valid or not), a mask (per-batch or
@@ -25,7 +27,12 @@
  *     outputs;
  *   - attn_sdpa_backward after each SDPA forward, and the multi-head
  *     layer's training pair after each successful layer forward
- *     (fuzz_sdpa_backward and fuzz_mha_training say what they check).
+ *     (fuzz_sdpa_backward and fuzz_mha_training say what they check);
+ *   - the encoder layer (no float64 reference: its numbers are checked by
+ *     the test suite's goldens): statuses, untouched outputs, the same bits
+ *     again and in place, out overlapping src refused, finite out for finite
+ *     inputs, and its training pair after every forward
+ *     (fuzz_encoder_training says what it checks).
  * Data are multiples of 1/8 (weights 1/16), so float32 dot products and
  * projections are exact and the reference's bounds stay tight.
  */
@@ -564,6 +571,229 @@ static void fuzz_additive(rd *r)
     attn_additive_destroy(op);
 }
 
+/* ---- the Transformer encoder layer ------------------------------------------------------- */
+
+/* Whether every one of n floats is finite. */
+static int all_finite(const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
+}
+
+/* The layer's training pair after the inference forward gave `out` (status
+ * st): the training forward gives the same status (a failed one writes
+ * nothing and leaves act empty: the backward is then ATTN_ERR_STATE); with
+ * no dropout set, bitwise the inference out; again on the same context and
+ * another act, the same bits. The backward succeeds, gives the same bits
+ * twice, and its gradients are finite when src, the mask's biases and out
+ * are; d_src overlapping d_out is refused and writes nothing; and a setter
+ * call (set_params, set_causal or set_dropout, even to the same value) makes
+ * act stale: ATTN_ERR_STATE, nothing written. */
+typedef struct enc_dims {
+    int64_t B, L, d, count;
+    float p;            /* dropout */
+    int causal;
+} enc_dims;
+
+static void fuzz_encoder_training(rd *r, attn_context *ctx, attn_encoder_layer *l,
+                                  const enc_dims *e, const float *src, const fmask *m,
+                                  attn_status st, const float *out, const float *params,
+                                  int finite_in)
+{
+    const char *ff = "attn_encoder_layer_forward", *fb = "attn_encoder_layer_backward";
+    int64_t n = e->B * e->L * e->d;
+    attn_activations *act = NULL, *act2 = NULL;
+    CHECK(attn_activations_create(&act) == ATTN_OK && attn_activations_create(&act2) == ATTN_OK,
+          "activations_create");
+    outs t, t2, g, g2;   /* t: out of training; g: o = d_src, w = d_params */
+    outs_make(&t, n, 0, 0, 0, 0);
+    attn_status ts = attn_encoder_layer_forward(ctx, l, e->B, e->L, n ? src : NULL, m->mask,
+                                                n ? t.o : NULL, act);
+    CHECK(ts == st, "%s: training gave %d, inference %d (%s)", ff, ts, st, attn_last_error());
+    float *d_out = data(r, n, 8, 1);
+    int want_src = chance(r, 80), want_params = chance(r, 80);
+    outs_make(&g, n, e->count, 0, want_params, 0);
+    if (ts != ATTN_OK) {
+        expect_untouched(&t, ff);
+        CHECK(attn_encoder_layer_backward(ctx, l, act, d_out, g.o, g.w) == ATTN_ERR_STATE,
+              "%s: act of a failed training forward is not empty", fb);
+        expect_untouched(&g, fb);
+        goto done;
+    }
+    if (e->p == 0.0f)
+        CHECK(!memcmp(t.o, out, (size_t)n * sizeof *out), "%s: training out differs from "
+              "inference without dropout", ff);
+    outs_make(&t2, n, 0, 0, 0, 0);
+    CHECK(attn_encoder_layer_forward(ctx, l, e->B, e->L, src, m->mask, t2.o, act2) == ATTN_OK,
+          "training rerun");
+    expect_same_again(&t, &t2, ff);
+    outs_free(&t2);
+
+    attn_status bs = attn_encoder_layer_backward(ctx, l, act, d_out, want_src ? g.o : NULL, g.w);
+    CHECK(bs == ATTN_OK, "%s: %d (%s)", fb, bs, attn_last_error());
+    outs_make(&g2, n, e->count, 0, want_params, 0);
+    CHECK(attn_encoder_layer_backward(ctx, l, act, d_out, want_src ? g2.o : NULL, g2.w) ==
+              ATTN_OK, "backward rerun");
+    if (!want_src) /* never written: compare the canaries */
+        CHECK(!memcmp(g.o, g2.o, (size_t)n * 4), "%s: d_src NULL, but written", fb);
+    expect_same_again(&g, &g2, fb);
+    /* act2 holds the same forward: the same gradients from it */
+    outs_free(&g2);
+    outs_make(&g2, n, e->count, 0, want_params, 0);
+    CHECK(attn_encoder_layer_backward(ctx, l, act2, d_out, want_src ? g2.o : NULL, g2.w) ==
+              ATTN_OK, "backward on the second act");
+    expect_same_again(&g, &g2, fb);
+    outs_free(&g2);
+    if (finite_in && all_finite(t.o, n)) {
+        CHECK(!want_src || all_finite(g.o, n), "%s: d_src not finite with finite inputs", fb);
+        CHECK(!g.w || all_finite(g.w, e->count), "%s: d_params not finite with finite inputs",
+              fb);
+    }
+    /* d_src overlapping d_out: refused, nothing written */
+    if (n > 1) {
+        float *both = xalloc((size_t)(2 * n) * sizeof *both);
+        memcpy(both, d_out, (size_t)n * sizeof *both);
+        memset(both + n, CANARY, (size_t)n * sizeof *both);
+        float *d_src = both + 1 + (int64_t)u8(r) % (n - 1);
+        unsigned char *before = xalloc((size_t)(2 * n) * sizeof *both);
+        memcpy(before, both, (size_t)(2 * n) * sizeof *both);
+        CHECK(attn_encoder_layer_backward(ctx, l, act, both, d_src, NULL) ==
+                  ATTN_ERR_INVALID_ARGUMENT, "%s: d_src overlapping d_out accepted", fb);
+        CHECK(!memcmp(before, both, (size_t)(2 * n) * sizeof *both), "%s: refused overlap, "
+              "but wrote", fb);
+        free(before), free(both);
+    }
+    /* Any setter makes act stale. */
+    int k = (int)pick(r, 0, 2);
+    CHECK((k == 0   ? attn_encoder_layer_set_params(l, params)
+           : k == 1 ? attn_encoder_layer_set_causal(l, (attn_causal)e->causal)
+                    : attn_encoder_layer_set_dropout(l, e->p, 77)) == ATTN_OK, "setter %d", k);
+    outs_make(&g2, n, e->count, 0, want_params, 0);
+    CHECK(attn_encoder_layer_backward(ctx, l, act, d_out, g2.o, g2.w) == ATTN_ERR_STATE,
+          "%s: act not stale after setter %d", fb, k);
+    expect_untouched(&g2, fb);
+    outs_free(&g2);
+done:
+    outs_free(&t), outs_free(&g);
+    free(d_out);
+    attn_activations_destroy(act), attn_activations_destroy(act2);
+}
+
+static void fuzz_encoder(rd *r)
+{
+    int64_t NH = (int64_t)1 << pick(r, 0, 2), hd = pick(r, 1, 8 / NH), d = NH * hd;
+    int64_t FF = pick(r, 1, 16);
+    int act_kind = (int)pick(r, 0, 1), pre = (int)pick(r, 0, 1);
+    static const float eps_values[] = {1e-5f, 1e-3f, 0.5f};
+    float eps = eps_values[pick(r, 0, 2)];
+    attn_encoder_layer *l = SENTINEL;
+    const char *fc = "attn_encoder_layer_create";
+    if (chance(r, 4)) { /* invalid arguments */
+        static const attn_status want[5] = {ATTN_ERR_SHAPE_MISMATCH, ATTN_ERR_INVALID_ARGUMENT,
+                                            ATTN_ERR_INVALID_ARGUMENT, ATTN_ERR_INVALID_ARGUMENT,
+                                            ATTN_ERR_INVALID_ARGUMENT};
+        int k = (int)pick(r, 0, 4);
+        static const float bad_eps[3] = {0.0f, NAN, INFINITY};
+        attn_status st = attn_encoder_layer_create(&l, k == 0 ? NH + 1 : k == 4 ? 0 : d,
+                                                   k == 0 ? NH + 2 : NH, FF,
+                                                   k == 1 ? (attn_activation)2
+                                                          : (attn_activation)act_kind,
+                                                   k == 2 ? 2 : pre,
+                                                   k == 3 ? bad_eps[pick(r, 0, 2)] : eps);
+        CHECK(st == want[k], "%s invalid case %d: got %d", fc, k, st);
+        CHECK(l == SENTINEL, "%s failed but wrote *layer", fc);
+        CHECK(!strncmp(attn_last_error(), fc, strlen(fc)), "message");
+        return;
+    }
+    CHECK(attn_encoder_layer_create(&l, d, NH, FF, (attn_activation)act_kind, pre, eps) ==
+              ATTN_OK, "%s: %s", fc, attn_last_error());
+    int64_t count = 0;
+    CHECK(attn_encoder_layer_param_count(l, &count) == ATTN_OK &&
+              count == 4 * d * d + 4 * d + 2 * d * FF + FF + d + 4 * d, "param_count %lld",
+          (long long)count);
+    float *params = data(r, count, 16, 1), *back = xalloc((size_t)count * sizeof *back);
+    int missing = chance(r, 4);
+    if (missing) {
+        CHECK(attn_encoder_layer_get_params(l, back) == ATTN_ERR_STATE, "get_params unset");
+    } else {
+        CHECK(attn_encoder_layer_set_params(l, params) == ATTN_OK, "set_params");
+        CHECK(attn_encoder_layer_get_params(l, back) == ATTN_OK &&
+                  !memcmp(back, params, (size_t)count * sizeof *back), "get_params");
+    }
+    int causal = (int)pick(r, 0, 2);
+    if (chance(r, 3))
+        CHECK(attn_encoder_layer_set_causal(l, (attn_causal)3) == ATTN_ERR_INVALID_ARGUMENT,
+              "set_causal 3");
+    CHECK(attn_encoder_layer_set_causal(l, (attn_causal)causal) == ATTN_OK, "set_causal");
+    static const float drops[] = {0.0f, 0.1f, 0.25f, 0.5f, 0.9f};
+    float p = chance(r, 40) ? drops[pick(r, 0, 4)] : 0.0f;
+    if (chance(r, 3)) {
+        static const float bad_p[] = {1.0f, -0.1f, NAN, INFINITY};
+        CHECK(attn_encoder_layer_set_dropout(l, bad_p[pick(r, 0, 3)], 1) ==
+                  ATTN_ERR_INVALID_ARGUMENT, "set_dropout invalid p");
+    }
+    uint64_t seed = u8(r);
+    seed = seed << 40 | u8(r);
+    CHECK(attn_encoder_layer_set_dropout(l, p, seed) == ATTN_OK, "set_dropout");
+    int64_t B = pick(r, 0, 3), L = length(r, 9, 140), n = B * L * d;
+    poison pz;
+    pick_poison(r, &pz, 1, B, 1, 1, L, L);
+    if (pz.tensor)  /* src is the one input: its row (b, s) */
+        pz.tensor = 1, pz.h = 0;
+    fmask m;
+    int poison_bias = pz.tensor == 0 && chance(r, 5);
+    make_mask(r, &m, B, NH, L, L, 0, poison_bias);
+    float *src = data(r, n, 8, 2);
+    apply_poison(&pz, 1, src, 0, 1, L, d);
+    attn_context *ctx = make_context(r);
+    outs a, b;
+    outs_make(&a, n, 0, 0, 0, 0);
+    attn_status st = attn_encoder_layer_forward(ctx, l, B, L, n ? src : NULL, m.mask,
+                                                n ? a.o : NULL, NULL);
+    expect_status(st, &m, missing, "attn_encoder_layer_forward");
+    int finite_in = pz.tensor == 0 && !poison_bias;
+    if (st != ATTN_OK) {
+        expect_untouched(&a, "attn_encoder_layer_forward");
+    } else {
+        outs_make(&b, n, 0, 0, 0, 0);
+        CHECK(attn_encoder_layer_forward(ctx, l, B, L, src, m.mask, b.o, NULL) == ATTN_OK,
+              "rerun");
+        expect_same_again(&a, &b, "attn_encoder_layer_forward");
+        /* in place: the same bits */
+        memcpy(b.o, src, (size_t)n * sizeof *src);
+        CHECK(attn_encoder_layer_forward(ctx, l, B, L, b.o, m.mask, b.o, NULL) == ATTN_OK,
+              "in place");
+        CHECK(!memcmp(a.o, b.o, (size_t)n * sizeof *b.o), "in place: out differs");
+        outs_free(&b);
+        if (n > 1) { /* out overlapping src without being it: refused, nothing written */
+            float *both = xalloc((size_t)(2 * n) * sizeof *both);
+            unsigned char *before = xalloc((size_t)(2 * n) * sizeof *both);
+            memcpy(both, src, (size_t)n * sizeof *both);
+            memset(both + n, CANARY, (size_t)n * sizeof *both);
+            memcpy(before, both, (size_t)(2 * n) * sizeof *both);
+            int64_t k = 1 + (int64_t)u8(r) % (n - 1);
+            attn_status os = attn_encoder_layer_forward(ctx, l, B, L, both, m.mask, both + k,
+                                                        NULL);
+            CHECK(os == ATTN_ERR_INVALID_ARGUMENT, "attn_encoder_layer_forward: out = src + %lld "
+                  "floats gave %d", (long long)k, os);
+            CHECK(!memcmp(before, both, (size_t)(2 * n) * sizeof *both),
+                  "attn_encoder_layer_forward: refused overlap, but wrote");
+            free(before), free(both);
+        }
+        CHECK(!finite_in || all_finite(a.o, n), "attn_encoder_layer_forward: out not finite "
+              "with finite inputs");
+    }
+    const enc_dims e = {B, L, d, count, p, causal};
+    fuzz_encoder_training(r, ctx, l, &e, src, &m, st, a.o, params, finite_in);
+    outs_free(&a);
+    attn_context_destroy(ctx);
+    free_mask(&m);
+    free(src), free(params), free(back);
+    attn_encoder_layer_destroy(l);
+}
+
 /* ---- Nadaraya–Watson ------------------------------------------------------------------- */
 
 static void fuzz_nadaraya_watson(rd *r)
@@ -634,11 +864,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t size)
     rd r = {buf, size, 0x5EED};
     for (size_t i = 0; i < size; i++) /* the data depend on the whole input */
         r.s = (r.s ^ buf[i]) * 1099511628211u;
-    switch (u8(&r) % 4) {
+    /* The first byte picks the operation: the seeds' 0-3 keep theirs, 4 is
+     * the encoder layer (found inputs whose first byte is 5 or more now
+     * decode to another, still valid, problem). */
+    switch (u8(&r) % 5) {
     case 0: fuzz_sdpa(&r); break;
     case 1: fuzz_mha(&r); break;
     case 2: fuzz_additive(&r); break;
-    default: fuzz_nadaraya_watson(&r); break;
+    case 3: fuzz_nadaraya_watson(&r); break;
+    default: fuzz_encoder(&r); break;
     }
     return 0;
 }

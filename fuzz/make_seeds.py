@@ -10,9 +10,9 @@ usage: fuzz/make_seeds.py [CORPUS_DIR]   (default fuzz/corpus)
         bytes after the data, a shape too large to address, a header length
         past the end, a version 4.0.
   api/  inputs of fuzz_api.c: the first byte picks the operation (0 SDPA,
-        1 MHA, 2 additive, 3 Nadaraya-Watson); the rest, from a seeded PRNG,
-        steer shapes, options and masks. A few per operation, so the fuzzer
-        starts on every path.
+        1 MHA, 2 additive, 3 Nadaraya-Watson, 4 the encoder layer); the rest,
+        from a seeded PRNG, steer shapes, options and masks. A few per
+        operation, so the fuzzer starts on every path.
 
 The committed corpora also hold what longer local runs found (merged with
 libFuzzer's -merge=1); this script only makes the starting points.
@@ -81,7 +81,7 @@ def npy_seeds():
 def api_seeds():
     rnd = random.Random(6)
     s = {}
-    for op, name in enumerate(["sdpa", "mha", "additive", "nw"]):
+    for op, name in enumerate(["sdpa", "mha", "additive", "nw", "encoder"]):
         for n in range(6):
             length = [2, 8, 24, 48, 96, 160][n]
             s["%s_%d" % (name, n)] = bytes([op]) + bytes(rnd.randrange(256)

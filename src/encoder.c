@@ -390,16 +390,25 @@ static attn_status check_forward(const forward_call *c)
     if (!c->l->set)
         return attn_fail(ATTN_ERR_STATE, f,
                          "the parameters are not set: call attn_encoder_layer_set_params");
-    /* Counts, sizes, BLAS limits, src and out, the mask: the attention's checks. */
+    /* The layer's own arguments by their names (batch, len, src, out), then
+     * what is left of the attention's checks (the mask). */
+    const int64_t counts[2] = {c->batch, c->len}, x[3] = {c->batch, c->len, c->l->d_model};
+    static const char *names[2] = {"batch", "len"};
+    attn_status st;
+    if ((st = attn_check_min(counts, names, 2, 0, f)) != ATTN_OK ||
+        (st = attn_check_tensor(x, 3, "src", f)) != ATTN_OK ||
+        (st = attn_check_blas(c->batch * c->len, "batch × len", f)) != ATTN_OK ||
+        (st = attn_check_data(c->src, c->batch * c->len * c->l->d_model, "src", f)) != ATTN_OK ||
+        (st = attn_check_data(c->out, c->batch * c->len * c->l->d_model, "out", f)) != ATTN_OK)
+        return st;
     const attn_mha_call mc = {c->batch, c->len, c->len, c->src, c->src, c->src, c->out, NULL};
-    attn_status st = attn_mha_validate_forward(c->ctx, c->l->self_attn, &mc, c->mask, f);
-    if (st != ATTN_OK)
+    if ((st = attn_mha_validate_forward(c->ctx, c->l->self_attn, &mc, c->mask, f)) != ATTN_OK)
         return st;
     const int64_t hidden[3] = {c->batch, c->len, c->l->dim_feedforward};
     if ((st = attn_check_tensor(hidden, 3, "the feed-forward's hidden activations", f)) !=
         ATTN_OK)
         return st;
-    size_t bytes = (size_t)(c->rows * c->l->d_model) * sizeof(float);
+    size_t bytes = (size_t)(c->batch * c->len * c->l->d_model) * sizeof(float);
     if (c->out != c->src && attn_ranges_overlap(c->out, bytes, c->src, bytes))
         return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "out overlaps src without being src");
     if (c->act)
@@ -475,6 +484,8 @@ attn_status attn_encoder_layer_forward(attn_context *ctx, const attn_encoder_lay
     attn_status st = check_forward(&c);
     if (st != ATTN_OK)
         return st;
+    if (act)
+        act->owner = NULL;  /* empty until this forward has filled it */
     c.rows = batch * len;
     int64_t items = attn_linear_items(c.rows);
     int64_t row_items = (c.rows + ATTN_ENC_BLOCK_ROWS - 1) / ATTN_ENC_BLOCK_ROWS;

@@ -1,14 +1,17 @@
 /*
  * test_alloc_failure.c — every allocation libattn makes can fail, and each
  * failure is handled: for every call that creates, sets or runs a handle
- * (context, mask, SDPA, MHA, additive, and the context-only Nadaraya–Watson
- * and positional encoding), the k-th allocation of the call is made to fail
- * for k = 1, 2, … until the call succeeds without reaching a k-th
- * allocation. Each failure must
+ * (context, mask, SDPA, MHA, additive, the Transformer encoder layer — post-
+ * and pre-norm, its inference and training forwards and its backward — and
+ * the context-only Nadaraya–Watson and positional encoding), the k-th
+ * allocation of the call is made to fail for k = 1, 2, … until the call
+ * succeeds without reaching a k-th allocation. Each failure must
  *   1. return ATTN_ERR_OUT_OF_MEMORY, with attn_last_error() naming the
  *      function;
  *   2. leave every output untouched: the handle out-pointer keeps its
- *      sentinel, out / weights / lse keep their byte pattern;
+ *      sentinel, out / weights / lse keep their byte pattern; the encoder's
+ *      training forward leaves its act empty (a backward on it is
+ *      ATTN_ERR_STATE), even when act held an earlier forward;
  *   3. leak nothing: a failed create leaves the count of live blocks as it
  *      was, and once everything is destroyed the count is back where it
  *      started (checked here in every build, and by LSan in the ASan build);
@@ -118,6 +121,11 @@ typedef enum call_id {
     C_MHA_CREATE, C_MHA_SET, C_MHA_FORWARD, C_MHA_FORWARD_TRAIN, C_MHA_BACKWARD,
     C_ADD_CREATE, C_ADD_SET, C_ADD_FORWARD, C_ADD_FORWARD_TRAIN, C_ADD_BACKWARD,
     C_NW, C_NW_BACKWARD, C_PE,
+    /* the encoder layer, post-norm (ReLU) then pre-norm (GELU, causal): the
+     * same five calls each, C_ENC_PRE_* - C_ENC_PRE_CREATE + C_ENC_CREATE */
+    C_ENC_CREATE, C_ENC_SET, C_ENC_FORWARD, C_ENC_FORWARD_TRAIN, C_ENC_BACKWARD,
+    C_ENC_PRE_CREATE, C_ENC_PRE_SET, C_ENC_PRE_FORWARD, C_ENC_PRE_FORWARD_TRAIN,
+    C_ENC_PRE_BACKWARD,
     C_COUNT
 } call_id;
 
@@ -131,7 +139,36 @@ static const char *const call_func[C_COUNT] = {
     "attn_additive_create", "attn_additive_set_weights", "attn_additive_forward",
     "attn_additive_forward_train", "attn_additive_backward",
     "attn_nadaraya_watson", "attn_nadaraya_watson_backward", "attn_positional_encoding",
+    "attn_encoder_layer_create", "attn_encoder_layer_set_*", "attn_encoder_layer_forward",
+    "attn_encoder_layer_forward", "attn_encoder_layer_backward",
+    "attn_encoder_layer_create", "attn_encoder_layer_set_*", "attn_encoder_layer_forward",
+    "attn_encoder_layer_forward", "attn_encoder_layer_backward",
 };
+
+/* Whether id is an encoder call of the pre-norm layer, and which call it
+ * is (the post-norm id). */
+static int enc_pre(call_id id)
+{
+    return id >= C_ENC_PRE_CREATE && id <= C_ENC_PRE_BACKWARD;
+}
+static call_id enc_call(call_id id)
+{
+    return enc_pre(id) ? (call_id)(id - C_ENC_PRE_CREATE + C_ENC_CREATE) : id;
+}
+
+/* The call as the report names it: the encoder's forwards share a function. */
+static const char *call_label(call_id id)
+{
+    static const char *const enc[2][5] = {
+        {"encoder create (post-norm)", "encoder set_* (post-norm)",
+         "encoder forward (post-norm)", "encoder forward, training (post-norm)",
+         "encoder backward (post-norm)"},
+        {"encoder create (pre-norm)", "encoder set_* (pre-norm)", "encoder forward (pre-norm)",
+         "encoder forward, training (pre-norm)", "encoder backward (pre-norm)"}};
+    if (enc_call(id) < C_ENC_CREATE)
+        return call_func[id];
+    return enc[enc_pre(id)][enc_call(id) - C_ENC_CREATE];
+}
 
 /* Shapes: two blocks of query rows (len_q > 64), GQA, masks of every kind,
  * more than one block of projection rows for MHA (batch × len_q > 256). */
@@ -141,6 +178,11 @@ enum { AQD = 6, AKD = 9, AH = 7, ADV = 4 };
 enum { NWQ = 150, NWK = 25, PEL = 30, PED = 12 };
 /* The MHA layer's flat parameter count: Wq, Wk, Wv, bq, bk, bv, Wo, bo. */
 enum { MHA_PARAMS = E * E + (E / NH * NKV) * (KD + VD) + E + 2 * (E / NH * NKV) + E * E + E };
+/* The encoder layer: d_model E, ENH heads, a feed-forward of EFF; batch B of
+ * EL positions: B·EL = 300 rows, more than one block of projection rows and
+ * of 64 query rows. Its flat parameters: attention, linear1, linear2, norms. */
+enum { ENH = 4, EFF = 24, EL = MLQ };
+enum { ENC_PARAMS = 4 * E * E + 4 * E + 2 * E * EFF + EFF + E + 4 * E };
 
 static char sentinel_obj;
 #define SENTINEL ((void *)&sentinel_obj)
@@ -168,7 +210,11 @@ typedef struct fixture {
     float *out, *w, *lse;    /* attn_sdpa_backward: d_q, d_k, d_v */
     /* the backward's inputs: a forward's out and lse, and d_out */
     float *fw_out, *fw_lse, *d_out;
-    attn_activations *act;   /* attn_mha_forward_train / attn_mha_backward */
+    attn_activations *act;   /* the layers' training forwards and backwards */
+    attn_encoder_layer *enc;
+    attn_mask *enc_mask;     /* per-batch lengths within EL, for the encoder */
+    float *esrc, *eparams;
+    int64_t enc_lengths[B];
 } fixture;
 
 static float *frand(tu_rng *r, size_t n)
@@ -197,6 +243,12 @@ static void make_inputs(fixture *f)
     f->wv = frand(&r, (E / NH * NKV) * VD), f->bv = frand(&r, E / NH * NKV);
     f->wo = frand(&r, E * E), f->bo = frand(&r, E);
     f->awq = frand(&r, AH * AQD), f->awk = frand(&r, AH * AKD), f->awv = frand(&r, AH);
+    f->esrc = frand(&r, B * EL * E);
+    /* N(0, 0.3): the norms' weights near 0 still give finite, varied outputs */
+    f->eparams = malloc(ENC_PARAMS * sizeof(float));
+    assert_non_null(f->eparams);
+    tu_fill_normal(&r, f->eparams, ENC_PARAMS, 0.0f, 0.3f);
+    f->enc_lengths[0] = 90, f->enc_lengths[1] = EL;
     f->lengths[0] = 20, f->lengths[1] = LKV;
     f->mha_lengths[0] = 7, f->mha_lengths[1] = MLKV;
     /* bool [1, 1, LQ, LKV] keeping ~3/4; bias [B, 1, 1, LKV] with a -inf */
@@ -211,7 +263,8 @@ static void make_inputs(fixture *f)
 static void free_inputs(fixture *f)
 {
     float *all[] = {f->q, f->k, f->v, f->mq, f->mk, f->mv, f->aq, f->ak, f->av, f->wq, f->wk,
-                    f->wv, f->wo, f->bq, f->bk, f->bv, f->bo, f->awq, f->awk, f->awv, f->bias};
+                    f->wv, f->wo, f->bq, f->bk, f->bv, f->bo, f->awq, f->awk, f->awv, f->bias,
+                    f->esrc, f->eparams};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         free(all[i]);
     free(f->keep);
@@ -221,7 +274,7 @@ static void free_inputs(fixture *f)
 static void make_outputs(fixture *f)
 {
     size_t no = 0, nw = 0, nl = 0;
-    switch (f->id) {
+    switch (enc_call(f->id)) {
     case C_SDPA_FORWARD: no = B * HQ * LQ * DV, nw = B * HQ * LQ * LKV, nl = B * HQ * LQ; break;
     case C_SDPA_BACKWARD: no = B * HQ * LQ * D, nw = B * HKV * LKV * D, nl = B * HKV * LKV * DV;
         break;
@@ -236,6 +289,8 @@ static void make_outputs(fixture *f)
     case C_NW:           no = NWQ, nw = NWQ * NWK; break;
     case C_NW_BACKWARD:  no = NWQ, nw = NWK, nl = NWK + 1; break; /* d_values, then d_w */
     case C_PE:           no = PEL * PED; break;
+    case C_ENC_FORWARD: case C_ENC_FORWARD_TRAIN: no = B * EL * E; break;
+    case C_ENC_BACKWARD: no = B * EL * E, nw = ENC_PARAMS; break; /* d_src, d_params */
     default: break;
     }
     f->out_bytes = (no + nw + nl) * sizeof(float);
@@ -268,7 +323,8 @@ static void warm_up(fixture *f)
 {
     float out[4096], w[4096];
     attn_sdpa *small = NULL;
-    switch (f->id) {
+    attn_activations *act = NULL;
+    switch (enc_call(f->id)) {
     case C_SDPA_FORWARD:
         assert_int_equal(attn_sdpa_create(&small, 1, 1, 1, 3, 2, D, DV), ATTN_OK);
         assert_int_equal(attn_sdpa_forward(f->ctx, small, f->q, f->k, f->v, NULL, out, w, NULL),
@@ -288,6 +344,22 @@ static void warm_up(fixture *f)
     case C_NW:
         assert_int_equal(attn_nadaraya_watson(f->ctx, 3, 2, f->q, f->k, f->v, 1.0f, out, w),
                          ATTN_OK);
+        break;
+    case C_ENC_FORWARD:
+        assert_int_equal(attn_encoder_layer_forward(f->ctx, f->enc, 1, 3, f->esrc, NULL, out,
+                                                    NULL),
+                         ATTN_OK);
+        break;
+    case C_ENC_FORWARD_TRAIN:
+    case C_ENC_BACKWARD: /* a small pair on an act of its own: f->act stays as made */
+        assert_int_equal(attn_activations_create(&act), ATTN_OK);
+        assert_int_equal(attn_encoder_layer_forward(f->ctx, f->enc, 1, 3, f->esrc, NULL, out,
+                                                    act),
+                         ATTN_OK);
+        if (enc_call(f->id) == C_ENC_BACKWARD)
+            assert_int_equal(attn_encoder_layer_backward(f->ctx, f->enc, act, f->esrc, out, w),
+                             ATTN_OK);
+        attn_activations_destroy(act);
         break;
     default:
         break;
@@ -353,6 +425,62 @@ static void make_additive_training(fixture *f)
     attn_context_destroy(ctx);
 }
 
+/* The encoder layer of call f->id (injection off): ReLU post-norm, or GELU
+ * pre-norm with the causal mask; parameters and dropout set unless the call
+ * under test sets them. */
+static void make_encoder(fixture *f)
+{
+    int pre = enc_pre(f->id);
+    call_id c = enc_call(f->id);
+    assert_int_equal(attn_mask_create(&f->enc_mask), ATTN_OK);
+    assert_int_equal(attn_mask_set_kv_lengths(f->enc_mask, f->enc_lengths, B, 0, 0), ATTN_OK);
+    if (c == C_ENC_CREATE)
+        return;
+    assert_int_equal(attn_encoder_layer_create(&f->enc, E, ENH, EFF,
+                                               pre ? ATTN_ACTIVATION_GELU : ATTN_ACTIVATION_RELU,
+                                               pre, 1e-5f),
+                     ATTN_OK);
+    if (c == C_ENC_SET)
+        return;
+    assert_int_equal(attn_encoder_layer_set_params(f->enc, f->eparams), ATTN_OK);
+    assert_int_equal(attn_encoder_layer_set_causal(f->enc, pre ? ATTN_CAUSAL_TOP_LEFT
+                                                               : ATTN_CAUSAL_NONE),
+                     ATTN_OK);
+    /* dropout at all four sites in training; inference must ignore it */
+    assert_int_equal(attn_encoder_layer_set_dropout(f->enc, 0.25f, 3), ATTN_OK);
+}
+
+/* As make_mha_training, for the encoder layer. The post-norm training
+ * forward gets an act already filled by a smaller forward (which it must
+ * grow), so that a failure can be seen to leave act empty as attn.h says;
+ * the pre-norm one a new act (whose first allocations are swept too). */
+static void make_encoder_training(fixture *f)
+{
+    assert_int_equal(attn_activations_create(&f->act), ATTN_OK);
+    if (f->id == C_ENC_FORWARD_TRAIN) {
+        float out[3 * E];
+        attn_context *ctx = NULL;
+        assert_int_equal(attn_context_create(&ctx), ATTN_OK);
+        assert_int_equal(attn_encoder_layer_forward(ctx, f->enc, 1, 3, f->esrc, NULL, out,
+                                                    f->act),
+                         ATTN_OK);
+        attn_context_destroy(ctx);
+    }
+    if (enc_call(f->id) != C_ENC_BACKWARD)
+        return;
+    tu_rng r;
+    tu_rng_seed(&r, 10);
+    f->d_out = frand(&r, B * EL * E);
+    f->fw_out = malloc(B * EL * E * sizeof(float));
+    assert_non_null(f->fw_out);
+    attn_context *ctx = NULL;
+    assert_int_equal(attn_context_create(&ctx), ATTN_OK);
+    assert_int_equal(attn_encoder_layer_forward(ctx, f->enc, B, EL, f->esrc, f->enc_mask,
+                                                f->fw_out, f->act),
+                     ATTN_OK);
+    attn_context_destroy(ctx);
+}
+
 static void fx_setup(fixture *f, call_id id, int threads, int warm)
 {
     memset(f, 0, sizeof *f);
@@ -361,6 +489,10 @@ static void fx_setup(fixture *f, call_id id, int threads, int warm)
     make_outputs(f);
     f->ctx = SENTINEL, f->mask = SENTINEL, f->sdpa = SENTINEL, f->mha = SENTINEL;
     f->add = SENTINEL;
+    /* The encoder layer exists only in the encoder's fixtures (NULL, from the
+     * memset, elsewhere): a sentinel marks the create under test. */
+    if (enc_call(id) == C_ENC_CREATE)
+        f->enc = SENTINEL;
     if (id != C_CONTEXT_CREATE) {
         f->ctx = NULL;
         assert_int_equal(attn_context_create(&f->ctx), ATTN_OK);
@@ -398,6 +530,10 @@ static void fx_setup(fixture *f, call_id id, int threads, int warm)
         make_mha_training(f);
     if (id == C_ADD_FORWARD_TRAIN || id == C_ADD_BACKWARD)
         make_additive_training(f);
+    if (enc_call(id) >= C_ENC_CREATE)
+        make_encoder(f);
+    if (enc_call(id) == C_ENC_FORWARD_TRAIN || enc_call(id) == C_ENC_BACKWARD)
+        make_encoder_training(f);
     if (warm)
         warm_up(f);
 }
@@ -414,11 +550,42 @@ static void fx_teardown(fixture *f)
         attn_mha_destroy(f->mha);
     if (f->add != SENTINEL)
         attn_additive_destroy(f->add);
+    if (f->enc != SENTINEL)
+        attn_encoder_layer_destroy(f->enc);
     attn_mask_destroy(f->mha_mask);
+    attn_mask_destroy(f->enc_mask);
     free(f->fw_out), free(f->fw_lse), free(f->d_out);
     attn_activations_destroy(f->act);
     free_inputs(f);
     free(f->outputs);
+}
+
+/* The encoder calls of fx_run (either layer). */
+static attn_status fx_run_encoder(fixture *f)
+{
+    int pre = enc_pre(f->id);
+    attn_status st;
+    switch (enc_call(f->id)) {
+    case C_ENC_CREATE:
+        return attn_encoder_layer_create(&f->enc, E, ENH, EFF,
+                                         pre ? ATTN_ACTIVATION_GELU : ATTN_ACTIVATION_RELU, pre,
+                                         1e-5f);
+    case C_ENC_SET:
+        if ((st = attn_encoder_layer_set_params(f->enc, f->eparams)) != ATTN_OK ||
+            (st = attn_encoder_layer_set_dropout(f->enc, 0.25f, 3)) != ATTN_OK)
+            return st;
+        return attn_encoder_layer_set_causal(f->enc, ATTN_CAUSAL_TOP_LEFT);
+    case C_ENC_FORWARD:
+        return attn_encoder_layer_forward(f->ctx, f->enc, B, EL, f->esrc, f->enc_mask, f->out,
+                                          NULL);
+    case C_ENC_FORWARD_TRAIN:
+        return attn_encoder_layer_forward(f->ctx, f->enc, B, EL, f->esrc, f->enc_mask, f->out,
+                                          f->act);
+    case C_ENC_BACKWARD:
+        return attn_encoder_layer_backward(f->ctx, f->enc, f->act, f->d_out, f->out, f->w);
+    default:
+        return ATTN_ERR_STATE;
+    }
 }
 
 /* The call under test. A create call writes its handle over the sentinel. */
@@ -484,7 +651,7 @@ static attn_status fx_run(fixture *f)
         return attn_nadaraya_watson_backward(f->ctx, NWQ, NWK, f->q, f->k, f->v, 1.5f, f->v,
                                              f->out, f->w, f->lse, f->lse + NWK);
     case C_PE:             return attn_positional_encoding(f->out, PEL, PED, 7, 10000.0f);
-    default:               return ATTN_ERR_STATE;
+    default:               return fx_run_encoder(f);
     }
 }
 
@@ -495,6 +662,25 @@ static int starts_with_func(const char *msg, call_id id)
     const char *f = call_func[id];
     size_t n = strcspn(f, "*");
     return strncmp(msg, f, n) == 0;
+}
+
+/* After a failed training forward of the encoder: act is empty (attn.h:
+ * "ATTN_ERR_OUT_OF_MEMORY (act is then empty)"), so a backward on it is
+ * ATTN_ERR_STATE and writes nothing, rather than the gradients of whatever
+ * act held before. */
+static void check_act_emptied(fixture *f, long long k, int sticky)
+{
+    if (enc_call(f->id) != C_ENC_FORWARD_TRAIN)
+        return;
+    static float d_params[ENC_PARAMS];
+    memset(d_params, PATTERN, sizeof d_params);
+    attn_status st = attn_encoder_layer_backward(f->ctx, f->enc, f->act, f->esrc, NULL,
+                                                 d_params);
+    if (st != ATTN_ERR_STATE)
+        fail_msg("%s: allocation %lld%s failed, but act is not empty: the backward gave %s",
+                 call_label(f->id), k, sticky ? "+" : "", attn_status_string(st));
+    for (size_t x = 0; x < sizeof d_params; x++)
+        assert_int_equal(((unsigned char *)d_params)[x], PATTERN);
 }
 
 /* The outputs of a clean run of the call (no injection), to compare the
@@ -524,7 +710,7 @@ static int one_injection(call_id id, int threads, int warm, long long k, int sti
     long long live0 = atomic_load(&attn_alloc_live);
     fixture f;
     fx_setup(&f, id, threads, warm);
-    void *handles_before[5] = {f.ctx, f.mask, f.sdpa, f.mha, f.add};
+    void *handles_before[6] = {f.ctx, f.mask, f.sdpa, f.mha, f.add, f.enc};
     long long live1 = atomic_load(&attn_alloc_live), calls0 = atomic_load(&attn_alloc_calls);
 
     inject(k, sticky);
@@ -535,10 +721,10 @@ static int one_injection(call_id id, int threads, int warm, long long k, int sti
     if (made < k) { /* the k-th allocation never came: the call is done */
         if (st != ATTN_OK)
             fail_msg("%s (threads %d, warm %d): %s without an injected failure: %s",
-                     call_func[id], threads, warm, attn_status_string(st), attn_last_error());
+                     call_label(id), threads, warm, attn_status_string(st), attn_last_error());
         t->points = made;
         if (clean && memcmp(f.outputs, clean, f.out_bytes) != 0)
-            fail_msg("%s: outputs differ from the clean run", call_func[id]);
+            fail_msg("%s: outputs differ from the clean run", call_label(id));
         fx_teardown(&f);
         assert_int_equal(atomic_load(&attn_alloc_live), live0);
         return 0;
@@ -548,42 +734,43 @@ static int one_injection(call_id id, int threads, int warm, long long k, int sti
     if (st != ATTN_ERR_OUT_OF_MEMORY)
         fail_msg("%s (threads %d, warm %d): allocation %lld%s failed: got %s, want "
                  "ATTN_ERR_OUT_OF_MEMORY",
-                 call_func[id], threads, warm, k, sticky ? "+" : "", attn_status_string(st));
+                 call_label(id), threads, warm, k, sticky ? "+" : "", attn_status_string(st));
     if (!starts_with_func(attn_last_error(), id))
         fail_msg("%s: allocation %lld failed: message \"%s\" does not name the function",
-                 call_func[id], k, attn_last_error());
-    void *handles_after[5] = {f.ctx, f.mask, f.sdpa, f.mha, f.add};
+                 call_label(id), k, attn_last_error());
+    void *handles_after[6] = {f.ctx, f.mask, f.sdpa, f.mha, f.add, f.enc};
     if (memcmp(handles_before, handles_after, sizeof handles_before) != 0)
         fail_msg("%s: allocation %lld failed but a handle out-pointer was written",
-                 call_func[id], k);
+                 call_label(id), k);
     for (size_t x = 0; x < f.out_bytes; x++)
         if (f.outputs[x] != PATTERN)
             fail_msg("%s (threads %d, warm %d): allocation %lld%s failed but output byte %zu "
                      "was written",
-                     call_func[id], threads, warm, k, sticky ? "+" : "", x);
+                     call_label(id), threads, warm, k, sticky ? "+" : "", x);
     /* a failed create owns nothing afterwards */
     if (handles_before[0] == SENTINEL || handles_before[1] == SENTINEL ||
         handles_before[2] == SENTINEL || handles_before[3] == SENTINEL ||
-        handles_before[4] == SENTINEL)
+        handles_before[4] == SENTINEL || handles_before[5] == SENTINEL)
         if (atomic_load(&attn_alloc_live) != live1)
-            fail_msg("%s: allocation %lld%s failed and %lld blocks leaked", call_func[id], k,
+            fail_msg("%s: allocation %lld%s failed and %lld blocks leaked", call_label(id), k,
                      sticky ? "+" : "", atomic_load(&attn_alloc_live) - live1);
+    check_act_emptied(&f, k, sticky);
 
     /* The same call again, on the same context: it works and gives the
      * outputs of a run that never failed. */
     st = fx_run(&f);
     if (st != ATTN_OK)
         fail_msg("%s (threads %d, warm %d): after allocation %lld failed, the retry gave %s: %s",
-                 call_func[id], threads, warm, k, attn_status_string(st), attn_last_error());
+                 call_label(id), threads, warm, k, attn_status_string(st), attn_last_error());
     if (clean && memcmp(f.outputs, clean, f.out_bytes) != 0)
         fail_msg("%s (threads %d, warm %d): after allocation %lld failed, the retry's outputs "
                  "differ from a clean run",
-                 call_func[id], threads, warm, k);
+                 call_label(id), threads, warm, k);
     fx_teardown(&f);
     if (atomic_load(&attn_alloc_live) != live0)
         fail_msg("%s (threads %d, warm %d): allocation %lld%s failed: %lld blocks still live "
                  "after every handle was destroyed",
-                 call_func[id], threads, warm, k, sticky ? "+" : "",
+                 call_label(id), threads, warm, k, sticky ? "+" : "",
                  atomic_load(&attn_alloc_live) - live0);
     return 1;
 }
@@ -601,7 +788,7 @@ static void sweep(call_id id, int threads, int warm)
     free(clean);
     print_message("alloc-failure: %-28s threads %d%s: %lld allocations, %lld injected failures "
                   "ok\n",
-                  call_func[id], threads, warm ? ", warmed context" : "", t.points, t.failures);
+                  call_label(id), threads, warm ? ", warmed context" : "", t.points, t.failures);
     total_points += t.points;
     total_failures += t.failures;
 }
@@ -610,7 +797,7 @@ static void test_create_calls(void **state)
 {
     (void)state;
     static const call_id ids[] = {C_CONTEXT_CREATE, C_MASK_CREATE, C_SDPA_CREATE, C_MHA_CREATE,
-                                  C_ADD_CREATE};
+                                  C_ADD_CREATE, C_ENC_CREATE, C_ENC_PRE_CREATE};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
         sweep(ids[i], 1, 0);
 }
@@ -620,7 +807,7 @@ static void test_set_calls(void **state)
 {
     (void)state;
     static const call_id ids[] = {C_CONTEXT_SET, C_MASK_SET, C_SDPA_SET, C_MHA_SET, C_ADD_SET,
-                                  C_PE};
+                                  C_PE, C_ENC_SET, C_ENC_PRE_SET};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
         sweep(ids[i], 1, 0);
 }
@@ -630,7 +817,10 @@ static void test_forward_calls(void **state)
     (void)state;
     static const call_id ids[] = {C_SDPA_FORWARD, C_SDPA_BACKWARD, C_MHA_FORWARD,
                                   C_MHA_FORWARD_TRAIN, C_MHA_BACKWARD, C_ADD_FORWARD,
-                                  C_ADD_FORWARD_TRAIN, C_ADD_BACKWARD, C_NW, C_NW_BACKWARD};
+                                  C_ADD_FORWARD_TRAIN, C_ADD_BACKWARD, C_NW, C_NW_BACKWARD,
+                                  C_ENC_FORWARD, C_ENC_FORWARD_TRAIN, C_ENC_BACKWARD,
+                                  C_ENC_PRE_FORWARD, C_ENC_PRE_FORWARD_TRAIN,
+                                  C_ENC_PRE_BACKWARD};
     /* 0: the default, whose schedule follows the BLAS's threads (with a
      * multi-threaded pthreads BLAS, a pool that shares the softmax only) */
     static const int threads[] = {0, 1, 2, 4};
@@ -654,7 +844,10 @@ static void test_thread_creation_failure(void **state)
     }
     static const call_id ids[] = {C_SDPA_FORWARD, C_SDPA_BACKWARD, C_MHA_FORWARD,
                                   C_MHA_FORWARD_TRAIN, C_MHA_BACKWARD, C_ADD_FORWARD,
-                                  C_ADD_FORWARD_TRAIN, C_ADD_BACKWARD, C_NW, C_NW_BACKWARD};
+                                  C_ADD_FORWARD_TRAIN, C_ADD_BACKWARD, C_NW, C_NW_BACKWARD,
+                                  C_ENC_FORWARD, C_ENC_FORWARD_TRAIN, C_ENC_BACKWARD,
+                                  C_ENC_PRE_FORWARD, C_ENC_PRE_FORWARD_TRAIN,
+                                  C_ENC_PRE_BACKWARD};
     long long checked = 0;
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         unsigned char *clean = clean_outputs(ids[i], 4);
@@ -675,13 +868,14 @@ static void test_thread_creation_failure(void **state)
             }
             checked++;
             if (st != ATTN_ERR_OUT_OF_MEMORY)
-                fail_msg("%s: thread %d not created: got %s", call_func[ids[i]], j,
+                fail_msg("%s: thread %d not created: got %s", call_label(ids[i]), j,
                          attn_status_string(st));
             assert_true(starts_with_func(attn_last_error(), ids[i]));
             for (size_t x = 0; x < f.out_bytes; x++)
                 if (f.outputs[x] != PATTERN)
                     fail_msg("%s: thread %d not created, but output byte %zu was written",
-                             call_func[ids[i]], j, x);
+                             call_label(ids[i]), j, x);
+            check_act_emptied(&f, j, 0);
             /* the threads of the failed pool have all exited; the MHA calls
              * keep the 1-worker pool their projections started before (the
              * context's, stopped by attn_context_destroy below) */
@@ -689,7 +883,7 @@ static void test_thread_creation_failure(void **state)
                         ids[i] == C_MHA_BACKWARD) && j > 1;
             if (atomic_load(&threads_running) != kept)
                 fail_msg("%s: thread %d not created, and %d started threads still run (want %d)",
-                         call_func[ids[i]], j, atomic_load(&threads_running), kept);
+                         call_label(ids[i]), j, atomic_load(&threads_running), kept);
             assert_int_equal(fx_run(&f), ATTN_OK);
             assert_memory_equal(f.outputs, clean, f.out_bytes);
             fx_teardown(&f);
@@ -699,7 +893,9 @@ static void test_thread_creation_failure(void **state)
         free(clean);
     }
     print_message("alloc-failure: pthread_create failures checked: %lld\n", checked);
-    assert_true(checked >= 12); /* 3 workers each for SDPA, additive, MHA; 2 for NW */
+    /* 3 workers each for SDPA, additive, MHA; 2 for NW; 3 for each of the
+     * encoder's six calls */
+    assert_true(checked >= 30);
 }
 
 static int report(void **state)

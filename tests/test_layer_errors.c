@@ -1,6 +1,9 @@
 /*
  * test_layer_errors.c — every error path of the layers: multi-head attention,
- * additive attention, Nadaraya–Watson regression and the positional encoding.
+ * additive attention, Nadaraya–Watson regression, the positional encoding,
+ * and the Transformer encoder layer (create, setters, get_params, the
+ * inference and training forwards, the backward and its ATTN_ERR_STATE
+ * rules for act: empty, another layer's, or made stale by a setter).
  *
  * What it proves, for each documented failure of attn.h:
  *   1. the returned attn_status is the documented one;
@@ -9,7 +12,8 @@
  *      attn_mha_forward it names exactly the projections not set;
  *   3. no output is touched: handle out-pointers keep a sentinel, output
  *      arrays pre-filled with a byte pattern are byte-identical afterwards,
- *      and a layer whose setter failed computes bit for bit as before.
+ *      and a layer whose setter failed computes bit for bit as before (for
+ *      the encoder: and an act filled before the failure stays valid).
  * It also proves that successful calls leave attn_last_error() alone, that
  * every _destroy(NULL) is a no-op, and that empty tensors may be NULL.
  */
@@ -157,6 +161,7 @@ static void end_case(attn_status got, attn_status want, const char *func, const 
     check_outputs_untouched();
 }
 
+static void fill_enc_params(void);
 static int group_setup(void **state) {
     (void)state;
     for (int i = 0; i < NIN; i++) {
@@ -172,6 +177,7 @@ static int group_setup(void **state) {
         }
     for (int i = 0; i < 64; i++) lens_buf[i] = 2;
     for (int i = 0; i < 256; i++) keep_buf[i] = 1;
+    fill_enc_params();
     return attn_context_create(&g_ctx) == ATTN_OK ? 0 : -1;
 }
 static int group_teardown(void **state) {
@@ -215,6 +221,8 @@ static void additive_into(const attn_additive *a, float *out, float *w) {
 
 /* ---- successful setters keep the last error; _destroy(NULL) ----------- */
 
+static void check_encoder_keeps_last_error(void);
+
 static void test_success_keeps_last_error(void **state) {
     (void)state;
     attn_mha *m = NULL;
@@ -232,6 +240,7 @@ static void test_success_keeps_last_error(void **state) {
     EXPECT_OK(attn_additive_create(&a, AQ, AK, AH));
     EXPECT_OK(attn_additive_set_weights(a, wts[0][0], wts[0][1], wts[0][2]));
     EXPECT_OK(attn_additive_set_weights(a, wts[1][0], wts[1][1], wts[1][2]));
+    check_encoder_keeps_last_error();
     /* The forwards, attn_nadaraya_watson and attn_positional_encoding are
      * checked the same way by the OK rows of the tables below. */
     attn_additive_destroy(a);
@@ -686,6 +695,493 @@ static void test_positional_encoding_errors(void **state) {
     }
 }
 
+/* ---- the Transformer encoder layer ------------------------------------ */
+
+/* The layer: d_model E (8), nhead H (4, head_dim 2), dim_feedforward EFF;
+ * src [B, LQ, E] is in_q. Its flat parameters (ENC_P floats), two sets. The
+ * outputs of its calls (out, d_src, d_params, and the overlapping buffers of
+ * the overlap cases) all lie in enc_region, whose bytes a failed call must
+ * leave as they were. */
+enum { EFF = 16, EL = LQ };
+enum { ENC_P = 4 * E * E + 4 * E + 2 * E * EFF + EFF + E + 4 * E, ENC_REGION = ENC_P + 2 * NOUT };
+static float enc_params[2][ENC_P];
+static float enc_region[ENC_REGION];
+static unsigned char enc_region_ref[sizeof enc_region];
+static float *const enc_out = enc_region, *const enc_dp = enc_region + NOUT;
+
+static void fill_enc_params(void) {
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < ENC_P; i++)
+            enc_params[s][i] = (float)((i * (7 + 2 * s)) % 23) / 23.0f - 0.4f;
+}
+
+/* As begin_case / end_case, and enc_region filled with plain values (the
+ * overlap cases read src from it) that a failed call must not change. */
+static void begin_enc_case(const char *name, attn_status want) {
+    begin_case(name, want);
+    for (int i = 0; i < ENC_REGION; i++)
+        enc_region[i] = (float)((i * 13) % 17) / 17.0f - 0.5f;
+    memcpy(enc_region_ref, enc_region, sizeof enc_region);
+}
+static void end_enc_case(attn_status got, attn_status want, const char *func, const char *arg) {
+    end_case(got, want, func, arg);
+    if (want != ATTN_OK && memcmp(enc_region, enc_region_ref, sizeof enc_region) != 0)
+        fail_msg("[%s] an output of %s was written", g_case, func);
+}
+
+/* Post-norm ReLU, or pre-norm GELU; parameters from set 0 if `set`. */
+static attn_encoder_layer *make_encoder(int pre, int set) {
+    attn_encoder_layer *l = NULL;
+    assert_int_equal(attn_encoder_layer_create(&l, E, H, EFF,
+                                               pre ? ATTN_ACTIVATION_GELU : ATTN_ACTIVATION_RELU,
+                                               pre, 1e-5f),
+                     ATTN_OK);
+    assert_non_null(l);
+    if (set)
+        assert_int_equal(attn_encoder_layer_set_params(l, enc_params[0]), ATTN_OK);
+    return l;
+}
+
+/* A forward (training if act) of src = in_q into out; it must succeed. */
+static void encoder_into(const attn_encoder_layer *l, const attn_mask *m, float *out,
+                         attn_activations *act) {
+    if (attn_encoder_layer_forward(g_ctx, l, B, EL, in_q, m, out, act) != ATTN_OK)
+        fail_msg("[%s] encoder forward failed: %s", g_case, attn_last_error());
+}
+
+/* Every encoder call, successful, leaves the last error alone: create,
+ * param_count, set_params, get_params, each causal value, dropout on and
+ * off, the forwards (in place too), the backward (with and without outputs)
+ * and destroy(NULL). */
+static void check_encoder_keeps_last_error(void) {
+    static float out[NOUT], d_src[NOUT], params[ENC_P], d_params[ENC_P];
+    attn_encoder_layer *l = NULL;
+    attn_activations *act = NULL;
+    int64_t count = 0;
+    attn_encoder_layer_destroy(NULL);
+    assert_int_equal(attn_activations_create(&act), ATTN_OK);
+    for (int pre = 0; pre < 2; pre++) {
+        EXPECT_OK(attn_encoder_layer_create(&l, E, H, EFF, (attn_activation)pre, pre, 1e-5f));
+        EXPECT_OK(attn_encoder_layer_param_count(l, &count));
+        EXPECT_OK(attn_encoder_layer_set_params(l, enc_params[0]));
+        EXPECT_OK(attn_encoder_layer_get_params(l, params));
+        EXPECT_OK(attn_encoder_layer_set_causal(l, ATTN_CAUSAL_TOP_LEFT));
+        EXPECT_OK(attn_encoder_layer_set_causal(l, ATTN_CAUSAL_BOTTOM_RIGHT));
+        EXPECT_OK(attn_encoder_layer_set_causal(l, ATTN_CAUSAL_NONE));
+        EXPECT_OK(attn_encoder_layer_set_dropout(l, 0.5f, 7));
+        EXPECT_OK(attn_encoder_layer_forward(g_ctx, l, B, EL, in_q, NULL, out, NULL));
+        EXPECT_OK(attn_encoder_layer_forward(g_ctx, l, B, EL, in_q, NULL, out, act));
+        EXPECT_OK(attn_encoder_layer_backward(g_ctx, l, act, in_v, d_src, d_params));
+        EXPECT_OK(attn_encoder_layer_backward(g_ctx, l, act, in_v, NULL, NULL));
+        memcpy(out, in_q, sizeof out);
+        EXPECT_OK(attn_encoder_layer_forward(g_ctx, l, B, EL, out, NULL, out, act));
+        EXPECT_OK(attn_encoder_layer_set_dropout(l, 0.0f, 0));
+        attn_encoder_layer_destroy(l);
+    }
+    attn_activations_destroy(act);
+}
+
+/* ---- attn_encoder_layer_create ---------------------------------------- */
+
+typedef struct {
+    const char *name;
+    int null_out;
+    int64_t d_model, nhead, ff;
+    int activation, norm_first;
+    float eps;
+    attn_status st;
+    const char *arg;
+} enc_create_case;
+
+#define EC(n, d, h, ff, act, nf, eps, st, arg) {n, 0, d, h, ff, act, nf, eps, st, arg}
+#define ENC_OVF "d_model|dim_feedforward|in_proj_weight|linear1|parameters|size_t"
+static const enc_create_case enc_create_cases[] = {
+    {"layer NULL", 1, E, H, EFF, 0, 0, 1e-5f, NUL, "layer"},
+    EC("d_model 0", 0, H, EFF, 0, 0, 1e-5f, INV, "d_model"),
+    EC("d_model -1", -1, H, EFF, 0, 0, 1e-5f, INV, "d_model"),
+    EC("d_model INT64_MIN", INT64_MIN, H, EFF, 0, 0, 1e-5f, INV, "d_model"),
+    EC("nhead 0", E, 0, EFF, 0, 0, 1e-5f, INV, "nhead"),
+    EC("nhead -1", E, -1, EFF, 0, 0, 1e-5f, INV, "nhead"),
+    EC("dim_feedforward 0", E, H, 0, 0, 0, 1e-5f, INV, "dim_feedforward"),
+    EC("dim_feedforward -1", E, H, -1, 0, 0, 1e-5f, INV, "dim_feedforward"),
+    EC("activation 2", E, H, EFF, 2, 0, 1e-5f, INV, "activation"),
+    EC("activation -1", E, H, EFF, -1, 0, 1e-5f, INV, "activation"),
+    EC("activation INT_MAX", E, H, EFF, INT_MAX, 0, 1e-5f, INV, "activation"),
+    EC("norm_first 2", E, H, EFF, 0, 2, 1e-5f, INV, "norm_first"),
+    EC("norm_first -1", E, H, EFF, 0, -1, 1e-5f, INV, "norm_first"),
+    EC("norm_first INT_MIN", E, H, EFF, 1, INT_MIN, 1e-5f, INV, "norm_first"),
+    EC("eps 0", E, H, EFF, 0, 0, 0.0f, INV, "layer_norm_eps"),
+    EC("eps -0", E, H, EFF, 0, 0, -0.0f, INV, "layer_norm_eps"),
+    EC("eps -1e-5", E, H, EFF, 0, 0, -1e-5f, INV, "layer_norm_eps"),
+    EC("eps NaN", E, H, EFF, 0, 0, NAN, INV, "layer_norm_eps"),
+    EC("eps -NaN", E, H, EFF, 0, 0, -NAN, INV, "layer_norm_eps"),
+    EC("eps +Inf", E, H, EFF, 0, 0, INFINITY, INV, "layer_norm_eps"),
+    EC("eps -Inf", E, H, EFF, 0, 0, -INFINITY, INV, "layer_norm_eps"),
+    EC("d_model 10 % nhead 4", 10, 4, EFF, 0, 0, 1e-5f, MM, "d_model|nhead"),
+    EC("d_model 4 % nhead 8", 4, 8, EFF, 0, 0, 1e-5f, MM, "d_model|nhead"),
+    EC("d_model 2^32 (in_proj)", P32, 1, 1, 0, 0, 1e-5f, OVF, ENC_OVF),
+    EC("dim_feedforward 2^62 (linear1)", E, H, P62, 0, 0, 1e-5f, OVF, ENC_OVF),
+    EC("dim_feedforward 2^31", 1, 1, P31, 0, 0, 1e-5f, UNS, "dim_feedforward"),
+    EC("encoder: fixture, post-norm ReLU", E, H, EFF, 0, 0, 1e-5f, ATTN_OK, ""),
+    EC("encoder: pre-norm GELU", E, H, EFF, 1, 1, 1e-5f, ATTN_OK, ""),
+    EC("encoder: all 1, tiny eps", 1, 1, 1, 1, 0, 1e-30f, ATTN_OK, ""),
+    EC("encoder: nhead = d_model, eps 1", E, E, 1, 0, 1, 1.0f, ATTN_OK, ""),
+};
+
+static void test_encoder_create_errors(void **state) {
+    (void)state;
+    const char *f = "attn_encoder_layer_create";
+    for (size_t i = 0; i < COUNT(enc_create_cases); i++) {
+        const enc_create_case *c = &enc_create_cases[i];
+        void *obj = SENTINEL;
+        begin_case(c->name, c->st);
+        attn_status st = attn_encoder_layer_create(c->null_out ? NULL
+                                                               : (attn_encoder_layer **)&obj,
+                                                   c->d_model, c->nhead, c->ff,
+                                                   (attn_activation)c->activation,
+                                                   c->norm_first, c->eps);
+        end_case(st, c->st, f, c->arg);
+        if (c->st != ATTN_OK) {
+            assert_ptr_equal(obj, SENTINEL);
+            continue;
+        }
+        assert_true(obj != NULL && obj != SENTINEL);
+        attn_encoder_layer_destroy(obj);
+    }
+}
+
+/* ---- the encoder's setters and getters ---------------------------------- */
+
+/* Every failing setter and getter call on layer l: statuses, messages, and
+ * no output written (count, params). */
+static void fail_encoder_setters(attn_encoder_layer *l) {
+    const char *fc = "attn_encoder_layer_set_causal", *fd = "attn_encoder_layer_set_dropout";
+    const char *fn = "attn_encoder_layer_param_count", *fg = "attn_encoder_layer_get_params";
+    const char *fs = "attn_encoder_layer_set_params";
+    EXPECT_FAIL(attn_encoder_layer_set_causal(NULL, ATTN_CAUSAL_TOP_LEFT), NUL, fc, "layer");
+    const int bad_causal[] = {3, -1, 7, INT_MAX, INT_MIN};
+    for (size_t i = 0; i < COUNT(bad_causal); i++)
+        EXPECT_FAIL(attn_encoder_layer_set_causal(l, (attn_causal)bad_causal[i]), INV, fc,
+                    "causal");
+    EXPECT_FAIL(attn_encoder_layer_set_dropout(NULL, 0.1f, 1), NUL, fd, "layer");
+    const float bad_p[] = {1.0f, 1.5f, -0.1f, -1e-30f, NAN, -NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < COUNT(bad_p); i++)
+        EXPECT_FAIL(attn_encoder_layer_set_dropout(l, bad_p[i], 1), INV, fd, "p");
+    int64_t count = -7;
+    EXPECT_FAIL(attn_encoder_layer_param_count(NULL, &count), NUL, fn, "layer");
+    assert_int_equal(count, -7);
+    EXPECT_FAIL(attn_encoder_layer_param_count(l, NULL), NUL, fn, "count");
+    begin_enc_case("get_params NULL", NUL);
+    end_enc_case(attn_encoder_layer_get_params(NULL, enc_dp), NUL, fg, "layer");
+    EXPECT_FAIL(attn_encoder_layer_get_params(l, NULL), NUL, fg, "params");
+    EXPECT_FAIL(attn_encoder_layer_set_params(NULL, enc_params[1]), NUL, fs, "layer");
+    EXPECT_FAIL(attn_encoder_layer_set_params(l, NULL), NUL, fs, "params");
+}
+
+/* Failed setters on a set layer with dropout: the layer computes bit for bit
+ * as before (parameter set 1 never gets in, p and seed stay), its parameters
+ * read back unchanged, and an act filled before them is not stale. */
+static void check_encoder_setters(int pre) {
+    static float o1[NOUT], o2[NOUT], t1[NOUT], t2[NOUT], g1[NOUT], g2[NOUT];
+    static float p1[ENC_P], p2[ENC_P], dp1[ENC_P], dp2[ENC_P];
+    attn_encoder_layer *l = make_encoder(pre, 1);
+    attn_activations *act = NULL;
+    assert_int_equal(attn_activations_create(&act), ATTN_OK);
+    assert_int_equal(attn_encoder_layer_set_causal(l, ATTN_CAUSAL_TOP_LEFT), ATTN_OK);
+    assert_int_equal(attn_encoder_layer_set_dropout(l, 0.5f, 11), ATTN_OK);
+    int64_t count = 0;
+    assert_int_equal(attn_encoder_layer_param_count(l, &count), ATTN_OK);
+    assert_int_equal(count, ENC_P);
+    encoder_into(l, NULL, o1, NULL);
+    encoder_into(l, NULL, t1, act);
+    assert_int_equal(attn_encoder_layer_backward(g_ctx, l, act, in_v, g1, dp1), ATTN_OK);
+    assert_int_equal(attn_encoder_layer_get_params(l, p1), ATTN_OK);
+    fail_encoder_setters(l);
+    /* act is still the layer's: the failed setters changed nothing */
+    assert_int_equal(attn_encoder_layer_backward(g_ctx, l, act, in_v, g2, dp2), ATTN_OK);
+    assert_memory_equal(g1, g2, sizeof g1);
+    assert_memory_equal(dp1, dp2, sizeof dp1);
+    assert_int_equal(attn_encoder_layer_get_params(l, p2), ATTN_OK);
+    assert_memory_equal(p1, p2, sizeof p1);
+    assert_memory_equal(p1, enc_params[0], sizeof p1);
+    encoder_into(l, NULL, o2, NULL);
+    encoder_into(l, NULL, t2, act);
+    assert_memory_equal(o1, o2, sizeof o1);
+    assert_memory_equal(t1, t2, sizeof t1);
+    attn_activations_destroy(act);
+    attn_encoder_layer_destroy(l);
+}
+
+static void test_encoder_setter_errors(void **state) {
+    (void)state;
+    g_case = "post-norm layer";
+    check_encoder_setters(0);
+    g_case = "pre-norm layer";
+    check_encoder_setters(1);
+}
+
+/* get_params and the forwards before set_params, and after a failed one:
+ * ATTN_ERR_STATE naming the parameters, nothing written, act left empty. */
+static void test_encoder_state(void **state) {
+    (void)state;
+    attn_encoder_layer *l = make_encoder(0, 0);
+    attn_activations *act = NULL;
+    assert_int_equal(attn_activations_create(&act), ATTN_OK);
+    int64_t count = 0;
+    save_error();
+    EXPECT_OK(attn_encoder_layer_param_count(l, &count)); /* the count needs no parameters */
+    assert_int_equal(count, ENC_P);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1)
+            assert_int_equal(attn_encoder_layer_set_params(l, NULL), NUL);
+        begin_enc_case(pass ? "get_params after failed set_params" : "get_params before set",
+                       ATTN_ERR_STATE);
+        end_enc_case(attn_encoder_layer_get_params(l, enc_dp), ATTN_ERR_STATE,
+                     "attn_encoder_layer_get_params", "parameters");
+        for (int train = 0; train < 2; train++) {
+            begin_enc_case(train ? "training forward before set" : "forward before set",
+                           ATTN_ERR_STATE);
+            end_enc_case(attn_encoder_layer_forward(g_ctx, l, B, EL, in_q, NULL, enc_out,
+                                                    train ? act : NULL),
+                         ATTN_ERR_STATE, "attn_encoder_layer_forward", "parameters");
+        }
+        begin_enc_case("backward before set", ATTN_ERR_STATE);
+        end_enc_case(attn_encoder_layer_backward(g_ctx, l, act, in_v, enc_out, enc_dp),
+                     ATTN_ERR_STATE, "attn_encoder_layer_backward", "act");
+    }
+    attn_activations_destroy(act);
+    attn_encoder_layer_destroy(l);
+}
+
+/* ---- attn_encoder_layer_forward ---------------------------------------- */
+
+enum { ENUL_NONE, ENUL_CTX, ENUL_LAYER, ENUL_SRC, ENUL_OUT, ENUL_ALL };
+static const char *const enc_nul_arg[ENUL_ALL + 1] = {"", "ctx", "layer", "src", "out", ""};
+/* Where out lies relative to src (both in enc_region): after it by one
+ * float, before it, sharing only src's last float, just past it, or equal. */
+enum { OV_NONE, OV_AFTER, OV_BEFORE, OV_LAST, OV_ADJACENT, OV_SAME };
+
+typedef struct {
+    const char *name;
+    int nul, ov;
+    int64_t batch, len;
+    int mk;
+    int64_t d0, d1, d2, d3;   /* as fwd_case: the mask's dims, len_kv = len */
+    attn_status st;
+    const char *arg;          /* NULL: the name of the NULL argument */
+} enc_fwd_case;
+
+#define EF_OVF "batch|len|src|out|size_t"
+#define ENL(n, nul, b, l, st) {n, nul, OV_NONE, b, l, MK_NONE, 0, 0, 0, 0, st, NULL}
+#define ESZ(n, b, l, st, arg) {n, ENUL_NONE, OV_NONE, b, l, MK_NONE, 0, 0, 0, 0, st, arg}
+#define EOV(n, ov, st) {n, ENUL_NONE, ov, B, EL, MK_NONE, 0, 0, 0, 0, st, "out|src"}
+#define EMK(n, k, d0, d1, d2, d3, st) {n, ENUL_NONE, OV_NONE, B, EL, k, d0, d1, d2, d3, st, "mask"}
+static const enc_fwd_case enc_fwd_cases[] = {
+    ENL("ctx NULL", ENUL_CTX, B, EL, NUL),
+    ENL("layer NULL", ENUL_LAYER, B, EL, NUL),
+    ENL("src NULL", ENUL_SRC, B, EL, NUL),
+    ENL("out NULL", ENUL_OUT, B, EL, NUL),
+    ENL("ctx NULL, batch 0", ENUL_CTX, 0, EL, NUL),
+    ENL("batch 0: src, out NULL", ENUL_ALL, 0, EL, ATTN_OK),
+    ENL("len 0: src, out NULL", ENUL_ALL, B, 0, ATTN_OK),
+    ESZ("batch -1", -1, EL, INV, "batch"),
+    ESZ("batch INT64_MIN", INT64_MIN, EL, INV, "batch"),
+    ESZ("len -1", B, -1, INV, "len"),
+    ESZ("len INT64_MIN", B, INT64_MIN, INV, "len"),
+    ESZ("batch 2^62", P62, EL, OVF, EF_OVF),
+    ESZ("len 2^62", 1, P62, OVF, EF_OVF),
+    ESZ("batch INT64_MAX", INT64_MAX, 1, OVF, EF_OVF),
+    ESZ("batch x len 2^31", P31, 1, UNS, "batch|len"),
+    ESZ("batch x len 2^32", P16, P16, UNS, "batch|len"),
+    EOV("out = src + 1 float", OV_AFTER, INV),
+    EOV("out = src - 1 float", OV_BEFORE, INV),
+    EOV("out shares src's last float", OV_LAST, INV),
+    EOV("out just past src", OV_ADJACENT, ATTN_OK),
+    EOV("out = src (in place)", OV_SAME, ATTN_OK),
+    EMK("lengths batch 3", MK_LEN, 3, 0, 0, 0, MM),
+    EMK("lengths batch 1", MK_LEN, 1, 0, 0, 0, MM),
+    EMK("lengths per-query len_q 2", MK_LEN, B, 2, 1, 0, MM),
+    EMK("lengths per-query ok", MK_LEN, B, EL, 1, 0, ATTN_OK),
+    EMK("lengths ok", MK_LEN, B, 0, 0, 0, ATTN_OK),
+    {"length above len", ENUL_NONE, OV_NONE, B, EL, MK_LEN_BIG, 0, 0, 0, 0, INV, LEN_ARGS},
+    {"length made negative after set", ENUL_NONE, OV_NONE, B, EL, MK_LEN_NEG, 0, 0, 0, 0, INV,
+     LEN_ARGS},
+#define ENC_MASK_CASES(K, N)                                      \
+    EMK(N " mb 3", K, 3, 1, EL, EL, MM),                          \
+    EMK(N " mh 2", K, B, 2, EL, EL, MM),                          \
+    EMK(N " mh 5", K, 1, 5, 1, EL, MM),                           \
+    EMK(N " mh 4 (= nhead)", K, B, H, EL, EL, ATTN_OK),           \
+    EMK(N " mh 1", K, B, 1, EL, EL, ATTN_OK),                     \
+    EMK(N " mq 2", K, B, 1, 2, EL, MM),                           \
+    EMK(N " len_kv 4", K, 1, 1, 1, EL + 1, MM),                   \
+    EMK(N " len_kv 1", K, 1, 1, 1, 1, MM),                        \
+    EMK(N " all broadcast", K, 1, 1, 1, EL, ATTN_OK)
+    ENC_MASK_CASES(MK_BOOL, "bool"),
+    ENC_MASK_CASES(MK_BIAS, "bias"),
+};
+
+static attn_status run_encoder_forward(const attn_encoder_layer *l, const enc_fwd_case *c,
+                                       attn_mask *m, attn_activations *act) {
+    int n = c->nul;
+    const float *src = (n == ENUL_SRC || n == ENUL_ALL) ? NULL : in_q;
+    float *out = (n == ENUL_OUT || n == ENUL_ALL) ? NULL : enc_out;
+    /* src [B, EL, E] = 48 floats at 64 floats into enc_region */
+    float *region_src = enc_region + NOUT;
+    int64_t n_src = B * EL * E;
+    switch (c->ov) {
+    case OV_AFTER: src = region_src, out = region_src + 1; break;
+    case OV_BEFORE: src = region_src, out = region_src - 1; break;
+    case OV_LAST: src = region_src, out = region_src + n_src - 1; break;
+    case OV_ADJACENT: src = region_src, out = region_src + n_src; break;
+    case OV_SAME: src = region_src, out = region_src; break;
+    default: break;
+    }
+    return attn_encoder_layer_forward(n == ENUL_CTX ? NULL : g_ctx, n == ENUL_LAYER ? NULL : l,
+                                      c->batch, c->len, src, c->mk == MK_NONE ? NULL : m, out,
+                                      act);
+}
+
+static void run_encoder_forward_table(const attn_encoder_layer *l, attn_activations *act) {
+    const char *f = "attn_encoder_layer_forward";
+    attn_mask *m = NULL;
+    assert_int_equal(attn_mask_create(&m), ATTN_OK);
+    for (size_t i = 0; i < COUNT(enc_fwd_cases); i++) {
+        const enc_fwd_case *c = &enc_fwd_cases[i];
+        /* set_case_mask takes the mask part of a fwd_case */
+        const fwd_case mc = {c->name, NUL_NONE, B, EL, EL, ADV, c->mk, c->d0, c->d1, c->d2,
+                             c->d3, 0, 0, NULL};
+        set_case_mask(m, &mc);
+        begin_enc_case(c->name, c->st);
+        end_enc_case(run_encoder_forward(l, c, m, act), c->st, f,
+                     c->arg ? c->arg : enc_nul_arg[c->nul]);
+        lens_neg[1] = 1;
+    }
+    attn_mask_destroy(m);
+}
+
+static void test_encoder_forward_errors(void **state) {
+    (void)state;
+    attn_activations *act = NULL;
+    assert_int_equal(attn_activations_create(&act), ATTN_OK);
+    for (int pre = 0; pre < 2; pre++) {
+        attn_encoder_layer *l = make_encoder(pre, 1);
+        /* inference, then training; dropout and causal change no check */
+        run_encoder_forward_table(l, NULL);
+        run_encoder_forward_table(l, act);
+        assert_int_equal(attn_encoder_layer_set_causal(l, ATTN_CAUSAL_TOP_LEFT), ATTN_OK);
+        assert_int_equal(attn_encoder_layer_set_dropout(l, 0.25f, 5), ATTN_OK);
+        run_encoder_forward_table(l, NULL);
+        run_encoder_forward_table(l, act);
+        attn_encoder_layer_destroy(l);
+    }
+    attn_activations_destroy(act);
+}
+
+/* ---- attn_encoder_layer_backward ---------------------------------------- */
+
+/* One backward case: d_out, d_src and d_params as given (in enc_region for
+ * the overlap cases). */
+static void enc_backward_case(const char *name, const attn_encoder_layer *l,
+                              const attn_activations *act, const float *d_out, float *d_src,
+                              float *d_params, attn_status want, const char *arg) {
+    begin_enc_case(name, want);
+    end_enc_case(attn_encoder_layer_backward(g_ctx, l, act, d_out, d_src, d_params), want,
+                 "attn_encoder_layer_backward", arg);
+}
+
+/* The failures of a backward whose act was filled by layer l; d_out is
+ * in_v. Afterwards act still gives the gradients it gave before. */
+static void fail_encoder_backward(const attn_encoder_layer *l, const attn_activations *act) {
+    static float g1[NOUT], g2[NOUT], dp1[ENC_P], dp2[ENC_P];
+    const char *f = "attn_encoder_layer_backward";
+    assert_int_equal(attn_encoder_layer_backward(g_ctx, l, act, in_v, g1, dp1), ATTN_OK);
+    float *r = enc_region;   /* [0, 48): d_out; the outputs after it */
+    int64_t n = B * EL * E;
+    begin_enc_case("ctx NULL", NUL);
+    end_enc_case(attn_encoder_layer_backward(NULL, l, act, in_v, enc_out, enc_dp), NUL, f,
+                 "ctx");
+    enc_backward_case("layer NULL", NULL, act, in_v, enc_out, enc_dp, NUL, "layer");
+    enc_backward_case("act NULL", l, NULL, in_v, enc_out, enc_dp, NUL, "act");
+    enc_backward_case("d_out NULL", l, act, NULL, enc_out, enc_dp, NUL, "d_out");
+    enc_backward_case("d_out NULL, no outputs", l, act, NULL, NULL, NULL, NUL, "d_out");
+    enc_backward_case("d_src = d_out", l, act, r, r, enc_dp, INV, "d_src|d_out");
+    enc_backward_case("d_src = d_out + 1", l, act, r, r + 1, enc_dp, INV, "d_src|d_out");
+    enc_backward_case("d_src = d_out - 1", l, act, r + 1, r, enc_dp, INV, "d_src|d_out");
+    enc_backward_case("d_src shares d_out's last float", l, act, r, r + n - 1, enc_dp, INV,
+                      "d_src|d_out");
+    enc_backward_case("d_params overlaps d_out", l, act, r, NULL, r + n - 1, INV,
+                      "d_params|d_out");
+    enc_backward_case("d_params = d_src", l, act, in_v, r, r, INV, "d_params|d_src");
+    enc_backward_case("d_params = d_src + 1", l, act, in_v, r, r + 1, INV, "d_params|d_src");
+    enc_backward_case("d_src inside d_params", l, act, in_v, r + 8, r, INV, "d_params|d_src");
+    enc_backward_case("d_params shares d_src's last float", l, act, in_v, r, r + n - 1, INV,
+                      "d_params|d_src");
+    enc_backward_case("d_params just past d_src", l, act, in_v, r, r + n, ATTN_OK, "");
+    enc_backward_case("d_src, d_params NULL", l, act, in_v, NULL, NULL, ATTN_OK, "");
+    /* act is only read: the failures changed nothing */
+    assert_int_equal(attn_encoder_layer_backward(g_ctx, l, act, in_v, g2, dp2), ATTN_OK);
+    assert_memory_equal(g1, g2, sizeof g1);
+    assert_memory_equal(dp1, dp2, sizeof dp1);
+}
+
+/* act with another owner or a changed layer: ATTN_ERR_STATE. */
+static void test_encoder_backward_errors(void **state) {
+    (void)state;
+    const char *stale = "parameters|options";
+    attn_encoder_layer *l = make_encoder(0, 1), *other = make_encoder(0, 1);
+    attn_mha *m = make_mha(1, 0xF);
+    attn_activations *act = NULL;
+    attn_mask *mask = NULL;
+    assert_int_equal(attn_activations_create(&act), ATTN_OK);
+    assert_int_equal(attn_mask_create(&mask), ATTN_OK);
+    g_case = "backward";
+    enc_backward_case("act empty", l, act, in_v, enc_out, enc_dp, ATTN_ERR_STATE, "act");
+    encoder_into(other, NULL, out_buf, act);
+    enc_backward_case("act of another encoder layer", l, act, in_v, enc_out, enc_dp,
+                      ATTN_ERR_STATE, "act");
+    assert_int_equal(attn_mha_forward_train(g_ctx, m, B, LQ, LKV, in_q, in_k, in_v, NULL,
+                                            out_buf, NULL, act),
+                     ATTN_OK);
+    enc_backward_case("act of a multi-head layer", l, act, in_v, enc_out, enc_dp,
+                      ATTN_ERR_STATE, "act");
+    for (int pre = 0; pre < 2; pre++) {
+        attn_encoder_layer *p = pre ? make_encoder(1, 1) : l;
+        assert_int_equal(attn_encoder_layer_set_dropout(p, 0.25f, 9), ATTN_OK);
+        encoder_into(p, NULL, out_buf, act);
+        fail_encoder_backward(p, act);
+        /* Any setter call makes act stale, even one that sets what was set. */
+        assert_int_equal(attn_encoder_layer_set_params(p, enc_params[0]), ATTN_OK);
+        enc_backward_case("after set_params", p, act, in_v, enc_out, enc_dp, ATTN_ERR_STATE,
+                          stale);
+        encoder_into(p, NULL, out_buf, act);
+        assert_int_equal(attn_encoder_layer_set_causal(p, ATTN_CAUSAL_NONE), ATTN_OK);
+        enc_backward_case("after set_causal", p, act, in_v, enc_out, enc_dp, ATTN_ERR_STATE,
+                          stale);
+        encoder_into(p, NULL, out_buf, act);
+        assert_int_equal(attn_encoder_layer_set_dropout(p, 0.25f, 9), ATTN_OK);
+        enc_backward_case("after set_dropout", p, act, in_v, enc_out, enc_dp, ATTN_ERR_STATE,
+                          stale);
+        /* The mask's caller-owned lengths changed to invalid values. */
+        int64_t lens[B] = {EL, 2};
+        assert_int_equal(attn_mask_set_kv_lengths(mask, lens, B, 0, 0), ATTN_OK);
+        encoder_into(p, mask, out_buf, act);
+        lens[1] = EL + 1;
+        enc_backward_case("length raised above len", p, act, in_v, enc_out, enc_dp, INV,
+                          LEN_ARGS);
+        lens[1] = -1;
+        enc_backward_case("length made negative", p, act, in_v, enc_out, enc_dp, INV, LEN_ARGS);
+        lens[1] = 2;
+        enc_backward_case("lengths restored", p, act, in_v, enc_out, enc_dp, ATTN_OK, "");
+        if (pre)
+            attn_encoder_layer_destroy(p);
+    }
+    attn_mask_destroy(mask);
+    attn_activations_destroy(act);
+    attn_mha_destroy(m);
+    attn_encoder_layer_destroy(other);
+    attn_encoder_layer_destroy(l);
+}
+
 #define T(f) cmocka_unit_test_setup(f, reset_case)
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -697,6 +1193,11 @@ int main(void) {
         T(test_additive_set_weights_errors),
         T(test_nadaraya_watson_errors),
         T(test_positional_encoding_errors),
+        T(test_encoder_create_errors),
+        T(test_encoder_setter_errors),
+        T(test_encoder_state),
+        T(test_encoder_forward_errors),
+        T(test_encoder_backward_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -2,10 +2,13 @@
  * test_size_overflow.c — sizes whose products overflow are refused before
  * anything is allocated or read.
  *
- * For every call that takes sizes, a table of dimensions whose element
- * count overflows int64_t (e.g. 2^62 × 8) or whose byte count overflows
- * size_t (2^62 floats = 2^64 bytes) must return ATTN_ERR_SIZE_OVERFLOW with a
- * message naming the function, with
+ * For every call that takes sizes (the Transformer encoder layer's create and
+ * forward, inference and training, included), a table of dimensions whose
+ * element count overflows int64_t (e.g. 2^62 × 8) or whose byte count
+ * overflows size_t (2^62 floats = 2^64 bytes) must return
+ * ATTN_ERR_SIZE_OVERFLOW with a message naming the function, and sizes that
+ * fit but exceed what the BLAS interface (int) or the dropout counters take
+ * must return ATTN_ERR_UNSUPPORTED where attn.h says so, with
  *   - no allocation attempted: the call count of the library's allocator
  *     (the hidden hook of src/alloc.c, reached by linking the library's
  *     objects) is unchanged;
@@ -23,6 +26,7 @@
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <attn.h>
@@ -43,18 +47,20 @@ static uint8_t keep_buf[64];
 
 typedef enum kind {
     K_SDPA_CREATE, K_SDPA_FORWARD, K_MHA_CREATE, K_MHA_FORWARD, K_ADD_CREATE, K_ADD_FORWARD,
-    K_MASK_LENGTHS, K_MASK_BOOL, K_MASK_BIAS, K_NW, K_PE
+    K_MASK_LENGTHS, K_MASK_BOOL, K_MASK_BIAS, K_NW, K_PE, K_ENC_CREATE, K_ENC_FORWARD,
+    K_ENC_FORWARD_DROPOUT
 } kind;
 
 typedef struct ocase {
     const char *name;
     kind k;
     int64_t a[7];        /* the sizes, in the call's argument order */
-    attn_status want;    /* SIZE_OVERFLOW, or OK for the just-fitting twin */
+    attn_status want;    /* SIZE_OVERFLOW or UNSUPPORTED, or OK for the just-fitting twin */
     const char *func;
 } ocase;
 
 #define OVF ATTN_ERR_SIZE_OVERFLOW
+#define UNS ATTN_ERR_UNSUPPORTED
 static const ocase cases[] = {
     /* sdpa_create(batch, heads_q, heads_kv, len_q, len_kv, dim_qk, dim_v) */
     {"sdpa q: 2^62 x 8 elements", K_SDPA_CREATE, {P(62), 1, 1, 1, 1, 8, 8}, OVF, "attn_sdpa_create"},
@@ -93,11 +99,62 @@ static const ocase cases[] = {
     /* positional_encoding(len, dim) */
     {"positional: 2^62 x 8", K_PE, {P(62), 8}, OVF, "attn_positional_encoding"},
     {"positional: 2^61 x 2 floats = 2^64 bytes", K_PE, {P(61), 2}, OVF, "attn_positional_encoding"},
+#define ENC_C "attn_encoder_layer_create"
+#define ENC_F "attn_encoder_layer_forward"
+    /* encoder_layer_create(d_model, nhead, dim_feedforward). No twin that
+     * fits: the layer allocates its parameters at create. A d_model beyond
+     * INT_MAX cannot reach ATTN_ERR_UNSUPPORTED: 3·d_model² floats overflow
+     * first. */
+    {"encoder in_proj: 3 x 2^32 x 2^32", K_ENC_CREATE, {P(32), 1, 1}, OVF, ENC_C},
+    {"encoder in_proj: 3 x 2^61 x 2^61", K_ENC_CREATE, {P(61), 1, 1}, OVF, ENC_C},
+    {"encoder d_model 2^62: 3 x d_model", K_ENC_CREATE, {P(62), 1, 1}, OVF, ENC_C},
+    {"encoder d_model 2^31 (beyond INT_MAX)", K_ENC_CREATE, {P(31), 1, 1}, OVF, ENC_C},
+    {"encoder linear1: ff 2^62 x 8", K_ENC_CREATE, {8, 1, P(62)}, OVF, ENC_C},
+    {"encoder linear1: 2^62 floats = 2^64 bytes", K_ENC_CREATE, {2, 1, P(61)}, OVF, ENC_C},
+    /* every tensor fits (in_proj 3·2^60 floats), the flat vector does not */
+    {"encoder parameters: 4 x 2^60 floats", K_ENC_CREATE, {P(30), 1, 1}, OVF, ENC_C},
+    {"encoder dim_feedforward 2^31", K_ENC_CREATE, {1, 1, P(31)}, UNS, ENC_C},
+    /* encoder_layer_forward(batch, len) on an (8, 1, 8) layer; a[2] = 1: training (act) */
+    {"encoder src: batch 2^62 x 8 x 8", K_ENC_FORWARD, {P(62), 8, 0}, OVF, ENC_F},
+    {"encoder src: 2^62 floats = 2^64 bytes", K_ENC_FORWARD, {1, P(59), 0}, OVF, ENC_F},
+    {"encoder src: 2^31 x 2^31 x 8", K_ENC_FORWARD, {P(31), P(31), 0}, OVF, ENC_F},
+    {"encoder training src: batch 2^62 x 8", K_ENC_FORWARD, {P(62), 1, 1}, OVF, ENC_F},
+    {"encoder training src: 2^62 floats", K_ENC_FORWARD, {P(59), 1, 1}, OVF, ENC_F},
+    {"encoder batch x len 2^31", K_ENC_FORWARD, {P(31), 1, 0}, UNS, ENC_F},
+    {"encoder training batch x len 2^32", K_ENC_FORWARD, {P(16), P(16), 1}, UNS, ENC_F},
+    /* on a (256, 256 heads, 1) layer with dropout: batch·nhead reaches 2^32 */
+    {"encoder dropout: batch x nhead 2^32", K_ENC_FORWARD_DROPOUT, {P(24), 1}, UNS, ENC_F},
+#undef ENC_C
+#undef ENC_F
 };
 
 static attn_context *g_ctx;
 static attn_mha *g_mha;
 static attn_additive *g_add;
+/* Encoder layers: (8, 1, 8), and (256, 256 heads, 1) with dropout set, whose
+ * counters batch·nhead reach 2^32 at a batch of only 2^24 rows; the act
+ * their training forwards fill. */
+static attn_encoder_layer *g_enc, *g_enc_heads;
+static attn_activations *g_act;
+
+/* A layer with all-zero parameters (their values are never read). */
+static attn_encoder_layer *zero_encoder(int64_t d_model, int64_t nhead, int64_t ff)
+{
+    attn_encoder_layer *l = NULL;
+    int64_t count = 0;
+    if (attn_encoder_layer_create(&l, d_model, nhead, ff, ATTN_ACTIVATION_RELU, 0, 1e-5f) !=
+            ATTN_OK ||
+        attn_encoder_layer_param_count(l, &count) != ATTN_OK)
+        return NULL;
+    float *params = calloc((size_t)count, sizeof *params);
+    attn_status st = params ? attn_encoder_layer_set_params(l, params) : ATTN_ERR_OUT_OF_MEMORY;
+    free(params);
+    if (st != ATTN_OK) {
+        attn_encoder_layer_destroy(l);
+        return NULL;
+    }
+    return l;
+}
 
 static int setup(void **state)
 {
@@ -109,12 +166,19 @@ static int setup(void **state)
     for (int p = 0; p < 4; p++)
         if (attn_mha_set_weights(g_mha, (attn_proj)p, w, NULL) != ATTN_OK)
             return -1;
+    g_enc = zero_encoder(8, 1, 8), g_enc_heads = zero_encoder(256, 256, 1);
+    if (!g_enc || !g_enc_heads || attn_encoder_layer_set_dropout(g_enc_heads, 0.5f, 1) ||
+        attn_activations_create(&g_act) != ATTN_OK)
+        return -1;
     return attn_additive_set_weights(g_add, w, w, w) == ATTN_OK ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
+    attn_activations_destroy(g_act);
+    attn_encoder_layer_destroy(g_enc_heads);
+    attn_encoder_layer_destroy(g_enc);
     attn_additive_destroy(g_add);
     attn_mha_destroy(g_mha);
     attn_context_destroy(g_ctx);
@@ -151,6 +215,15 @@ static attn_status run_case(const ocase *c, void **made, attn_sdpa *op, attn_mas
                                     a[2] ? w_buf : NULL);
     case K_PE:
         return attn_positional_encoding(out_buf, a[0], a[1], 0, 10000.0f);
+    case K_ENC_CREATE:
+        return attn_encoder_layer_create((attn_encoder_layer **)made, a[0], a[1], a[2],
+                                         ATTN_ACTIVATION_GELU, 1, 1e-5f);
+    case K_ENC_FORWARD:
+        return attn_encoder_layer_forward(g_ctx, g_enc, a[0], a[1], in_a, NULL, out_buf,
+                                          a[2] ? g_act : NULL);
+    case K_ENC_FORWARD_DROPOUT: /* in place: at these sizes any two buffers would overlap */
+        return attn_encoder_layer_forward(g_ctx, g_enc_heads, a[0], a[1], out_buf, NULL,
+                                          out_buf, g_act);
     }
     return ATTN_ERR_STATE;
 }
@@ -158,7 +231,7 @@ static attn_status run_case(const ocase *c, void **made, attn_sdpa *op, attn_mas
 static void test_overflow_table(void **state)
 {
     (void)state;
-    int overflows = 0;
+    int overflows = 0, unsupported = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const ocase *c = &cases[i];
         attn_sdpa *op = NULL;
@@ -185,7 +258,7 @@ static void test_overflow_table(void **state)
             if (c->k == K_SDPA_CREATE)
                 attn_sdpa_destroy(made);
         } else {
-            overflows++;
+            overflows += st == OVF, unsupported += st == UNS;
             if (strncmp(attn_last_error(), c->func, strlen(c->func)) != 0)
                 fail_msg("%s: message \"%s\" does not start with %s", c->name, attn_last_error(),
                          c->func);
@@ -198,13 +271,15 @@ static void test_overflow_table(void **state)
                     ((unsigned char *)w_buf)[x] != PATTERN ||
                     ((unsigned char *)lse_buf)[x] != PATTERN)
                     fail_msg("%s: an output was written", c->name);
-            print_message("size-overflow: %-40s ATTN_ERR_SIZE_OVERFLOW, 0 allocations\n", c->name);
+            print_message("size-overflow: %-40s %s, 0 allocations\n", c->name,
+                          st == OVF ? "ATTN_ERR_SIZE_OVERFLOW" : "ATTN_ERR_UNSUPPORTED");
         }
         attn_mask_destroy(mask);
         attn_sdpa_destroy(op);
     }
-    print_message("size-overflow: %d overflowing shapes refused before any allocation\n",
-                  overflows);
+    print_message("size-overflow: %d overflowing shapes refused before any allocation, and %d "
+                  "beyond the BLAS or dropout limits (ATTN_ERR_UNSUPPORTED)\n",
+                  overflows, unsupported);
 }
 
 int main(void)
