@@ -85,9 +85,9 @@ int reverse_report(const demo_env *env, const reverse_config *c, const char *who
 {
     printf("%s: UvA tutorial 6, %lld training and %lld test sequences of %d digits; 1 encoder "
            "layer (d_model %d, 1 head, dim_feedforward %d); Adam lr 5e-4, warm-up %d, batch %d, "
-           "%d epochs\n",
+           "%d epoch%s\n",
            who, (long long)c->train_size, (long long)c->test_size, REVERSE_LEN, REVERSE_DIM,
-           REVERSE_FF, REVERSE_WARMUP, REVERSE_BATCH, c->epochs);
+           REVERSE_FF, REVERSE_WARMUP, REVERSE_BATCH, c->epochs, c->epochs == 1 ? "" : "s");
     fflush(stdout);
     progress p = {0};
     for (int e = c->epochs; e > 0; e /= 10)
