@@ -502,8 +502,14 @@ enum {
     ATTN_ENC_SLOTS
 };
 
-/* Rows per item of the encoder's row-wise passes. */
+/* Rows per item of the encoder's row-wise passes, and item's rows
+ * [*r0, *r1) of a pass over `rows` rows. */
 #define ATTN_ENC_BLOCK_ROWS 32
+static inline void attn_enc_block(int64_t item, int64_t rows, int64_t *r0, int64_t *r1)
+{
+    *r0 = item * ATTN_ENC_BLOCK_ROWS;
+    *r1 = rows - *r0 < ATTN_ENC_BLOCK_ROWS ? rows : *r0 + ATTN_ENC_BLOCK_ROWS;
+}
 
 /* The attention's share of the flat parameters (attn_mha_param_count). */
 int64_t attn_encoder_attention_params(const attn_encoder_layer *l);

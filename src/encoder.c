@@ -223,9 +223,9 @@ static void residual_norm_rows(void *arg, int64_t item, int worker)
 {
     (void)worker;
     const residual_norm_pass *p = arg;
-    int64_t r1 = (item + 1) * ATTN_ENC_BLOCK_ROWS < p->rows ? (item + 1) * ATTN_ENC_BLOCK_ROWS
-                                                            : p->rows;
-    for (int64_t r = item * ATTN_ENC_BLOCK_ROWS; r < r1; r++) {
+    int64_t r0, r1;
+    attn_enc_block(item, p->rows, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
         const float *x = p->x + r * p->d;
         float *sum = p->sum + r * p->d;
         if (p->a) {
@@ -256,9 +256,9 @@ static void activation_rows(void *arg, int64_t item, int worker)
 {
     (void)worker;
     const activation_pass *p = arg;
-    int64_t r1 = (item + 1) * ATTN_ENC_BLOCK_ROWS < p->rows ? (item + 1) * ATTN_ENC_BLOCK_ROWS
-                                                            : p->rows;
-    for (int64_t r = item * ATTN_ENC_BLOCK_ROWS; r < r1; r++) {
+    int64_t r0, r1;
+    attn_enc_block(item, p->rows, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
         attn_activation_forward(p->activation, p->hidden + r * p->ff, p->g + r * p->ff, p->ff);
         if (p->drop)
             attn_dropout_apply_elements(p->drop, ATTN_DROP_SITE_FF, r, p->g + r * p->ff, p->ff);

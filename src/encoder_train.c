@@ -38,9 +38,9 @@ static void grad_rows(void *arg, int64_t item, int worker)
 {
     (void)worker;
     const grad_pass *p = arg;
-    int64_t r1 = (item + 1) * ATTN_ENC_BLOCK_ROWS < p->rows ? (item + 1) * ATTN_ENC_BLOCK_ROWS
-                                                            : p->rows;
-    for (int64_t r = item * ATTN_ENC_BLOCK_ROWS; r < r1; r++) {
+    int64_t r0, r1;
+    attn_enc_block(item, p->rows, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
         int64_t o = r * p->d;
         const float *dy = p->dy + o, *add = p->add ? p->add + o : NULL;
         if (p->x) {
@@ -71,9 +71,9 @@ static void activation_grad_rows(void *arg, int64_t item, int worker)
 {
     (void)worker;
     const activation_grad_pass *p = arg;
-    int64_t r1 = (item + 1) * ATTN_ENC_BLOCK_ROWS < p->rows ? (item + 1) * ATTN_ENC_BLOCK_ROWS
-                                                            : p->rows;
-    for (int64_t r = item * ATTN_ENC_BLOCK_ROWS; r < r1; r++) {
+    int64_t r0, r1;
+    attn_enc_block(item, p->rows, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
         float *dg = p->dg + r * p->ff;
         if (p->drop)
             attn_dropout_apply_elements(p->drop, ATTN_DROP_SITE_FF, r, dg, p->ff);

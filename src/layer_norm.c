@@ -160,7 +160,9 @@ void attn_layer_norm_param_grads(const float *x, const float *stats, const float
 
 /* ---- the public calls ------------------------------------------------------- */
 
-static attn_status check_shape(int64_t rows, int64_t features, float eps, const char *f)
+/* The checks both calls share: the sizes, eps, x and weight. */
+static attn_status check_common(int64_t rows, int64_t features, float eps, const float *x,
+                                const float *weight, const char *f)
 {
     attn_status st;
     const int64_t one[1] = {features};
@@ -174,20 +176,21 @@ static attn_status check_shape(int64_t rows, int64_t features, float eps, const 
         return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "eps (%g) is not finite and > 0",
                          (double)eps);
     const int64_t dims[2] = {rows, features};
-    return attn_check_tensor(dims, 2, "x", f);
+    if ((st = attn_check_tensor(dims, 2, "x", f)) != ATTN_OK ||
+        (st = attn_check_data(x, rows * features, "x", f)) != ATTN_OK)
+        return st;
+    return attn_check_data(weight, features, "weight", f);
 }
 
 attn_status attn_layer_norm(int64_t rows, int64_t features, const float *x, const float *weight,
                             const float *bias, float eps, float *y)
 {
     static const char *f = "attn_layer_norm";
-    attn_status st = check_shape(rows, features, eps, f);
+    attn_status st = check_common(rows, features, eps, x, weight, f);
     if (st != ATTN_OK)
         return st;
-    int64_t n = rows * features;
-    if ((st = attn_check_data(x, n, "x", f)) != ATTN_OK ||
-        (st = attn_check_data(weight, features, "weight", f)) != ATTN_OK ||
-        (st = attn_check_data(bias, features, "bias", f)) != ATTN_OK ||
+    int64_t n = rows * features;  /* fits: check_common checked x's size */
+    if ((st = attn_check_data(bias, features, "bias", f)) != ATTN_OK ||
         (st = attn_check_data(y, n, "y", f)) != ATTN_OK)
         return st;
     size_t bytes = (size_t)n * sizeof(float), row = (size_t)features * sizeof(float);
@@ -206,13 +209,11 @@ attn_status attn_layer_norm_backward(int64_t rows, int64_t features, const float
                                      float *d_x, float *d_weight, float *d_bias)
 {
     static const char *f = "attn_layer_norm_backward";
-    attn_status st = check_shape(rows, features, eps, f);
+    attn_status st = check_common(rows, features, eps, x, weight, f);
     if (st != ATTN_OK)
         return st;
-    int64_t n = rows * features;
-    if ((st = attn_check_data(x, n, "x", f)) != ATTN_OK ||
-        (st = attn_check_data(weight, features, "weight", f)) != ATTN_OK ||
-        (st = attn_check_data(d_y, n, "d_y", f)) != ATTN_OK)
+    int64_t n = rows * features;  /* fits: check_common checked x's size */
+    if ((st = attn_check_data(d_y, n, "d_y", f)) != ATTN_OK)
         return st;
     /* d_x may be d_y (in place); nothing else may share a byte. */
     size_t nr = (size_t)rows, nf = (size_t)features;

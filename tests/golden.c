@@ -141,6 +141,19 @@ int golden_parse_tensor(golden_case *g, json_object *j, const char *dtype, int w
     return 1;
 }
 
+int golden_parse_files(golden_case *g, json_object *files, const char *const *keys, int n,
+                       int n_inputs, golden_tensor *t)
+{
+    for (int i = 0; i < n; i++) {
+        json_object *f = golden_get(files, keys[i]);
+        if (f == NULL)
+            return golden_error(g, "files lacks %s", keys[i]);
+        if (!golden_parse_tensor(g, f, i < n_inputs ? "float32" : "float64", 0, &t[i]))
+            return 0;
+    }
+    return 1;
+}
+
 int golden_expect_shape(golden_case *g, const golden_tensor *t, int rank, int64_t d0,
                         int64_t d1, int64_t d2, int64_t d3)
 {

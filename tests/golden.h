@@ -116,6 +116,12 @@ typedef struct golden_tensor {
 int golden_parse_tensor(golden_case *g, json_object *j, const char *dtype, int want_floor,
                         golden_tensor *t);
 
+/* The tensors keys[0 .. n) of case.json's "files" object into t[0 .. n): the
+ * first n_inputs float32, the others float64, none with a floor. Fails with
+ * "files lacks <key>" or golden_parse_tensor's messages. */
+int golden_parse_files(golden_case *g, json_object *files, const char *const *keys, int n,
+                       int n_inputs, golden_tensor *t);
+
 /* t must be of rank `rank` with the first `rank` of d0..d3 as its sizes (the
  * others are ignored); else "<file>: shape does not fit the configuration". */
 int golden_expect_shape(golden_case *g, const golden_tensor *t, int rank, int64_t d0,

@@ -195,6 +195,11 @@ static void test_layer_norm_public_calls(void **state)
     assert_int_equal(attn_layer_norm(ROWS, N, x, w, b, 1e-5f, x + 1), ATTN_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(attn_last_error(), "y overlaps x"));
     assert_int_equal(attn_layer_norm(0, N, NULL, w, b, 1e-5f, NULL), ATTN_OK);
+    /* Sizes whose byte count overflows: refused before anything is read. */
+    assert_int_equal(attn_layer_norm(INT64_MAX / 2, N, x, w, b, 1e-5f, y),
+                     ATTN_ERR_SIZE_OVERFLOW);
+    assert_int_equal(attn_layer_norm_backward(INT64_MAX, 2, x, w, 1e-5f, dy, dx2, NULL, NULL),
+                     ATTN_ERR_SIZE_OVERFLOW);
     assert_int_equal(attn_layer_norm_backward(ROWS, N, x, w, 1e-5f, dy, dx2, dx2 + 3, NULL),
                      ATTN_ERR_INVALID_ARGUMENT);
     assert_int_equal(attn_layer_norm_backward(ROWS, N, x, w, 1e-5f, dy, dx2, NULL, dy),

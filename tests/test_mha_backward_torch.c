@@ -168,13 +168,8 @@ static int parse_case(golden_case *g, json_object *j)
         return golden_error(g, "case.json lacks files, masks, param_blocks or the boolean "
                                "self_attention");
     c->self_attention = json_object_get_boolean(self);
-    for (int i = 0; i < N_FILES; i++) {
-        json_object *f = golden_get(files, file_key[i]);
-        if (f == NULL)
-            return golden_error(g, "files lacks %s", file_key[i]);
-        if (!golden_parse_tensor(g, f, i < N_INPUTS ? "float32" : "float64", 0, &c->t[i]))
-            return 0;
-    }
+    if (!golden_parse_files(g, files, file_key, N_FILES, N_INPUTS, c->t))
+        return 0;
     /* floor_number 0: a "floor" only has to be there (json-c reads it) */
     return golden_parse_masks(g, masks, GOLDEN_N_MASK_KINDS, &c->masks) &&
            golden_parse_blocks(g, blocks, block_name, N_BLOCKS, 0, c->block) && check_shapes(c);

@@ -122,13 +122,8 @@ static int parse_case(golden_case *g, json_object *j)
         !json_object_is_type(scale, json_type_double))
         return golden_error(g, "case.json lacks files, masks, or the number scale");
     c->scale = json_object_get_double(scale);
-    for (int i = 0; i < N_FILES; i++) {
-        json_object *f = golden_get(files, file_key[i]);
-        if (f == NULL)
-            return golden_error(g, "files lacks %s", file_key[i]);
-        if (!golden_parse_tensor(g, f, i < N_INPUTS ? "float32" : "float64", 0, &c->t[i]))
-            return 0;
-    }
+    if (!golden_parse_files(g, files, file_key, N_FILES, N_INPUTS, c->t))
+        return 0;
     return golden_parse_masks(g, masks, GOLDEN_N_MASK_KINDS, &c->masks) && check_shapes(c);
 }
 
