@@ -1108,8 +1108,9 @@ ATTN_API attn_status attn_nadaraya_watson_backward(attn_context *ctx, int64_t n_
  * key gets zeros from the attention (PyTorch: NaN), then the rest of the
  * layer as usual.
  *
- * Every product is one cblas_sgemm over all batch × len rows (the attention's
- * as in attn_mha_forward); layer normalisation, the activation, dropout and
+ * Every product goes through cblas_sgemm, over blocks of 256 of the
+ * batch × len rows (the attention's as in attn_mha_forward); layer
+ * normalisation, the activation, dropout and
  * the residual additions are vectorised loops over the same rows on the
  * context's threads. Memory: O(batch · len · (d_model + dim_feedforward))
  * floats in the context, plus the attention's O(block × len) per thread.
@@ -1136,8 +1137,9 @@ typedef struct attn_encoder_layer attn_encoder_layer;
  * Returns ATTN_ERR_NULL_POINTER (layer), ATTN_ERR_INVALID_ARGUMENT (d_model,
  * nhead or dim_feedforward < 1; an unknown activation; norm_first not 0 or
  * 1; layer_norm_eps not finite or <= 0), ATTN_ERR_SHAPE_MISMATCH (d_model
- * not a multiple of nhead), ATTN_ERR_SIZE_OVERFLOW, ATTN_ERR_UNSUPPORTED
- * (d_model or dim_feedforward above INT_MAX), ATTN_ERR_OUT_OF_MEMORY.
+ * not a multiple of nhead), ATTN_ERR_SIZE_OVERFLOW (the parameters' bytes
+ * do not fit in size_t: so for any d_model above INT_MAX),
+ * ATTN_ERR_UNSUPPORTED (dim_feedforward above INT_MAX), ATTN_ERR_OUT_OF_MEMORY.
  * Release with attn_encoder_layer_destroy. Thread-safe. */
 ATTN_API attn_status attn_encoder_layer_create(attn_encoder_layer **layer, int64_t d_model,
                                                int64_t nhead, int64_t dim_feedforward,
@@ -1222,9 +1224,9 @@ ATTN_API attn_status attn_encoder_layer_set_params(attn_encoder_layer *layer,
  * this is the training forward: dropout as set, and act keeps what
  * attn_encoder_layer_backward needs (the input, the attention's tape, the
  * normalisations' inputs and statistics, the feed-forward's hidden
- * activations: about batch · len · (9·d_model + 2·dim_feedforward) floats)
- * and a pointer to mask, which must stay valid and unchanged until the
- * backward.
+ * activations: batch · len · (8·d_model + 2·dim_feedforward + nhead + 6)
+ * floats) and a pointer to mask, which must stay valid and unchanged until
+ * the backward.
  *
  * Returns ATTN_ERR_NULL_POINTER (ctx, layer, or a non-empty src or out),
  * ATTN_ERR_INVALID_ARGUMENT (batch or len negative, a valid length out of

@@ -256,7 +256,7 @@ attn_status attn_attend(attn_context *ctx, const attn_attend_args *a, const char
 {
     int64_t block_q = attn_attend_block_rows(a);
     int64_t blocks = attn_ceil_div(a->len_q, block_q);
-    int64_t items = a->batch * a->heads_q * blocks;
+    int64_t items = a->batch * blocks * a->heads_q;  /* batch × blocks fits: blocks <= len_q */
     if (items == 0)
         return ATTN_OK;
     int64_t block_rows = a->len_q < block_q ? a->len_q : block_q;

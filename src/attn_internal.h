@@ -254,8 +254,8 @@ void attn_dropout_keep_row(const attn_dropout *d, int64_t bh, int64_t i, uint8_t
 #define ATTN_DROPOUT_MAX_INDEX 4294967295LL
 /* ATTN_ERR_UNSUPPORTED when d is active (p > 0) and a shape reaches what
  * the counter can number; d may be NULL. */
-attn_status attn_dropout_check_range(const attn_dropout *d, int64_t batch_heads, int64_t len_q,
-                                     int64_t len_kv, const char *func);
+attn_status attn_dropout_check_range(const attn_dropout *d, int64_t batch, int64_t heads,
+                                     int64_t len_q, int64_t len_kv, const char *func);
 /* *d = attn_dropout_make(p, seed), or ATTN_ERR_INVALID_ARGUMENT (d kept)
  * when p is NaN or outside [0, 1). */
 attn_status attn_dropout_set(attn_dropout *d, float p, uint64_t seed, const char *func);
@@ -509,6 +509,11 @@ static inline void attn_enc_block(int64_t item, int64_t rows, int64_t *r0, int64
 {
     *r0 = item * ATTN_ENC_BLOCK_ROWS;
     *r1 = rows - *r0 < ATTN_ENC_BLOCK_ROWS ? rows : *r0 + ATTN_ENC_BLOCK_ROWS;
+}
+/* The number of those blocks. */
+static inline int64_t attn_enc_blocks(int64_t rows)
+{
+    return (rows + ATTN_ENC_BLOCK_ROWS - 1) / ATTN_ENC_BLOCK_ROWS;
 }
 
 /* The attention's share of the flat parameters (attn_mha_param_count). */

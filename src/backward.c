@@ -251,10 +251,17 @@ static attn_status reserve(attn_context *ctx, const backward_plan *p, const char
     return st;
 }
 
+/* With no query and no key there is nothing to do, and batch × heads_kv,
+ * unchecked for empty tensors, may not fit. */
+static bool nothing_to_do(const attn_attend_args *a)
+{
+    return (a->len_q == 0 && a->len_kv == 0) || a->batch * a->heads_kv == 0;
+}
+
 attn_status attn_dot_product_backward_reserve(attn_context *ctx, const attn_attend_args *a,
                                               const char *func)
 {
-    if (a->batch * a->heads_kv == 0)
+    if (nothing_to_do(a))
         return ATTN_OK;
     const backward_plan p = plan_of(ctx, a);
     return reserve(ctx, &p, func);
@@ -264,9 +271,9 @@ attn_status attn_dot_product_backward(attn_context *ctx, const attn_backward_arg
                                       const char *func)
 {
     const attn_attend_args *a = ba->fwd;
-    int64_t items = a->batch * a->heads_kv;
-    if (items == 0 || (!ba->d_q && !ba->d_k && !ba->d_v))
+    if (nothing_to_do(a) || (!ba->d_q && !ba->d_k && !ba->d_v))
         return ATTN_OK;
+    int64_t items = a->batch * a->heads_kv;
     const backward_plan p = plan_of(ctx, a);
     attn_status st = reserve(ctx, &p, func);
     if (st != ATTN_OK)

@@ -133,11 +133,15 @@ void attn_dropout_apply_elements(const attn_dropout *d, uint32_t site, int64_t r
     }
 }
 
-attn_status attn_dropout_check_range(const attn_dropout *d, int64_t batch_heads, int64_t len_q,
-                                     int64_t len_kv, const char *func)
+attn_status attn_dropout_check_range(const attn_dropout *d, int64_t batch, int64_t heads,
+                                     int64_t len_q, int64_t len_kv, const char *func)
 {
     if (!d || d->p == 0.0f)
         return ATTN_OK;
+    /* batch × heads is unchecked when the tensors are empty: it may not fit. */
+    int64_t batch_heads;
+    if (!attn_mul_i64(batch, heads, &batch_heads))
+        batch_heads = INT64_MAX;
     if (batch_heads > ATTN_DROPOUT_MAX_INDEX || len_q > ATTN_DROPOUT_MAX_INDEX ||
         len_kv / 4 > ATTN_DROPOUT_MAX_INDEX)
         return attn_fail(ATTN_ERR_UNSUPPORTED, func,

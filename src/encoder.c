@@ -19,10 +19,12 @@
  *               [rows] out = h + drop2(F)
  *
  * Inference keeps nothing and works in place where it can (the activation
- * overwrites `hidden`, the norms their input); training writes s1 or x, s2
- * or h, linear1's input, hidden, g and the norms' statistics to the
- * activations, and the attention's tape to act->inner. `out` is written only
- * by the last pass, so it may be `src`.
+ * overwrites `hidden`, the norms their input; pre-norm keeps h in `out`);
+ * training writes s1 or x, s2 or h, linear1's input, hidden, g and the
+ * norms' statistics to the activations, and the attention's tape to
+ * act->inner. `out` is written only after the attention, the last step that
+ * can fail, and src is not read after the pass that writes `out` first, so
+ * `out` may be `src`.
  */
 #include <math.h>
 #include <string.h>
@@ -73,11 +75,10 @@ static attn_status check_create(int64_t d_model, int64_t nhead, int64_t dim_feed
         return attn_fail(ATTN_ERR_SHAPE_MISMATCH, f,
                          "d_model (%lld) is not a multiple of nhead (%lld)",
                          (long long)d_model, (long long)nhead);
-    const int64_t in_proj[2] = {3 * (d_model > INT64_MAX / 3 ? 0 : d_model), d_model},
-                  linear[2] = {dim_feedforward, d_model};
     if (d_model > INT64_MAX / 3)
         return attn_fail(ATTN_ERR_SIZE_OVERFLOW, f, "d_model (%lld) is too large",
                          (long long)d_model);
+    const int64_t in_proj[2] = {3 * d_model, d_model}, linear[2] = {dim_feedforward, d_model};
     if ((st = attn_check_tensor(in_proj, 2, "self_attn.in_proj_weight", f)) != ATTN_OK ||
         (st = attn_check_tensor(linear, 2, "linear1.weight", f)) != ATTN_OK)
         return st;
@@ -293,8 +294,7 @@ typedef struct forward_call {
 
 static void run_rows(const forward_call *c, attn_task_fn fn, void *pass)
 {
-    attn_context_run(c->ctx, c->threads, fn, pass,
-                     (c->rows + ATTN_ENC_BLOCK_ROWS - 1) / ATTN_ENC_BLOCK_ROWS);
+    attn_context_run(c->ctx, c->threads, fn, pass, attn_enc_blocks(c->rows));
 }
 
 static const attn_dropout *training_dropout(const forward_call *c)
@@ -412,7 +412,7 @@ static attn_status check_forward(const forward_call *c)
     if (c->out != c->src && attn_ranges_overlap(c->out, bytes, c->src, bytes))
         return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "out overlaps src without being src");
     if (c->act)
-        return attn_dropout_check_range(training_dropout(c), c->batch * c->l->nhead, c->len,
+        return attn_dropout_check_range(training_dropout(c), c->batch, c->l->nhead, c->len,
                                         c->len, f);
     return ATTN_OK;
 }
@@ -459,7 +459,7 @@ static attn_status training_buffers(const forward_call *c, forward_buffers *b)
     attn_status st = attn_activations_reserve(c->act, floats, ATTN_ENC_SLOTS, c->f);
     float *ws;
     if (st == ATTN_OK)
-        st = attn_context_workspace(c->ctx, c->f, 2 * nd, &ws);
+        st = attn_context_workspace(c->ctx, c->f, (c->l->norm_first ? 2 : 1) * nd, &ws);
     if (st != ATTN_OK)
         return st;
     float *const *slot = c->act->slot;
@@ -487,9 +487,8 @@ attn_status attn_encoder_layer_forward(attn_context *ctx, const attn_encoder_lay
     if (act)
         act->owner = NULL;  /* empty until this forward has filled it */
     c.rows = batch * len;
-    int64_t items = attn_linear_items(c.rows);
-    int64_t row_items = (c.rows + ATTN_ENC_BLOCK_ROWS - 1) / ATTN_ENC_BLOCK_ROWS;
-    c.threads = attn_context_threads(ctx, items > row_items ? items : row_items);
+    /* The row passes' blocks are the finest split (the linears' are 256 rows). */
+    c.threads = attn_context_threads(ctx, attn_enc_blocks(c.rows));
     if ((st = attn_context_reserve(ctx, c.f, c.threads, 0)) != ATTN_OK)
         return st;
     forward_buffers b = {0};

@@ -118,8 +118,7 @@ typedef struct backward_call {
 
 static void run_rows(const backward_call *c, attn_task_fn fn, void *pass)
 {
-    attn_context_run(c->ctx, c->threads, fn, pass,
-                     (c->rows + ATTN_ENC_BLOCK_ROWS - 1) / ATTN_ENC_BLOCK_ROWS);
+    attn_context_run(c->ctx, c->threads, fn, pass, attn_enc_blocks(c->rows));
 }
 
 static const float *slot(const backward_call *c, int i)
@@ -284,11 +283,11 @@ static attn_status reserve(backward_call *c)
         return st;
     c->d1 = ws, c->d2 = ws + nd, c->d3 = ws + 2 * nd, c->dg = ws + 3 * nd;
     c->mha_ws = c->dg + nf;
-    int64_t items = attn_linear_items(c->rows);
-    int64_t more[2] = {(c->rows + ATTN_ENC_BLOCK_ROWS - 1) / ATTN_ENC_BLOCK_ROWS,
-                       attn_linear_param_items(c->l->dim_feedforward)};
-    for (int i = 0; i < 2; i++)
-        items = more[i] > items ? more[i] : items;
+    /* The row passes' blocks, or the parameter gradients' blocks of
+     * features when there are more of them. */
+    int64_t items = attn_enc_blocks(c->rows);
+    if (attn_linear_param_items(c->l->dim_feedforward) > items)
+        items = attn_linear_param_items(c->l->dim_feedforward);
     c->threads = attn_context_threads(c->ctx, items);
     if ((st = attn_context_reserve(c->ctx, c->f, c->threads, 0)) != ATTN_OK)
         return st;

@@ -131,7 +131,7 @@ attn_status attn_mha_forward_train(attn_context *ctx, const attn_mha *mha, int64
         return st;
     if (!act)
         return attn_fail(ATTN_ERR_NULL_POINTER, f, "act is NULL");
-    if ((st = attn_dropout_check_range(active_dropout(mha), batch * mha->num_heads, len_q,
+    if ((st = attn_dropout_check_range(active_dropout(mha), batch, mha->num_heads, len_q,
                                        len_kv, f)) != ATTN_OK)
         return st;
     return attn_mha_forward_train_run(ctx, mha, &c, mask, act, f);
@@ -145,15 +145,21 @@ attn_status attn_mha_forward_train_run(attn_context *ctx, const attn_mha *mha,
     int64_t batch = c->batch, len_q = c->len_q, len_kv = c->len_kv;
     size_t nq = (size_t)(batch * len_q), nkv = (size_t)(batch * len_kv);
     size_t e = (size_t)mha->embed_dim, kv = (size_t)mha->kv_dim;
-    const size_t floats[ACT_COUNT] = {nq * e,  nkv * (size_t)mha->kdim, nkv * (size_t)mha->vdim,
+    /* Self-attention (one tensor as query, key and value) keeps one copy. */
+    bool self = c->key == c->query && c->value == c->query && len_q == len_kv &&
+                mha->kdim == mha->embed_dim && mha->vdim == mha->embed_dim;
+    const size_t floats[ACT_COUNT] = {nq * e,  self ? 0 : nkv * (size_t)mha->kdim,
+                                      self ? 0 : nkv * (size_t)mha->vdim,
                                       nq * e,  nkv * kv, nkv * kv, nq * e,
-                                      (size_t)(batch * mha->num_heads * len_q)};
+                                      (size_t)(batch * len_q * mha->num_heads)};
     if ((st = attn_activations_reserve(act, floats, ACT_COUNT, f)) != ATTN_OK)
         return st;
     const float *inputs[3] = {c->query, c->key, c->value};
     for (int i = ACT_QUERY; i <= ACT_VALUE; i++)
         if (floats[i] > 0)
             memcpy(act->slot[i], inputs[i], floats[i] * sizeof(float));
+    if (self)
+        act->slot[ACT_KEY] = act->slot[ACT_VALUE] = act->slot[ACT_QUERY];
     attn_mha_buffers buf = {.qp = act->slot[ACT_QP], .kp = act->slot[ACT_KP],
                             .vp = act->slot[ACT_VP], .ap = act->slot[ACT_AP],
                             .lse = act->slot[ACT_LSE], .dropout = active_dropout(mha)};

@@ -144,7 +144,7 @@ static const attn_dropout *active_dropout(const attn_sdpa *op)
 
 static attn_status check_dropout_range(const attn_sdpa *op, const char *f)
 {
-    return attn_dropout_check_range(active_dropout(op), op->batch * op->heads_q, op->len_q,
+    return attn_dropout_check_range(active_dropout(op), op->batch, op->heads_q, op->len_q,
                                     op->len_kv, f);
 }
 
