@@ -184,13 +184,28 @@ numeric_edges() {
         grep -o "[0-9]* poisoned cases") (NaN/Inf in one row) agree with the float64 reference"
 }
 
+# short_training WRAPPER DIR: a two-step `attn train reverse` with --out (the
+# training tool's whole path: data, model, encoder layer forward and
+# backward, Adam, pictures, weights) under WRAPPER, for the runs that leave
+# out the suite 'training'.
+short_training() {
+    local out="$root/$2/short-training"
+    rm -rf "$out"
+    $1 "$root/$2/tools/attn" train reverse --epochs 1 --train-size 256 --test-size 4 \
+        --out "$out" >"$out.log" 2>&1 || { cat "$out.log"; return 1; }
+    grep -q "^test accuracy: " "$out.log" && [ -s "$out/reverse-attention.npy" ]
+}
+
 # ---- 5. Valgrind memcheck, whole suite -------------------------------------------------
 # C test programs run under valgrind directly. The CLI tests are Python
 # scripts that run the attn program: the wrapper runs Python natively and
 # hands the script a shim that runs attn under valgrind. test_exports (Python
 # reading the .so) runs natively. ATTN_TEST_QUICK=1 cuts the iterations of
 # test_concurrency and test_determinism (valgrind serializes threads, ~50x
-# slower); they run in full in every other build.
+# slower); they run in full in every other build. The suite 'training' (the
+# CLI tests that train: the demo, attn train) is left out — seconds of
+# training become many minutes — and one short `attn train reverse` (two
+# steps, its pictures and weights) runs under valgrind instead.
 valgrind_suite() {
     setup build-vg || return 1
     local vglogs="$root/build-vg/valgrind-logs"
@@ -199,8 +214,9 @@ valgrind_suite() {
     local vg="valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect,possible --show-leak-kinds=definite,indirect,possible --log-file=$vglogs/%p.log"
     make_wrapper build-vg "$vg --error-exitcode=1" "$vg --error-exitcode=99" ""
     ATTN_TEST_QUICK=1 meson test -C build-vg --print-errorlogs --timeout-multiplier 20 \
-        --wrapper "$root/build-vg/rel-wrap"
+        --no-suite training --wrapper "$root/build-vg/rel-wrap"
     local rc=$?
+    short_training "$vg --error-exitcode=1" build-vg || rc=1
     local procs errors lost
     procs=$(ls "$vglogs" | wc -l)
     errors=$(cat "$vglogs"/*.log 2>/dev/null | grep -o "ERROR SUMMARY: [0-9]*" | awk '{s += $3} END {print s + 0}')
@@ -225,8 +241,10 @@ tsan() {
     OPENBLAS_NUM_THREADS=1 build-tsan/tests/test_concurrency || return 1
     make_wrapper build-tsan "" "env -u LD_PRELOAD" "env LD_PRELOAD=$(gcc -print-file-name=libtsan.so)"
     OPENBLAS_NUM_THREADS=1 meson test -C build-tsan --print-errorlogs --timeout-multiplier 10 \
-        --wrapper "$root/build-tsan/rel-wrap"
+        --no-suite training --wrapper "$root/build-tsan/rel-wrap"
     local rc=$? reports
+    OPENBLAS_NUM_THREADS=1 short_training \
+        "env LD_PRELOAD=$(gcc -print-file-name=libtsan.so)" build-tsan || rc=1
     reports=$(sanitizer_reports build-tsan)
     SUMMARY="$(grep -ho "[0-9]* threads x [0-9]* iterations x [0-9]* ops" "$logs/tsan.log" | head -1), $(grep -ho "[0-9]* results, all bitwise equal" "$logs/tsan.log" | head -1) to the single-threaded ones; whole suite $(meson_counts build-tsan) under TSan; $reports reports"
     [ $rc -eq 0 ] && [ "$reports" -eq 0 ]
