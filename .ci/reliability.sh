@@ -154,8 +154,10 @@ asan() {
     # are these strict ones all the same.
     make_wrapper build-asan "" "env -u LD_PRELOAD ASAN_OPTIONS=$ASAN_OPTIONS" \
         "env LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=$ASAN_OPTIONS:detect_leaks=0"
-    meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --wrapper "$root/build-asan/rel-wrap"
+    meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --no-suite training \
+        --wrapper "$root/build-asan/rel-wrap"
     local rc=$? reports
+    short_training "" build-asan || rc=1  # the suite training, shortened (see valgrind_suite)
     reports=$(sanitizer_reports build-asan)
     SUMMARY="$(meson_counts build-asan) tests passed under ASan+UBSan (-fno-sanitize-recover=all), $reports sanitizer reports"
     [ $rc -eq 0 ] && [ "$reports" -eq 0 ]

@@ -822,10 +822,16 @@ static void test_forward_calls(void **state)
                                   C_ENC_PRE_FORWARD, C_ENC_PRE_FORWARD_TRAIN,
                                   C_ENC_PRE_BACKWARD};
     /* 0: the default, whose schedule follows the BLAS's threads (with a
-     * multi-threaded pthreads BLAS, a pool that shares the softmax only) */
-    static const int threads[] = {0, 1, 2, 4};
+     * multi-threaded pthreads BLAS, a pool that shares the softmax only).
+     * ATTN_TEST_QUICK=1 (.ci/reliability.sh's Valgrind run, ~50x slower;
+     * its alloc-failure check runs them all under ASan) keeps 2 threads. */
+    static const int threads[] = {2, 0, 1, 4};
+    const char *quick = getenv("ATTN_TEST_QUICK");
+    size_t n_threads = quick && quick[0] == '1' ? 1 : sizeof threads / sizeof threads[0];
+    if (n_threads == 1)
+        print_message("alloc-failure: quick mode (ATTN_TEST_QUICK): 2 threads only\n");
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
-        for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++)
+        for (size_t t = 0; t < n_threads; t++)
             for (int warm = 0; warm < 2; warm++)
                 sweep(ids[i], threads[t], warm);
 }
