@@ -119,8 +119,8 @@ import numpy as np
 import torch
 
 from golden_io import case_folder, check_errors, check_finite, check_restored, dot_loss, \
-    error_fields, finite_differences, float32_normal, generate, keep_one_key, key_padding_mask, \
-    mha_visibility, out_dir, rel_error, seed_all, write_bin, write_case, write_masks
+    error_fields, fd_sample, finite_differences, generate, make_masks, out_dir, rel_error, \
+    seed_all, write_bin, write_case, write_masks
 
 OUT_DIR = out_dir("encoder")
 BASE_SEED = 20250520
@@ -329,52 +329,6 @@ def numpy_reference(x, d_out, P, H, kind, norm_first, eps, allowed, bias_add):
 
 # ---------------------------------------------------------------- masks, cases
 
-def make_masks(index, cfg, B, H, L):
-    """allowed [B,H,L,L] bool, bias_add (float64, same), torch's src_mask and
-    src_key_padding_mask, and libattn's masks [(kind, per_query, array, dtype)]."""
-    vis = mha_visibility(cfg, B, L, L)  # allowed by causal and key padding
-    allowed = np.repeat(vis[:, None], H, axis=1)  # [B, H, L, L]
-    bias_add = np.zeros(allowed.shape)
-    causal, kv_lengths, kind = cfg.get("causal", False), cfg.get("kv_lengths"), cfg.get("attn_mask")
-    masks = []
-    if kv_lengths is not None:
-        masks.append(("kv_lengths", 0, np.array(kv_lengths, dtype=np.int64), np.int64))
-    src_mask_t = None
-    if kind is not None:
-        shape = (1, 1, L, L) if kind.endswith("2d") else (B, H, L, L)
-        rng = np.random.default_rng(BASE_SEED + index)
-        guarantee = keep_one_key(vis, H, kind.endswith("2d"), rng)  # one visible key per row stays
-        masked_out = (rng.random(shape) < 0.35) & ~guarantee
-        allowed &= ~masked_out
-        if kind.startswith("bool"):
-            masks.append(("bool", 0, (~masked_out).astype(np.uint8), np.uint8))
-            tm = torch.from_numpy(masked_out)
-        else:
-            fb = float32_normal(rng, shape, 1.5)
-            fb[masked_out] = -np.inf
-            masks.append(("bias", 0, fb, np.float32))
-            bias_add = bias_add + np.where(masked_out, 0.0, fb.astype(np.float64))
-            tm = torch.from_numpy(fb.astype(np.float64))
-        src_mask_t = tm.reshape(L, L) if kind.endswith("2d") else tm.reshape(B * H, L, L)
-    if causal:  # torch gets the upper triangle, merged into a bool src_mask
-        upper = torch.triu(torch.ones(L, L, dtype=torch.bool), diagonal=1)
-        assert src_mask_t is None or src_mask_t.dtype == torch.bool
-        src_mask_t = upper if src_mask_t is None else src_mask_t | upper
-    key_padding_t = key_padding_mask(L, kv_lengths)
-    assert allowed.any(axis=-1).all(), cfg["name"] + ": a query row sees no key"
-    return allowed, bias_add, src_mask_t, key_padding_t, masks
-
-
-def fd_sample(rng):
-    """finite_differences's indices: a tensor's largest gradient element and
-    FD_SAMPLES random ones (drawn from rng), in increasing order."""
-    def indices(n, grad):
-        picks = {int(np.argmax(np.abs(grad)))}
-        picks.update(int(i) for i in rng.choice(n, size=min(FD_SAMPLES, n), replace=False))
-        return np.array(sorted(picks))
-    return indices
-
-
 def draw_params(layout, blocks):
     """Overwrites the blocks with float32 values (used in float64), by kind."""
     with torch.no_grad():
@@ -413,7 +367,8 @@ def make_case(index, cfg):
     src_scale = cfg.get("src_scale", 1.0)
     x32 = torch.randn(B, L, d) * src_scale  # a float32 product: float32 values still
     do32 = torch.randn(B, L, d)
-    allowed, bias_add, src_mask_t, key_padding_t, masks = make_masks(index, cfg, B, H, L)
+    mask_rng = np.random.default_rng(BASE_SEED + index)
+    allowed, bias_add, src_mask_t, key_padding_t, masks = make_masks(cfg, B, H, L, L, mask_rng)
 
     # float64 torch autograd.
     src = x32.double().requires_grad_()
@@ -441,7 +396,7 @@ def make_case(index, cfg):
 
     # Central finite differences of L = sum(out * d_out) in float64 torch.
     loss = dot_loss(forward, d_out)
-    indices = None if cfg.get("fd_all", False) else fd_sample(rng)
+    indices = None if cfg.get("fd_all", False) else fd_sample(rng, FD_SAMPLES)
     with torch.no_grad():
         fd_par, n_par = finite_differences(loss, [b.data for b in blocks], d_par_t, floors,
                                            FD_STEP, indices)

@@ -104,8 +104,8 @@ import numpy as np
 import torch
 
 from golden_io import case_folder, check_errors, check_finite, check_restored, dot_loss, \
-    error_fields, finite_differences, float32_normal, generate, keep_one_key, key_padding_mask, \
-    mha_visibility, out_dir, rel_error, seed_all, write_bin, write_case, write_masks
+    error_fields, fd_sample, finite_differences, generate, make_masks, out_dir, rel_error, \
+    seed_all, write_bin, write_case, write_masks
 
 OUT_DIR = out_dir("mha_backward")
 BASE_SEED = 20250402
@@ -216,52 +216,6 @@ def numpy_reference(xq, xk, xv, d_out, P, H, allowed, bias_add, self_attn):
     return out, d_in, g, bk_floor
 
 
-def make_masks(index, cfg, B, H, Lq, Lkv):
-    """allowed [B,H,Lq,Lkv] bool, bias_add (float64, same), torch's attn_mask and
-    key_padding_mask, and libattn's masks [(kind, per_query, array, dtype)]."""
-    vis = mha_visibility(cfg, B, Lq, Lkv)  # allowed by causal and key padding
-    allowed = np.repeat(vis[:, None], H, axis=1)  # [B, H, Lq, Lkv]
-    bias_add = np.zeros(allowed.shape)
-    causal, kv_lengths, kind = cfg.get("causal", False), cfg.get("kv_lengths"), cfg.get("attn_mask")
-    masks = []
-    if kv_lengths is not None:
-        masks.append(("kv_lengths", 0, np.array(kv_lengths, dtype=np.int64), np.int64))
-    attn_mask_t = None
-    if kind is not None:
-        shape = (1, 1, Lq, Lkv) if kind.endswith("2d") else (B, H, Lq, Lkv)
-        rng = np.random.default_rng(BASE_SEED + index)
-        guarantee = keep_one_key(vis, H, kind.endswith("2d"), rng)  # one visible key per row stays
-        masked_out = (rng.random(shape) < 0.35) & ~guarantee
-        allowed &= ~masked_out
-        if kind.startswith("bool"):
-            masks.append(("bool", 0, (~masked_out).astype(np.uint8), np.uint8))
-            tm = torch.from_numpy(masked_out)
-        else:
-            fb = float32_normal(rng, shape, 1.5)
-            fb[masked_out] = -np.inf
-            masks.append(("bias", 0, fb, np.float32))
-            bias_add = bias_add + np.where(masked_out, 0.0, fb.astype(np.float64))
-            tm = torch.from_numpy(fb.astype(np.float64))
-        attn_mask_t = tm.reshape(Lq, Lkv) if kind.endswith("2d") else tm.reshape(B * H, Lq, Lkv)
-    if causal:  # torch gets the upper triangle, merged into a bool attn_mask
-        upper = torch.triu(torch.ones(Lq, Lkv, dtype=torch.bool), diagonal=1)
-        assert attn_mask_t is None or attn_mask_t.dtype == torch.bool
-        attn_mask_t = upper if attn_mask_t is None else attn_mask_t | upper
-    key_padding_t = key_padding_mask(Lkv, kv_lengths)
-    assert allowed.any(axis=-1).all(), cfg["name"] + ": a query row sees no key"
-    return allowed, bias_add, attn_mask_t, key_padding_t, masks
-
-
-def fd_sample(rng):
-    """finite_differences's indices: a tensor's largest gradient element and
-    FD_SAMPLES random ones (drawn from rng), in increasing order."""
-    def indices(n, grad):
-        picks = {int(np.argmax(np.abs(grad)))}
-        picks.update(int(i) for i in rng.choice(n, size=min(FD_SAMPLES, n), replace=False))
-        return np.array(sorted(picks))
-    return indices
-
-
 def make_case(index, cfg):
     seed = BASE_SEED + index
     rng = seed_all(seed)
@@ -291,7 +245,9 @@ def make_case(index, cfg):
     k32 = x32 if self_attn else torch.randn(B, Lkv, kdim)
     v32 = x32 if self_attn else torch.randn(B, Lkv, vdim)
     do32 = torch.randn(B, Lq, E)
-    allowed, bias_add, attn_mask_t, key_padding_t, masks = make_masks(index, cfg, B, H, Lq, Lkv)
+    mask_rng = np.random.default_rng(BASE_SEED + index)
+    allowed, bias_add, attn_mask_t, key_padding_t, masks = make_masks(cfg, B, H, Lq, Lkv,
+                                                                      mask_rng)
 
     # float64 torch autograd.
     if self_attn:
@@ -328,7 +284,7 @@ def make_case(index, cfg):
 
     # Central finite differences of L = sum(out * d_out) in float64 torch.
     loss = dot_loss(forward, d_out)
-    indices = None if cfg.get("fd_all", False) else fd_sample(rng)
+    indices = None if cfg.get("fd_all", False) else fd_sample(rng, FD_SAMPLES)
     with torch.no_grad():
         fd_par, n_par = finite_differences(loss, [b.data for b in blocks], d_par_t, floors,
                                            FD_STEP, indices)

@@ -195,6 +195,55 @@ def key_padding_mask(Lkv, kv_lengths):
     return torch.arange(Lkv)[None, :] >= torch.tensor(kv_lengths)[:, None]
 
 
+def make_masks(cfg, B, H, Lq, Lkv, rng):
+    """The masks of an MHA-shaped case (cfg["causal"], cfg["kv_lengths"],
+    cfg["attn_mask"] in "bool2d", "bool3d", "float2d", "float3d"), a random
+    mask drawn from `rng` (35% of the keys masked out, never one row's last
+    visible key): allowed [B, H, Lq, Lkv] bool, bias_add (float64, same
+    shape), torch's attn_mask (the causal triangle merged into a bool one) and
+    key_padding_mask, and libattn's masks [(kind, per_query, array, dtype)]."""
+    vis = mha_visibility(cfg, B, Lq, Lkv)  # allowed by causal and key padding
+    allowed = np.repeat(vis[:, None], H, axis=1)  # [B, H, Lq, Lkv]
+    bias_add = np.zeros(allowed.shape)
+    causal, kv_lengths, kind = cfg.get("causal", False), cfg.get("kv_lengths"), cfg.get("attn_mask")
+    masks = []
+    if kv_lengths is not None:
+        masks.append(("kv_lengths", 0, np.array(kv_lengths, dtype=np.int64), np.int64))
+    attn_mask_t = None
+    if kind is not None:
+        shape = (1, 1, Lq, Lkv) if kind.endswith("2d") else (B, H, Lq, Lkv)
+        guarantee = keep_one_key(vis, H, kind.endswith("2d"), rng)  # one visible key per row stays
+        masked_out = (rng.random(shape) < 0.35) & ~guarantee
+        allowed &= ~masked_out
+        if kind.startswith("bool"):
+            masks.append(("bool", 0, (~masked_out).astype(np.uint8), np.uint8))
+            tm = torch.from_numpy(masked_out)
+        else:
+            fb = float32_normal(rng, shape, 1.5)
+            fb[masked_out] = -np.inf
+            masks.append(("bias", 0, fb, np.float32))
+            bias_add = bias_add + np.where(masked_out, 0.0, fb.astype(np.float64))
+            tm = torch.from_numpy(fb.astype(np.float64))
+        attn_mask_t = tm.reshape(Lq, Lkv) if kind.endswith("2d") else tm.reshape(B * H, Lq, Lkv)
+    if causal:  # torch gets the upper triangle, merged into a bool attn_mask
+        upper = torch.triu(torch.ones(Lq, Lkv, dtype=torch.bool), diagonal=1)
+        assert attn_mask_t is None or attn_mask_t.dtype == torch.bool
+        attn_mask_t = upper if attn_mask_t is None else attn_mask_t | upper
+    key_padding_t = key_padding_mask(Lkv, kv_lengths)
+    assert allowed.any(axis=-1).all(), cfg["name"] + ": a query row sees no key"
+    return allowed, bias_add, attn_mask_t, key_padding_t, masks
+
+
+def fd_sample(rng, samples):
+    """finite_differences's indices: a tensor's largest gradient element and
+    `samples` random ones (drawn from rng), in increasing order."""
+    def indices(n, grad):
+        picks = {int(np.argmax(np.abs(grad)))}
+        picks.update(int(i) for i in rng.choice(n, size=min(samples, n), replace=False))
+        return np.array(sorted(picks))
+    return indices
+
+
 def rel_error(got, ref, floor=0.0):
     """max |got - ref| / (|ref| + max(max|ref| over the tensor, floor)), in
     float64; 0 if the two are equal."""
