@@ -87,11 +87,11 @@ float attn_additive_score(const float *qh, const float *kh, const float *w_v, in
 }
 
 static void additive_logits(const void *arg, int64_t b, int64_t h, int64_t i0, int64_t rows,
-                            int64_t n, float *s)
+                            int64_t j0, int64_t n, float *s)
 {
     (void)h;
     const attn_additive_logits_arg *x = arg;
-    const float *kh = x->kh + b * x->len_kv * x->hidden;
+    const float *kh = x->kh + (b * x->len_kv + j0) * x->hidden;
     for (int64_t r = 0; r < rows; r++) {
         const float *qh = x->qh + (b * x->len_q + i0 + r) * x->hidden;
         for (int64_t j = 0; j < n; j++)

@@ -134,7 +134,7 @@ static void backward_row(const pair_job *j, int64_t b, int64_t i, int64_t n, flo
     const float *out = act->slot[ACT_OUT] + (b * act->len_q + i) * dv;
     for (int64_t k = 0; k < n; k++)
         p[k] = attn_additive_score(qh, kh + k * hd, op->w_v, hd);
-    attn_row_mask m = attn_attend_row_mask(j->a, b, 0, i);
+    attn_row_mask m = attn_attend_row_mask(j->a, b, 0, i, 0);
     float inv_sum;
     attn_softmax_row(p, n, &m, &inv_sum);
     float d = 0.0f;
@@ -175,7 +175,8 @@ static void backward_batch_row(void *arg, int64_t b, int worker)
            (size_t)(act->len_kv * act->dim_v) * sizeof(float));
     memset(j->dwv + b * hd, 0, (size_t)hd * sizeof(float));
     for (int64_t i = 0; i < act->len_q; i++) {
-        int64_t n = attn_attend_block_keys(j->a, b, i, i + 1);
+        /* Additive attention has no window: a row's keys start at 0. */
+        int64_t n = attn_attend_block_keys(j->a, b, i, i + 1).end;
         if (n > 0)
             backward_row(j, b, i, n, p, ds);
     }

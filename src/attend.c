@@ -6,12 +6,14 @@
  * The logits come from a callback (scaled dot product, additive, Gaussian
  * kernel); everything after them is here once. The work is split into items
  * of (batch row, query head, block of query rows). For one item:
- *   S = logits of the block's rows against keys [0, n)   per-thread scratch
+ *   S = logits of the block's rows against keys [j0, j1)  per-thread scratch
  *   P = exp(S − row max), masked, and 1/row sum           (softmax.c)
- *   O_blk = diag(1/sum) · P · V[0:n]                       cblas_sgemm
- * where n is the number of keys any row of the block can see (valid length,
- * causal limit): blocks never compute keys they cannot use, and keys beyond
- * a batch row's valid length are never read. Blocks are 64–256 query rows
+ *   O_blk = diag(1/sum) · P · V[j0:j1]                     cblas_sgemm
+ * where [j0, j1) are the keys any row of the block can see (valid length,
+ * causal limit, sliding window): blocks never compute keys they cannot use,
+ * and keys beyond a batch row's valid length are never read. The masks and
+ * the score modifiers (score_modifiers.c) of a row are looked up in one
+ * place, attn_attend_row_mask, which the backward uses too. Blocks are 64–256 query rows
  * (block_rows.h). Scratch is block_q × len_kv
  * floats per thread (at most 4 MiB for len_kv ≤ 16384, 64 × len_kv
  * beyond); nothing of size len_q × len_kv is ever allocated.
@@ -38,33 +40,55 @@ typedef struct attend_job {
     int64_t block_q;  /* query rows per item */
 } attend_job;
 
-/* Keys j < the returned value are allowed by the causal rule for query i. */
-static int64_t causal_end(const attn_attend_args *a, int64_t i)
+/* The query's position on the key axis, which the causal rule, the window
+ * and ALiBi measure from: i under top-left alignment; i + len_kv − len_q
+ * under bottom-right and without causal (FlashAttention's alignment, so
+ * that the last query faces the last key). */
+static int64_t aligned_position(const attn_attend_args *a, int64_t i)
 {
-    int64_t end;
-    switch (a->causal) {
-    case ATTN_CAUSAL_TOP_LEFT:     end = i + 1; break;
-    case ATTN_CAUSAL_BOTTOM_RIGHT: end = i + 1 + a->len_kv - a->len_q; break;
-    default:                       return a->len_kv;
-    }
-    return end < 0 ? 0 : end > a->len_kv ? a->len_kv : end;
+    return a->causal == ATTN_CAUSAL_TOP_LEFT ? i : i + a->len_kv - a->len_q;
 }
 
-/* Keys j < the returned value may be visible for query i of batch row b. */
-static int64_t row_end(const attn_attend_args *a, int64_t b, int64_t i)
+static int64_t min_i64(int64_t x, int64_t y)
 {
-    int64_t end = causal_end(a, i);
-    int64_t lim = attn_mask_kv_limit(a->mask, b, i, a->len_kv);
-    return lim < end ? lim : end;
+    return x < y ? x : y;
 }
 
-attn_row_mask attn_attend_row_mask(const attn_attend_args *a, int64_t b, int64_t h, int64_t i)
+/* The keys query i of batch row b may see: below its valid length, up to
+ * its position when causal, and inside the window [p − left, p + right].
+ * The comparisons avoid forming p ± a window that may be near INT64_MAX. */
+static attn_key_range row_keys(const attn_attend_args *a, int64_t b, int64_t i)
+{
+    int64_t p = aligned_position(a, i);
+    attn_key_range r = {0, attn_mask_kv_limit(a->mask, b, i, a->len_kv)};
+    if (a->causal != ATTN_CAUSAL_NONE)
+        r.end = min_i64(r.end, p + 1);
+    const attn_score_mods *w = a->mods;
+    if (w && w->window_right >= 0 && w->window_right < a->len_kv)
+        r.end = min_i64(r.end, p + w->window_right + 1);
+    if (w && w->window_left >= 0 && w->window_left < p)
+        r.begin = p - w->window_left;
+    if (r.end < r.begin)
+        r.end = r.begin;
+    return r;
+}
+
+attn_row_mask attn_attend_row_mask(const attn_attend_args *a, int64_t b, int64_t h, int64_t i,
+                                   int64_t j0)
 {
     const attn_mask *mask = a->mask;
+    const attn_score_mods *mods = a->mods;
+    attn_key_range r = row_keys(a, b, i);
+    const uint8_t *keep = mask ? attn_mask_row(&mask->keep, b, h, i, sizeof(uint8_t)) : NULL;
+    const float *bias = mask ? attn_mask_row(&mask->bias, b, h, i, sizeof(float)) : NULL;
     return (attn_row_mask){
-        .visible_end = row_end(a, b, i),
-        .keep = mask ? attn_mask_row(&mask->keep, b, h, i, sizeof(uint8_t)) : NULL,
-        .bias = mask ? attn_mask_row(&mask->bias, b, h, i, sizeof(float)) : NULL,
+        .visible_begin = r.begin - j0,
+        .visible_end = r.end - j0,
+        .keep = keep ? keep + j0 : NULL,
+        .bias = bias ? bias + j0 : NULL,
+        .softcap = mods ? mods->softcap : 0.0f,
+        .alibi_slope = mods && mods->alibi ? mods->alibi[h] : 0.0f,
+        .alibi_pos = aligned_position(a, i) - j0,
     };
 }
 
@@ -73,15 +97,22 @@ int64_t attn_attend_block_rows(const attn_attend_args *a)
     return attn_query_block_rows(a->heads_q, a->len_q, a->len_kv, a->causal != ATTN_CAUSAL_NONE);
 }
 
-/* The number of keys any row in [i0, i1) may see: the logits stop there. */
-int64_t attn_attend_block_keys(const attn_attend_args *a, int64_t b, int64_t i0, int64_t i1)
+/* The keys any row in [i0, i1) may see: the logits are computed for them
+ * only. Rows that see nothing do not widen the range. */
+attn_key_range attn_attend_block_keys(const attn_attend_args *a, int64_t b, int64_t i0,
+                                      int64_t i1)
 {
-    int64_t n = 0;
-    for (int64_t i = i0; i < i1 && n < a->len_kv; i++) {
-        int64_t end = row_end(a, b, i);
-        n = end > n ? end : n;
+    attn_key_range all = {a->len_kv, 0};
+    for (int64_t i = i0; i < i1; i++) {
+        attn_key_range r = row_keys(a, b, i);
+        if (r.begin == r.end)
+            continue;
+        all.begin = r.begin < all.begin ? r.begin : all.begin;
+        all.end = r.end > all.end ? r.end : all.end;
     }
-    return n;
+    if (all.end <= all.begin)
+        all = (attn_key_range){0, 0};
+    return all;
 }
 
 static void zero_rows(float *base, int64_t rows, int64_t stride, int64_t cols)
@@ -90,35 +121,37 @@ static void zero_rows(float *base, int64_t rows, int64_t stride, int64_t cols)
         memset(base + r * stride, 0, (size_t)cols * sizeof(float));
 }
 
-/* weights[j] = p[j] · inv_sum for the computed keys, 0 beyond them. */
-static void write_weights(float *w, const float *p, int64_t n, int64_t len_kv, float inv_sum)
+/* weights[j0 + t] = p[t] · inv_sum for the computed keys, 0 outside them. */
+static void write_weights(float *w, const float *p, int64_t j0, int64_t n, int64_t len_kv,
+                          float inv_sum)
 {
-    for (int64_t j = 0; j < n; j++)
-        w[j] = p[j] * inv_sum;
-    memset(w + n, 0, (size_t)(len_kv - n) * sizeof(float));
+    memset(w, 0, (size_t)j0 * sizeof(float));
+    for (int64_t t = 0; t < n; t++)
+        w[j0 + t] = p[t] * inv_sum;
+    memset(w + j0 + n, 0, (size_t)(len_kv - j0 - n) * sizeof(float));
 }
 
-/* Softmax of each row of the block (logits in s, n keys a row) and the
+/* Softmax of each row of the block (logits in s, keys [j0, j0 + n)) and the
  * optional weights and lse outputs. The rows stay unnormalised, their 1/sum
  * going to inv_sums: scaling the dim_v outputs of P·V afterwards is cheaper
  * than scaling n probabilities, and `out` is then the same whether or not
  * weights are requested. */
 static void softmax_block(const attn_attend_args *a, float *s, int64_t b, int64_t h,
-                          int64_t i0, int64_t rows, int64_t n, float *inv_sums)
+                          int64_t i0, int64_t rows, attn_key_range keys, float *inv_sums)
 {
-    int64_t bh = b * a->heads_q + h;
+    int64_t bh = b * a->heads_q + h, n = keys.end - keys.begin;
     for (int64_t r = 0; r < rows; r++) {
         int64_t i = i0 + r;
         float *row = s + r * n;
-        attn_row_mask m = attn_attend_row_mask(a, b, h, i);
+        attn_row_mask m = attn_attend_row_mask(a, b, h, i, keys.begin);
         float lse = attn_softmax_row(row, n, &m, &inv_sums[r]);
         if (a->dropout)
-            attn_dropout_apply(a->dropout, bh, i, row, n);
+            attn_dropout_apply(a->dropout, bh, i, keys.begin, row, n);
         if (a->lse)
             a->lse[bh * a->len_q + i] = lse;
         if (a->weights)
-            write_weights(a->weights + (bh * a->len_q + i) * a->len_kv, row, n, a->len_kv,
-                          inv_sums[r]);
+            write_weights(a->weights + (bh * a->len_q + i) * a->len_kv, row, keys.begin, n,
+                          a->len_kv, inv_sums[r]);
     }
 }
 
@@ -132,9 +165,10 @@ static void scale_rows(float *out, int64_t rows, int64_t stride, int64_t cols,
 }
 
 /* Where one item sits: its batch row, head, kv head, first row, row count
- * and the keys its rows may see. */
+ * and the keys its rows may see (n of them). */
 typedef struct item_geometry {
     int64_t b, h, g, i0, rows, n;
+    attn_key_range keys;
 } item_geometry;
 
 static item_geometry locate_item(const attend_job *job, int64_t item)
@@ -147,7 +181,8 @@ static item_geometry locate_item(const attend_job *job, int64_t item)
     it.g = it.h / (a->heads_q / a->heads_kv);
     it.i0 = item % job->blocks_per_head * job->block_q;
     it.rows = a->len_q - it.i0 < job->block_q ? a->len_q - it.i0 : job->block_q;
-    it.n = attn_attend_block_keys(a, it.b, it.i0, it.i0 + it.rows);
+    it.keys = attn_attend_block_keys(a, it.b, it.i0, it.i0 + it.rows);
+    it.n = it.keys.end - it.keys.begin;
     return it;
 }
 
@@ -157,14 +192,14 @@ static float *item_out(const attn_attend_args *a, const item_geometry *it, int64
     return a->out + attn_view_offset(&a->out_view, it->b, it->h) + it->i0 * *ldo;
 }
 
-/* out_blk = diag(inv_sums) · P · V[0:n]. */
+/* out_blk = diag(inv_sums) · P · V[j0 : j0 + n]. */
 static void weighted_values(const attn_attend_args *a, const item_geometry *it, const float *p,
                             const float *inv_sums)
 {
     int64_t ldo;
     float *out = item_out(a, it, &ldo);
-    const float *v = a->v + attn_view_offset(&a->v_view, it->b, it->g);
     int64_t ldv = attn_view_stride(&a->v_view);
+    const float *v = a->v + attn_view_offset(&a->v_view, it->b, it->g) + it->keys.begin * ldv;
     if (it->rows == 1)
         attn_gemv_t(it->n, a->v_view.dim, 1.0f, v, ldv, p, out);
     else
@@ -179,7 +214,7 @@ static void empty_item(const attn_attend_args *a, const item_geometry *it, float
 {
     int64_t ldo;
     float *out = item_out(a, it, &ldo);
-    softmax_block(a, s, it->b, it->h, it->i0, it->rows, 0, inv_sums);
+    softmax_block(a, s, it->b, it->h, it->i0, it->rows, it->keys, inv_sums);
     zero_rows(out, it->rows, ldo, a->out_view.dim);
 }
 
@@ -196,8 +231,8 @@ static void attend_item(void *arg, int64_t item, int worker)
         empty_item(a, &it, s, inv_sums);
         return;
     }
-    a->logits(a->logits_arg, it.b, it.h, it.i0, it.rows, it.n, s);
-    softmax_block(a, s, it.b, it.h, it.i0, it.rows, it.n, inv_sums);
+    a->logits(a->logits_arg, it.b, it.h, it.i0, it.rows, it.keys.begin, it.n, s);
+    softmax_block(a, s, it.b, it.h, it.i0, it.rows, it.keys, inv_sums);
     weighted_values(a, &it, s, inv_sums);
 }
 
@@ -228,7 +263,7 @@ static void softmax_part(void *arg, int64_t part, int worker)
     const item_geometry *it = sh->it;
     int64_t r0 = part * sh->rows_per_part;
     int64_t rows = it->rows - r0 < sh->rows_per_part ? it->rows - r0 : sh->rows_per_part;
-    softmax_block(sh->a, sh->s + r0 * it->n, it->b, it->h, it->i0 + r0, rows, it->n,
+    softmax_block(sh->a, sh->s + r0 * it->n, it->b, it->h, it->i0 + r0, rows, it->keys,
                   sh->inv_sums + r0);
 }
 
@@ -244,7 +279,7 @@ static void attend_blas_threaded(attn_context *ctx, const attend_job *job, int t
             empty_item(a, &it, s, inv_sums);
             continue;
         }
-        a->logits(a->logits_arg, it.b, it.h, it.i0, it.rows, it.n, s);
+        a->logits(a->logits_arg, it.b, it.h, it.i0, it.rows, it.keys.begin, it.n, s);
         int share = it.rows * it.n >= ATTN_SHARED_SOFTMAX_MIN ? threads : 1;
         softmax_share sh = {a, &it, s, inv_sums, attn_ceil_div(it.rows, share)};
         attn_context_run(ctx, share, softmax_part, &sh, attn_ceil_div(it.rows, sh.rows_per_part));

@@ -203,19 +203,54 @@ int64_t attn_mask_kv_limit(const attn_mask *mask, int64_t b, int64_t i, int64_t 
  * never read for batch row b. */
 int64_t attn_mask_batch_limit(const attn_mask *mask, int64_t b, int64_t len_kv);
 
+/* ---- score modifiers (score_modifiers.c) ------------------------------ */
+
+/* The window, softcap and ALiBi settings of an SDPA op or MHA layer. */
+typedef struct attn_score_mods {
+    int64_t window_left, window_right;  /* -1: unbounded */
+    float softcap;                      /* 0: off */
+    float *alibi;                       /* NULL (off) or [heads_q] slopes, owned */
+} attn_score_mods;
+
+/* No modifier: the default of every op and layer. */
+attn_score_mods attn_score_mods_none(void);
+/* Whether any modifier is set. */
+bool attn_score_mods_active(const attn_score_mods *m);
+/* The setters' checks and stores: ATTN_ERR_INVALID_ARGUMENT (left or right
+ * below -1; cap negative, NaN or infinite; a slope not finite) or
+ * ATTN_ERR_OUT_OF_MEMORY (the slopes' copy), m unchanged on failure.
+ * slopes NULL: Press et al.'s default slopes for `heads` heads. */
+attn_status attn_score_mods_set_window(attn_score_mods *m, int64_t left, int64_t right,
+                                       const char *f);
+attn_status attn_score_mods_set_softcap(attn_score_mods *m, float cap, const char *f);
+attn_status attn_score_mods_set_alibi(attn_score_mods *m, int64_t heads, const float *slopes,
+                                      const char *f);
+/* Frees the slopes: ALiBi off. */
+void attn_score_mods_clear_alibi(attn_score_mods *m);
+/* slopes[0..heads) = get_slopes(heads) of Press et al. 2022's code. */
+void attn_alibi_default_slopes(int64_t heads, float *slopes);
+
 /* ---- softmax (softmax.c) ---------------------------------------------- */
 
-/* What a row of logits needs besides the logits themselves. */
+/* What a row of logits needs besides the logits themselves. Every index is
+ * relative to the row's first computed key (row[0]). */
 typedef struct attn_row_mask {
-    int64_t visible_end;      /* keys >= this are masked (lengths, causal) */
+    int64_t visible_begin;    /* keys < this are masked (window) */
+    int64_t visible_end;      /* keys >= this are masked (lengths, causal, window) */
     const uint8_t *keep;      /* NULL or [n]: 0 masks the key */
     const float *bias;        /* NULL or [n]: added to the logit */
+    float softcap;            /* > 0: logit = softcap · tanh(logit / softcap) first */
+    float *softcap_grad;      /* NULL or [n]: receives 1 − tanh² of each visible key,
+                                 0 elsewhere (the backward's chain factor) */
+    float alibi_slope;        /* != 0: adds −slope · |alibi_pos − j| */
+    int64_t alibi_pos;        /* the query's aligned position, relative to row[0] */
 } attn_row_mask;
 
 /* Turns row[0..n) of scaled logits into exp(x − max) in place, applying m
- * (masked keys get 0), stores 1/sum in *inv_sum, and returns the row's
- * log-sum-exp: the softmax is row · *inv_sum. A row with no visible key
- * becomes all zeros, *inv_sum 0, and returns -INFINITY. */
+ * (softcap, keep mask, bias, ALiBi in that order; masked keys get 0),
+ * stores 1/sum in *inv_sum, and returns the row's log-sum-exp: the softmax
+ * is row · *inv_sum. A row with no visible key becomes all zeros, *inv_sum
+ * 0, and returns -INFINITY. */
 float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv_sum);
 
 /* Recomputes a row's softmax from the forward's log-sum-exp (the backward,
@@ -239,9 +274,11 @@ typedef struct attn_dropout {
 attn_dropout attn_dropout_make(float p, uint64_t seed);
 /* Philox 4x32-10: out = the 4 words of (counter, key). */
 void attn_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
-/* row[j] = keep(bh, i, j) ? row[j] · scale : 0 for j in [0, n), bh =
- * b · heads_q + h. A dropped weight is exactly 0, whatever row[j] was. */
-void attn_dropout_apply(const attn_dropout *d, int64_t bh, int64_t i, float *row, int64_t n);
+/* row[t] = keep(bh, i, j0 + t) ? row[t] · scale : 0 for t in [0, n), bh =
+ * b · heads_q + h: row holds keys [j0, j0 + n). A dropped weight is exactly
+ * 0, whatever row[t] was. */
+void attn_dropout_apply(const attn_dropout *d, int64_t bh, int64_t i, int64_t j0, float *row,
+                        int64_t n);
 /* Element dropout of row r of a [rows, n] activation at `site` (>= 1; the
  * attention weights are site 0): row[c] = keep(site, r, c) ? row[c] ·
  * scale : 0. Applied to a gradient, it is dropout's backward. */
@@ -273,9 +310,9 @@ int64_t attn_view_offset(const attn_view *t, int64_t b, int64_t h);
 int64_t attn_view_stride(const attn_view *t);
 
 /* Writes the logits of query rows [i0, i0 + rows) of (batch b, query head h)
- * against keys [0, n) into s, row-major with leading dimension n. */
+ * against keys [j0, j0 + n) into s, row-major with leading dimension n. */
 typedef void (*attn_logits_fn)(const void *arg, int64_t b, int64_t h, int64_t i0, int64_t rows,
-                               int64_t n, float *s);
+                               int64_t j0, int64_t n, float *s);
 
 typedef struct attn_attend_args {
     int64_t batch, heads_q, heads_kv, len_q, len_kv;
@@ -290,15 +327,24 @@ typedef struct attn_attend_args {
     float *weights;          /* NULL or [batch, heads_q, len_q, len_kv] */
     float *lse;              /* NULL or [batch, heads_q, len_q] */
     const attn_dropout *dropout; /* NULL: none; applied after the softmax */
+    const attn_score_mods *mods; /* NULL: none */
 } attn_attend_args;
 
+/* A range of keys [begin, end). */
+typedef struct attn_key_range {
+    int64_t begin, end;
+} attn_key_range;
+
 /* The block schedule forward and backward share (block_rows.h): query rows
- * per block, the keys [0, n) a block of rows [i0, i1) of batch row b may
- * see (valid lengths, causal; nothing beyond is ever read), and the mask of
- * one row, the one place masks are looked up for a row. */
+ * per block, the keys a block of rows [i0, i1) of batch row b may see
+ * (valid lengths, causal, window; nothing outside is ever read; empty:
+ * begin == end), and the mask of one row whose computed keys start at j0,
+ * the one place masks and score modifiers are looked up for a row. */
 int64_t attn_attend_block_rows(const attn_attend_args *a);
-int64_t attn_attend_block_keys(const attn_attend_args *a, int64_t b, int64_t i0, int64_t i1);
-attn_row_mask attn_attend_row_mask(const attn_attend_args *a, int64_t b, int64_t h, int64_t i);
+attn_key_range attn_attend_block_keys(const attn_attend_args *a, int64_t b, int64_t i0,
+                                      int64_t i1);
+attn_row_mask attn_attend_row_mask(const attn_attend_args *a, int64_t b, int64_t h, int64_t i,
+                                   int64_t j0);
 
 /* Under the BLAS-threaded schedule, the element-wise work of a block
  * (softmax, the backward's P and dS) is shared over libattn's threads only
@@ -408,7 +454,11 @@ struct attn_mha {
     bool set[ATTN_MHA_PROJ];
     uint64_t version;               /* attn_next_version() at the last change */
     attn_dropout dropout;           /* training forwards only */
+    attn_score_mods mods;           /* window, softcap, ALiBi */
 };
+
+/* The layer's score modifiers, or NULL when none is set. */
+const attn_score_mods *attn_mha_mods(const attn_mha *m);
 
 int64_t attn_mha_out_features(const attn_mha *m, attn_proj p);
 int64_t attn_mha_in_features(const attn_mha *m, attn_proj p);

@@ -26,8 +26,12 @@
  * the five products the algorithm needs, no more. The cost is parallelism:
  * batch × heads_kv items (a single-sequence MQA backward runs on one thread
  * of the pool; the BLAS-threaded schedule spreads its GEMMs). Memory: two
- * blocks of block_rows × len_kv floats per thread (P and dP/dS) and the
- * block's D; never len_q × len_kv.
+ * blocks of block_rows × len_kv floats per thread (P and dP/dS; a third for
+ * softcap's factors) and the block's D; never len_q × len_kv.
+ *
+ * A block computes only the keys [j0, j1) its rows may see (attend.c), so
+ * with a sliding window it reads K and V rows j0.. only and adds to those
+ * rows of dK and dV.
  */
 #include <string.h>
 
@@ -42,11 +46,13 @@ typedef struct backward_job {
     int threads;          /* element-wise sharing (BLAS-threaded schedule) */
 } backward_job;
 
-/* One block of query rows of (b, h), in one thread's scratch. */
+/* One block of query rows of (b, h) against keys [j0, j0 + n), in one
+ * thread's scratch. */
 typedef struct block_state {
     const backward_job *job;
-    int64_t b, h, g, i0, rows, n;
+    int64_t b, h, g, i0, rows, j0, n;
     float *p, *ds, *d;    /* [rows, n], [rows, n], [rows] */
+    float *cap;           /* NULL, or [rows, n]: softcap's 1 − tanh² */
 } block_state;
 
 static const float *row_ptr(const float *base, const attn_view *view, int64_t b, int64_t h,
@@ -75,12 +81,13 @@ static void probabilities_part(const block_state *st, int64_t r0, int64_t r1)
     int64_t bh = st->b * a->heads_q + st->h;
     for (int64_t r = r0; r < r1; r++) {
         int64_t i = st->i0 + r;
-        attn_row_mask m = attn_attend_row_mask(a, st->b, st->h, i);
+        attn_row_mask m = attn_attend_row_mask(a, st->b, st->h, i, st->j0);
+        m.softcap_grad = st->cap ? st->cap + r * st->n : NULL;
         float *p = st->p + r * st->n;
         attn_softmax_row_from_lse(p, st->n, &m, ba->lse[bh * a->len_q + i]);
         if (a->dropout) {
             memcpy(st->ds + r * st->n, p, (size_t)st->n * sizeof *p);
-            attn_dropout_apply(a->dropout, bh, i, st->ds + r * st->n, st->n);
+            attn_dropout_apply(a->dropout, bh, i, st->j0, st->ds + r * st->n, st->n);
         }
         st->d[r] = dot(row_ptr(ba->d_out, &a->out_view, st->b, st->h, i),
                        row_ptr(a->out, &a->out_view, st->b, st->h, i), a->out_view.dim);
@@ -89,7 +96,9 @@ static void probabilities_part(const block_state *st, int64_t r0, int64_t r1)
 
 /* Rows [r0, r1): dS = P ∘ (dP − D) over dP in place, where with dropout dP
  * is first ∂L/∂(P∘Z) ∘ Z (Srivastava et al. 2014; D = rowsum(dO ∘ O) is
- * unchanged, O being the dropped output). A weight of 0 (masked key, empty
+ * unchanged, O being the dropped output). With a softcap, dS is the
+ * gradient of the capped logit: times 1 − tanh²(s/cap) for the raw one
+ * (FlashAttention-2's softcap backward). A weight of 0 (masked key, empty
  * row) gives exactly 0, not 0 · (dP − D): dP is NaN where a masked value
  * row holds NaN, and that must not reach dQ or dK. */
 static void score_gradient_part(const block_state *st, int64_t r0, int64_t r1)
@@ -101,10 +110,17 @@ static void score_gradient_part(const block_state *st, int64_t r0, int64_t r1)
         float *ds = st->ds + r * st->n;
         float d = st->d[r];
         if (a->dropout)
-            attn_dropout_apply(a->dropout, bh, st->i0 + r, ds, st->n);
+            attn_dropout_apply(a->dropout, bh, st->i0 + r, st->j0, ds, st->n);
+        if (st->cap) {
+            const float *cap = st->cap + r * st->n;
 #pragma omp simd
-        for (int64_t j = 0; j < st->n; j++)
-            ds[j] = p[j] == 0.0f ? 0.0f : p[j] * (ds[j] - d);
+            for (int64_t j = 0; j < st->n; j++)
+                ds[j] = p[j] == 0.0f ? 0.0f : p[j] * (ds[j] - d) * cap[j];
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < st->n; j++)
+                ds[j] = p[j] == 0.0f ? 0.0f : p[j] * (ds[j] - d);
+        }
     }
 }
 
@@ -162,25 +178,30 @@ static void backward_block(block_state *st)
                       st->rows, ldq, dim_qk);
         return;
     }
-    a->logits(a->logits_arg, st->b, st->h, st->i0, st->rows, st->n, st->p);
+    a->logits(a->logits_arg, st->b, st->h, st->i0, st->rows, st->j0, st->n, st->p);
     for_rows(st, probabilities_part);
     if (ba->d_v)  /* dV += (P ∘ Z)ᵀ dO: the dropped weights, in ds with dropout */
         attn_gemm_tn(st->n, dim_v, st->rows, 1.0f, a->dropout ? st->ds : st->p, st->n, d_out,
                      ldo, 1.0f,
-                     ba->d_v + attn_view_offset(&a->v_view, st->b, st->g), ldv);
+                     ba->d_v + attn_view_offset(&a->v_view, st->b, st->g) + st->j0 * ldv, ldv);
     if (!ba->d_q && !ba->d_k)
         return;
-    const float *v = a->v + attn_view_offset(&a->v_view, st->b, st->g);
+    const float *v = a->v + attn_view_offset(&a->v_view, st->b, st->g) + st->j0 * ldv;
     attn_gemm_nt(st->rows, st->n, dim_v, 1.0f, d_out, ldo, v, ldv, 0.0f, st->ds, st->n);
     for_rows(st, score_gradient_part);
     const float *q = row_ptr(qk->q, &qk->q_view, st->b, st->h, st->i0);
-    const float *k = qk->k + attn_view_offset(&qk->k_view, st->b, st->g);
+    const float *k = qk->k + attn_view_offset(&qk->k_view, st->b, st->g) + st->j0 * ldk;
     if (ba->d_q)
         attn_gemm_nn(st->rows, dim_qk, st->n, qk->scale, st->ds, st->n, k, ldk, 0.0f,
                      ba->d_q + (q - qk->q), ldq);
     if (ba->d_k)
         attn_gemm_tn(st->n, dim_qk, st->rows, qk->scale, st->ds, st->n, q, ldq, 1.0f,
-                     ba->d_k + attn_view_offset(&qk->k_view, st->b, st->g), ldk);
+                     ba->d_k + attn_view_offset(&qk->k_view, st->b, st->g) + st->j0 * ldk, ldk);
+}
+
+static bool softcapped(const attn_attend_args *a)
+{
+    return a->mods && a->mods->softcap > 0.0f;
 }
 
 /* Item = (batch row b, kv head g): dK and dV of that head from zero, then
@@ -202,10 +223,14 @@ static void backward_group(const backward_job *job, int64_t item, float *scratch
         for (int64_t blk = 0; blk < job->blocks; blk++) {
             block_state st = {.job = job, .b = b, .h = h, .g = g, .i0 = blk * job->block_q};
             st.rows = a->len_q - st.i0 < job->block_q ? a->len_q - st.i0 : job->block_q;
-            st.n = attn_attend_block_keys(a, b, st.i0, st.i0 + st.rows);
+            attn_key_range keys = attn_attend_block_keys(a, b, st.i0, st.i0 + st.rows);
+            st.j0 = keys.begin;
+            st.n = keys.end - keys.begin;
             st.p = scratch;
             st.ds = scratch + job->block_floats;
             st.d = scratch + 2 * job->block_floats;
+            if (softcapped(a))
+                st.cap = st.d + job->block_q;
             backward_block(&st);
         }
     }
@@ -232,7 +257,8 @@ static backward_plan plan_of(attn_context *ctx, const attn_attend_args *a)
     p.block_q = attn_attend_block_rows(a);
     p.block_rows = a->len_q < p.block_q ? a->len_q : p.block_q;
     p.block_floats = (size_t)(p.block_rows * a->len_kv);
-    p.floats = 2 * p.block_floats + (size_t)p.block_rows;
+    /* P, dS, D, and softcap's factors when it is on. */
+    p.floats = (softcapped(a) ? 3 : 2) * p.block_floats + (size_t)p.block_q;
     /* As the forward: the BLAS-threaded schedule runs the items on the
      * calling thread and shares each block's element-wise rows; the others
      * run one item per thread. */

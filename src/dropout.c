@@ -102,14 +102,18 @@ static void keep_group(const attn_dropout *d, int64_t bh, int64_t i, int64_t j0,
     keep_group_at(d, (uint32_t)i, (uint32_t)bh, 0, j0, m, keep);
 }
 
-void attn_dropout_apply(const attn_dropout *d, int64_t bh, int64_t i, float *row, int64_t n)
+void attn_dropout_apply(const attn_dropout *d, int64_t bh, int64_t i, int64_t j0, float *row,
+                        int64_t n)
 {
+    /* Groups start at a multiple of 4 (a counter's first word), so a row
+     * that starts inside one (a window's first key) skips its first words. */
     uint8_t keep[4 * GROUP];
-    for (int64_t j0 = 0; j0 < n; j0 += 4 * GROUP) {
-        int64_t m = n - j0 < 4 * GROUP ? n - j0 : 4 * GROUP;
-        keep_group(d, bh, i, j0, m, keep);
-        for (int64_t t = 0; t < m; t++)
-            row[j0 + t] = keep[t] ? row[j0 + t] * d->scale : 0.0f;
+    int64_t end = j0 + n;
+    for (int64_t g = j0 - j0 % 4; g < end; g += 4 * GROUP) {
+        int64_t m = end - g < 4 * GROUP ? end - g : 4 * GROUP;
+        keep_group(d, bh, i, g, m, keep);
+        for (int64_t t = g < j0 ? j0 - g : 0; t < m; t++)
+            row[g + t - j0] = keep[t] ? row[g + t - j0] * d->scale : 0.0f;
     }
 }
 

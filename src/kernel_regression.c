@@ -41,13 +41,13 @@ static void gaussian_row(float x, const float *keys, float w, int64_t n, float *
 }
 
 static void gaussian_logits(const void *arg, int64_t b, int64_t h, int64_t i0, int64_t rows,
-                            int64_t n, float *s)
+                            int64_t j0, int64_t n, float *s)
 {
     (void)b;
     (void)h;
     const kernel_arg *x = arg;
     for (int64_t r = 0; r < rows; r++)
-        gaussian_row(x->queries[i0 + r], x->keys, x->w, n, s + r * n);
+        gaussian_row(x->queries[i0 + r], x->keys + j0, x->w, n, s + r * n);
 }
 
 /* The checks the forward and the backward share. */
@@ -120,7 +120,7 @@ static void backward_row(const kernel_arg *x, int64_t i, int64_t n, const float 
 {
     gaussian_row(x->queries[i], x->keys, x->w, n, p);
     float inv_sum;
-    const attn_row_mask none = {.visible_end = n};
+    const attn_row_mask none = {.visible_begin = 0, .visible_end = n};
     attn_softmax_row(p, n, &none, &inv_sum);
     double out = 0.0;
     for (int64_t j = 0; j < n; j++)

@@ -34,6 +34,7 @@ void attn_mha_destroy(attn_mha *mha)
         attn_free(mha->weight[p]);
         attn_free(mha->bias[p]);
     }
+    attn_score_mods_clear_alibi(&mha->mods);
     attn_free(mha);
 }
 
@@ -86,7 +87,7 @@ attn_status attn_mha_create(attn_mha **mha, int64_t embed_dim, int64_t num_heads
                     .num_kv_heads = num_kv_heads, .head_dim = head_dim, .kdim = kdim,
                     .vdim = vdim, .kv_dim = num_kv_heads * head_dim, .has_bias = bias == 1,
                     .causal = ATTN_CAUSAL_NONE, .version = attn_next_version(),
-                    .dropout = attn_dropout_make(0.0f, 0)};
+                    .dropout = attn_dropout_make(0.0f, 0), .mods = attn_score_mods_none()};
     /* All weights are allocated here so that setting them cannot fail for
      * lack of memory and forward never allocates them. */
     for (int p = 0; p < ATTN_MHA_PROJ; p++) {
@@ -143,6 +144,50 @@ attn_status attn_mha_set_causal(attn_mha *mha, attn_causal causal)
         mha->version = attn_next_version();
     }
     return st;
+}
+
+/* The score modifiers change the layer's function: activations filled
+ * before are stale, as after attn_mha_set_causal. */
+static attn_status modifiers_changed(attn_mha *mha, attn_status st)
+{
+    if (st == ATTN_OK)
+        mha->version = attn_next_version();
+    return st;
+}
+
+attn_status attn_mha_set_window(attn_mha *mha, int64_t left, int64_t right)
+{
+    if (!mha)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "mha is NULL");
+    return modifiers_changed(mha, attn_score_mods_set_window(&mha->mods, left, right, __func__));
+}
+
+attn_status attn_mha_set_softcap(attn_mha *mha, float cap)
+{
+    if (!mha)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "mha is NULL");
+    return modifiers_changed(mha, attn_score_mods_set_softcap(&mha->mods, cap, __func__));
+}
+
+attn_status attn_mha_set_alibi(attn_mha *mha, const float *slopes)
+{
+    if (!mha)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "mha is NULL");
+    return modifiers_changed(
+        mha, attn_score_mods_set_alibi(&mha->mods, mha->num_heads, slopes, __func__));
+}
+
+attn_status attn_mha_clear_alibi(attn_mha *mha)
+{
+    if (!mha)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "mha is NULL");
+    attn_score_mods_clear_alibi(&mha->mods);
+    return modifiers_changed(mha, ATTN_OK);
+}
+
+const attn_score_mods *attn_mha_mods(const attn_mha *m)
+{
+    return attn_score_mods_active(&m->mods) ? &m->mods : NULL;
 }
 
 attn_status attn_mha_check_weights_set(const attn_mha *m, const char *f)
@@ -241,6 +286,7 @@ attn_status attn_mha_run(attn_context *ctx, const attn_mha *mha, const attn_mha_
         .len_q = c->len_q, .len_kv = c->len_kv, .causal = mha->causal, .mask = mask,
         .v = buf->vp, .v_view = views.kv, .out = buf->ap, .out_view = views.q,
         .weights = c->weights, .lse = buf->lse, .dropout = buf->dropout,
+        .mods = attn_mha_mods(mha),
     };
     /* May fail only for scratch or threads, before weights is written. */
     if ((st = attn_dot_product_attend(ctx, &qk, &a, f)) != ATTN_OK)

@@ -223,7 +223,7 @@ static attn_status attention_backward(attn_context *ctx, const attn_mha *m,
         .batch = act->batch, .heads_q = m->num_heads, .heads_kv = m->num_kv_heads,
         .len_q = act->len_q, .len_kv = act->len_kv, .causal = m->causal, .mask = act->mask,
         .v = act->slot[ACT_VP], .v_view = views.kv, .out = act->slot[ACT_AP],
-        .out_view = views.q, .dropout = active_dropout(m),
+        .out_view = views.q, .dropout = active_dropout(m), .mods = attn_mha_mods(m),
     };
     attn_dot_product_logits(&qk, &a);
     const attn_backward_args ba = {.fwd = &a, .qk = &qk, .lse = act->slot[ACT_LSE],
@@ -257,7 +257,7 @@ attn_status attn_mha_backward_reserve(attn_context *ctx, const attn_mha *m,
     const attn_attend_args a = {.batch = act->batch, .heads_q = m->num_heads,
                                 .heads_kv = m->num_kv_heads, .len_q = act->len_q,
                                 .len_kv = act->len_kv, .causal = m->causal,
-                                .mask = act->mask};
+                                .mask = act->mask, .mods = attn_mha_mods(m)};
     return attn_dot_product_backward_reserve(ctx, &a, f);
 }
 

@@ -15,6 +15,7 @@ struct attn_sdpa {
     attn_causal causal;
     float scale;
     attn_dropout dropout;  /* p = 0: none */
+    attn_score_mods mods;  /* window, softcap, ALiBi (score_modifiers.c) */
 };
 
 /* ---- creation and options ---------------------------------------------- */
@@ -80,7 +81,7 @@ attn_status attn_sdpa_create(attn_sdpa **op, int64_t batch, int64_t heads_q, int
                    .len_kv = len_kv, .dim_qk = dim_qk, .dim_v = dim_v,
                    .layout = ATTN_LAYOUT_BHSD, .causal = ATTN_CAUSAL_NONE,
                    .scale = (float)(1.0 / sqrt((double)dim_qk)),
-                   .dropout = attn_dropout_make(0.0f, 0)};
+                   .dropout = attn_dropout_make(0.0f, 0), .mods = attn_score_mods_none()};
     if ((st = check_tensor_bytes(&s, f)) != ATTN_OK || (st = check_blas_range(&s, f)) != ATTN_OK)
         return st;
 
@@ -94,6 +95,9 @@ attn_status attn_sdpa_create(attn_sdpa **op, int64_t batch, int64_t heads_q, int
 
 void attn_sdpa_destroy(attn_sdpa *op)
 {
+    if (!op)
+        return;
+    attn_score_mods_clear_alibi(&op->mods);
     attn_free(op);
 }
 
@@ -134,6 +138,35 @@ attn_status attn_sdpa_set_dropout(attn_sdpa *op, float p, uint64_t seed)
     if (!op)
         return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "op is NULL");
     return attn_dropout_set(&op->dropout, p, seed, __func__);
+}
+
+attn_status attn_sdpa_set_window(attn_sdpa *op, int64_t left, int64_t right)
+{
+    if (!op)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "op is NULL");
+    return attn_score_mods_set_window(&op->mods, left, right, __func__);
+}
+
+attn_status attn_sdpa_set_softcap(attn_sdpa *op, float cap)
+{
+    if (!op)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "op is NULL");
+    return attn_score_mods_set_softcap(&op->mods, cap, __func__);
+}
+
+attn_status attn_sdpa_set_alibi(attn_sdpa *op, const float *slopes)
+{
+    if (!op)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "op is NULL");
+    return attn_score_mods_set_alibi(&op->mods, op->heads_q, slopes, __func__);
+}
+
+attn_status attn_sdpa_clear_alibi(attn_sdpa *op)
+{
+    if (!op)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "op is NULL");
+    attn_score_mods_clear_alibi(&op->mods);
+    return ATTN_OK;
 }
 
 /* The dropout a call applies (NULL: none). */
@@ -177,14 +210,14 @@ attn_status attn_dropout_keep_mask(const attn_sdpa *op, uint8_t *keep)
 /* Scaled dot-product logits: S = scale · Q_blk · K[0:n]ᵀ, one cblas_sgemm
  * that reads both heads in place through their leading dimensions. */
 static void dot_product_logits(const void *arg, int64_t b, int64_t h, int64_t i0, int64_t rows,
-                               int64_t n, float *s)
+                               int64_t j0, int64_t n, float *s)
 {
     const attn_qk *qk = arg;
     int64_t g = h / (qk->q_view.heads / qk->k_view.heads);
     int64_t ldq = attn_view_stride(&qk->q_view);
     const float *q = qk->q + attn_view_offset(&qk->q_view, b, h) + i0 * ldq;
-    const float *k = qk->k + attn_view_offset(&qk->k_view, b, g);
     int64_t ldk = attn_view_stride(&qk->k_view);
+    const float *k = qk->k + attn_view_offset(&qk->k_view, b, g) + j0 * ldk;
     if (rows == 1)
         attn_gemv_n(n, qk->q_view.dim, qk->scale, k, ldk, q, s);
     else
@@ -250,6 +283,7 @@ static attn_attend_args make_attend_args(const attn_sdpa *op, const attn_mask *m
         .v = v, .v_view = {op->heads_kv, op->len_kv, op->dim_v, bshd},
         .out = out, .out_view = {op->heads_q, op->len_q, op->dim_v, bshd},
         .dropout = active_dropout(op),
+        .mods = attn_score_mods_active(&op->mods) ? &op->mods : NULL,
     };
 }
 

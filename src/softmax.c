@@ -2,7 +2,8 @@
  * softmax.c — the masked, numerically safe softmax of one row of logits.
  *
  * Two passes over a row that is already scale·q·kᵀ (the GEMM applied the
- * scale): (1) mask and bias, then the maximum; (2) exp(x − max) and the sum.
+ * scale): (1) score modifiers (softcap, ALiBi), mask and bias, then the
+ * maximum; (2) exp(x − max) and the sum.
  * The division by the sum is left to the caller, who applies it to the
  * row's dim_v outputs of P·V rather than to its len_kv probabilities. Subtracting the
  * maximum keeps exp in range for any logits (D2L §4.4 "softmax revisited";
@@ -40,26 +41,69 @@ float exp2f(float);
 /* log2(e): e^x = 2^(x · log2 e). */
 #define ATTN_LOG2E 1.44269504088896340736f
 
-/* Pass 1a, over the keys before the row's visible end: keys the boolean
- * mask drops become -INFINITY, the bias is added. A -INFINITY bias masks the
- * key whatever its logit: NaN + -Inf would be NaN and leak a masked key's
- * NaN into the whole row. (Keys from the visible end on are not read at
- * all: attn_softmax_row zeroes them.) */
+#pragma omp declare simd notinbranch
+float tanhf(float);
+#pragma omp declare simd notinbranch
+float expf(float);
+
+/* Pass 1a, over the visible keys [begin, end) only: the score modifiers and
+ * masks, in the order the conventions fix (scale → softcap → bias, ALiBi,
+ * masks). Softcap first, so a masked key stays -INFINITY and never becomes
+ * −cap (the ONNX poison case); keys the boolean mask drops become
+ * -INFINITY; the bias is added, and a -INFINITY bias masks the key whatever
+ * its logit: NaN + -Inf would be NaN and leak a masked key's NaN into the
+ * whole row. (Keys outside [begin, end) are not read at all:
+ * attn_softmax_row zeroes them.) */
 ATTN_VECTOR_CLONES
-static void apply_mask(float *row, int64_t end, const attn_row_mask *m)
+static void apply_softcap(float *row, int64_t begin, int64_t end, float cap, float *grad)
+{
+    if (grad) {
+        /* 1 − tanh²(u) = sech²(u) = 4e / (1 + e)², e = exp(−2|u|): exact to
+         * a few ulps where 1 − t·t of a rounded t near ±1 would keep few
+         * digits. */
+#pragma omp simd
+        for (int64_t j = begin; j < end; j++) {
+            float u = row[j] / cap;
+            float e = expf(-2.0f * fabsf(u));
+            row[j] = cap * tanhf(u);
+            grad[j] = 4.0f * e / ((1.0f + e) * (1.0f + e));
+        }
+    } else {
+#pragma omp simd
+        for (int64_t j = begin; j < end; j++)
+            row[j] = cap * tanhf(row[j] / cap);
+    }
+}
+
+/* ALiBi's −slope · |pos − j|: the distance is an integer, exact in float up
+ * to 2^24 keys. */
+ATTN_VECTOR_CLONES
+static void apply_alibi(float *row, int64_t begin, int64_t end, float slope, int64_t pos)
+{
+#pragma omp simd
+    for (int64_t j = begin; j < end; j++)
+        row[j] -= slope * fabsf((float)(pos - j));
+}
+
+ATTN_VECTOR_CLONES
+static void apply_mask(float *row, int64_t begin, int64_t end, const attn_row_mask *m)
 {
     const uint8_t *keep = m->keep;
     const float *bias = m->bias;
+    if (m->softcap > 0.0f)
+        apply_softcap(row, begin, end, m->softcap, m->softcap_grad);
     if (keep) {
 #pragma omp simd
-        for (int64_t j = 0; j < end; j++)
+        for (int64_t j = begin; j < end; j++)
             row[j] = keep[j] ? row[j] : -INFINITY;
     }
     if (bias) {
 #pragma omp simd
-        for (int64_t j = 0; j < end; j++)
+        for (int64_t j = begin; j < end; j++)
             row[j] = bias[j] == -INFINITY ? -INFINITY : row[j] + bias[j];
     }
+    if (m->alibi_slope != 0.0f)
+        apply_alibi(row, begin, end, m->alibi_slope, m->alibi_pos);
 }
 
 /* Pass 1b: the maximum and the minimum of the row. A NaN logit never wins
@@ -145,28 +189,50 @@ static float exp_and_sum_flushed(float *row, int64_t n, float max)
     return sum;
 }
 
-/* A row with no visible key: zeros, 1/sum 0, lse -INFINITY. */
-static float empty_row(float *row, int64_t n, float *inv_sum)
+/* Zeroes row[0..n) outside [begin, end), and the softcap factors there. */
+static void zero_outside(float *row, int64_t n, int64_t begin, int64_t end,
+                         const attn_row_mask *m)
 {
-    if (n > 0)  /* row may be NULL then: no scratch for zero keys */
-        memset(row, 0, (size_t)n * sizeof *row);
+    float *arrays[2] = {row, m->softcap > 0.0f ? m->softcap_grad : NULL};
+    for (int a = 0; a < 2; a++) {
+        if (!arrays[a] || n == 0)  /* row may be NULL then: no scratch for zero keys */
+            continue;
+        memset(arrays[a], 0, (size_t)begin * sizeof(float));
+        memset(arrays[a] + end, 0, (size_t)(n - end) * sizeof(float));
+    }
+}
+
+/* A row with no visible key: zeros, 1/sum 0, lse -INFINITY. */
+static float empty_row(float *row, int64_t n, const attn_row_mask *m, float *inv_sum)
+{
+    zero_outside(row, n, 0, 0, m);
     *inv_sum = 0.0f;
     return -INFINITY;
 }
 
+/* The visible keys [*begin, *end) of a row of n computed keys. */
+static void visible_span(const attn_row_mask *m, int64_t n, int64_t *begin, int64_t *end)
+{
+    int64_t e = m->visible_end < n ? m->visible_end : n;
+    int64_t b = m->visible_begin > 0 ? m->visible_begin : 0;
+    *begin = b;
+    *end = e > b ? e : b;
+}
+
 float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv_sum)
 {
-    /* Keys from the visible end on (valid length, causal limit) get weight
-     * 0 without being looked at: their logits may be NaN. */
-    int64_t end = m->visible_end < n ? m->visible_end : n;
-    if (end < 0)
-        end = 0;
-    apply_mask(row, end, m);
-    row_range range = row_min_max(row, end);
+    /* Keys outside the visible span (valid length, causal limit, window)
+     * get weight 0 without being looked at: their logits may be NaN. */
+    int64_t begin, end;
+    visible_span(m, n, &begin, &end);
+    apply_mask(row, begin, end, m);
+    int64_t len = end - begin;
+    float *vis = len > 0 ? row + begin : row;  /* row may be NULL with no keys */
+    row_range range = row_min_max(vis, len);
     float max = range.max;
     if (max == -INFINITY) {
-        if (!any_nan(row, end))
-            return empty_row(row, n, inv_sum);
+        if (!any_nan(vis, len))
+            return empty_row(row, n, m, inv_sum);
         max = NAN;  /* every visible logit NaN: the row is NaN */
     }
     /* The plain loop only when no term reaches the flush threshold, so that
@@ -174,39 +240,38 @@ float attn_softmax_row(float *row, int64_t n, const attn_row_mask *m, float *inv
      * NaN for an all-NaN row under GCC (flushing loop, exact); under clang's
      * reduction identities an all-NaN row gives +Inf and the plain loop,
      * whose exp2f(NaN) makes the row NaN just the same. */
-    float sum = range.min - max > ATTN_EXP_FLUSH ? exp_and_sum(row, end, max)
-                                                 : exp_and_sum_flushed(row, end, max);
-    if (end < n)
-        memset(row + end, 0, (size_t)(n - end) * sizeof *row);
+    float sum = range.min - max > ATTN_EXP_FLUSH ? exp_and_sum(vis, len, max)
+                                                 : exp_and_sum_flushed(vis, len, max);
+    zero_outside(row, n, begin, end, m);
     /* The maximum's own term is exp(0) = 1, so a zero sum means no key was
      * visible after all: the identity of the max reduction is compiler's
      * choice (GCC -INFINITY, clang -FLT_MAX), so a row of -INFINITY can get
      * a finite "maximum" here. */
     if (sum == 0.0f)
-        return empty_row(row, n, inv_sum);
+        return empty_row(row, n, m, inv_sum);
     *inv_sum = 1.0f / sum;
     return max + logf(sum);
 }
 
 void attn_softmax_row_from_lse(float *row, int64_t n, const attn_row_mask *m, float lse)
 {
-    int64_t end = m->visible_end < n ? m->visible_end : n;
-    if (end < 0)
-        end = 0;
+    int64_t begin, end;
+    visible_span(m, n, &begin, &end);
     if (lse == INFINITY || lse == -INFINITY) {
         float unused;
-        empty_row(row, n, &unused);
+        empty_row(row, n, m, &unused);
         return;
     }
-    apply_mask(row, end, m);
+    apply_mask(row, begin, end, m);
     /* The same two loops as the forward, with the shift lse in place of
      * the maximum (lse >= max, so every term is at most 1). Their sums are
      * not needed. */
-    row_range range = row_min_max(row, end);
+    int64_t len = end - begin;
+    float *vis = len > 0 ? row + begin : row;  /* row may be NULL with no keys */
+    row_range range = row_min_max(vis, len);
     if (range.min - lse > ATTN_EXP_FLUSH)
-        (void)exp_and_sum(row, end, lse);
+        (void)exp_and_sum(vis, len, lse);
     else
-        (void)exp_and_sum_flushed(row, end, lse);
-    if (end < n)
-        memset(row + end, 0, (size_t)(n - end) * sizeof *row);
+        (void)exp_and_sum_flushed(vis, len, lse);
+    zero_outside(row, n, begin, end, m);
 }

@@ -121,7 +121,7 @@ ref_shape ru_sdpa_shape(const ru_sdpa *p)
 {
     double scale = p->scale != 0.0f ? (double)p->scale : (double)(float)(1.0 / sqrt((double)p->D));
     return (ref_shape){p->B, p->Hq, p->Hkv, p->Lq, p->Lkv, p->D, p->Dv, (int)p->layout,
-                       (int)p->causal, scale};
+                       (int)p->causal, scale, NULL};
 }
 
 int ru_sdpa_ref(const ru_sdpa *p, ru_ref *d)
@@ -236,16 +236,18 @@ void ru_ref_mha(const ru_mha *m, int64_t batch, int64_t len_q, int64_t len_kv, c
             for (int64_t i = 0; i < len_q; i++) {
                 int64_t g = h / group;
                 const double *qr = Q + (b * len_q + i) * E + h * hd;
+                int64_t p = ref_aligned_position((int)m->causal, i, len_q, len_kv);
                 for (int64_t j = 0; j < len_kv; j++) {
                     double bias, dot = 0.0;
-                    vis[j] = (unsigned char)visible(mask, m->causal, len_q, len_kv, b, h, i, j,
-                                                    &bias);
+                    vis[j] = (unsigned char)(visible(mask, m->causal, len_q, len_kv, b, h, i, j,
+                                                     &bias) &&
+                                             ref_window_visible(m->mods, p, j));
                     if (!vis[j])
                         continue;
                     const double *kr = K + (b * len_kv + j) * kvd + g * hd;
                     for (int64_t d = 0; d < hd; d++)
                         dot += qr[d] * kr[d];
-                    l[j] = scale * dot + bias;
+                    l[j] = ref_modified_logit(m->mods, h, p, j, scale * dot, bias, NULL);
                 }
                 softmax_row(l, vis, len_kv);
                 double *ar = A + (b * len_q + i) * E + h * hd;

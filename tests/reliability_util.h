@@ -87,6 +87,7 @@ typedef struct ru_mha {
     int64_t embed, heads, kv_heads, kdim, vdim;
     attn_causal causal;
     const float *w[4], *b[4];
+    const ref_mods *mods;  /* NULL: none */
 } ru_mha;
 void ru_ref_mha(const ru_mha *m, int64_t batch, int64_t len_q, int64_t len_kv, const float *query,
                 const float *key, const float *value, const ref_mask *mask, double *out,

@@ -248,7 +248,7 @@ static int teardown(void **state)
 static void check_first_against_reference(work *wk)
 {
     ref_shape s = {B, HQ, HKV, LQ, LKV, D, DV, REF_BSHD, REF_CAUSAL_BOTTOM_RIGHT,
-                   (double)(float)(1.0 / sqrt((double)D))};
+                   (double)(float)(1.0 / sqrt((double)D)), NULL};
     ref_mask m = {.lengths = g_len, .keep = g_keep, .keep_b = 1, .keep_h = 1, .keep_q = LQ,
                   .bias = g_bias, .bias_b = 1, .bias_h = HQ, .bias_q = 1};
     double *o = ru_doubles(N_O), *w = ru_doubles(N_W), *l = ru_doubles(N_L);

@@ -215,7 +215,7 @@ static run run_lib(const problem *p, const attn_sdpa *op, int threads)
 static ref_shape ref_of(const shape *s, attn_causal causal)
 {
     return (ref_shape){s->B, s->Hq, s->Hkv, s->Lq, s->Lkv, s->D, s->Dv, REF_BHSD, (int)causal,
-                       (double)(float)(1.0 / sqrt((double)s->D))};
+                       (double)(float)(1.0 / sqrt((double)s->D)), NULL};
 }
 
 /* The dropped forward in float64: weights w·Z (Z = keep / (1 − p)) and

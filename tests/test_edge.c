@@ -139,7 +139,7 @@ static void run_ref(const prob *p, dres *d)
 {
     const shape *s = &p->s;
     ref_shape rs = {s->B, s->Hq, s->Hkv, s->Lq, s->Lkv, s->D, s->Dv, (int)s->layout,
-                    (int)s->causal, scale_of(s)};
+                    (int)s->causal, scale_of(s), NULL};
     d->out = xmalloc((size_t)p->no * sizeof(double));
     d->w = xmalloc((size_t)p->nw * sizeof(double));
     d->lse = xmalloc((size_t)p->nl * sizeof(double));

@@ -282,7 +282,7 @@ static void test_all_equal_logits(void **state)
         assert_int_equal(attn_sdpa_set_scale(op, 0.0f), ATTN_OK);
         assert_int_equal(ru_sdpa_lengths(&p, len, 1), ATTN_OK);
         assert_int_equal(ru_sdpa_run_on(ctx, op, &p, &r), ATTN_OK);
-        ref_shape s = {p.B, p.Hq, p.Hkv, p.Lq, p.Lkv, p.D, p.Dv, REF_BSHD, 0, 0.0};
+        ref_shape s = {p.B, p.Hq, p.Hkv, p.Lq, p.Lkv, p.D, p.Dv, REF_BSHD, 0, 0.0, NULL};
         d.out = ru_doubles(p.no), d.w = ru_doubles(p.nw), d.lse = ru_doubles(p.nl);
         assert_int_equal(ref_sdpa(&s, p.q, p.k, p.v, &p.rm, d.out, d.w, d.lse), 0);
         assert_true(ru_close("scale 0, 1000 keys: out", r.out, d.out, p.no, p.Dv, TOL));
@@ -405,7 +405,7 @@ static void test_neg_inf_bias_all_but_one_in_the_layers(void **state)
     float *out = ru_floats(B * LQ * E), *wts = ru_floats(B * NH * LQ * LKV);
     assert_int_equal(attn_mha_forward(ctx, mha, B, LQ, LKV, q, k, v, mask, out, wts), ATTN_OK);
     ru_mha m = {E, NH, NKV, KD, VD, ATTN_CAUSAL_NONE, {w[0], w[1], w[2], w[3]},
-                {bb[0], bb[1], bb[2], bb[3]}};
+                {bb[0], bb[1], bb[2], bb[3]}, NULL};
     double *rout = ru_doubles(B * LQ * E), *rw = ru_doubles(B * NH * LQ * LKV);
     ru_ref_mha(&m, B, LQ, LKV, q, k, v, &rm, rout, rw);
     assert_true(ru_close("mha: out", out, rout, B * LQ * E, E, TOL));

@@ -179,7 +179,8 @@ static void problem_make(problem *p, const sdpa_case *c)
     p->rs = (ref_shape){d->B, d->Hq, d->Hkv, d->Lq, d->Lkv, d->Dqk, d->Dv, (int)c->layout,
                         (int)c->causal,
                         c->scale != 0.0f ? (double)c->scale
-                                         : (double)(float)(1.0 / sqrt((double)d->Dqk))};
+                                         : (double)(float)(1.0 / sqrt((double)d->Dqk)),
+                        NULL};
     if (c->lengths != LEN_NONE || c->keep || c->bias || c->empty_mask)
         make_masks(p, &rng);
 }

@@ -68,6 +68,39 @@ int64_t ref_index(int layout, int64_t heads, int64_t len, int64_t dim, int64_t b
     return ((b * heads + h) * len + s) * dim + d;
 }
 
+int64_t ref_aligned_position(int causal, int64_t i, int64_t len_q, int64_t len_kv)
+{
+    return causal == REF_CAUSAL_TOP_LEFT ? i : i + len_kv - len_q;
+}
+
+int ref_window_visible(const ref_mods *m, int64_t p, int64_t j)
+{
+    if (!m || !m->window)
+        return 1;
+    if (m->left >= 0 && j < p - m->left)
+        return 0;
+    if (m->right >= 0 && j > p + m->right)
+        return 0;
+    return 1;
+}
+
+double ref_modified_logit(const ref_mods *m, int64_t h, int64_t p, int64_t j, double s,
+                          double bias, double *cap_factor)
+{
+    if (cap_factor)
+        *cap_factor = 1.0;
+    if (m && m->softcap > 0.0) {
+        double t = tanh(s / m->softcap);
+        s = m->softcap * t;
+        if (cap_factor)
+            *cap_factor = 1.0 - t * t;
+    }
+    s += bias;
+    if (m && m->alibi)
+        s -= (double)m->alibi[h] * fabs((double)(p - j));
+    return s;
+}
+
 /* Offset of (b, h, i, 0) in a broadcast [mb, mh, mq, len_kv] mask array. */
 static int64_t mask_row(int64_t mb, int64_t mh, int64_t mq, int64_t len_kv, int64_t b,
                         int64_t h, int64_t i)
@@ -108,11 +141,14 @@ static int64_t row_logits(const ref_shape *s, const float *q, const float *k,
         keep = m->keep + mask_row(m->keep_b, m->keep_h, m->keep_q, s->len_kv, b, h, i);
     if (m && m->bias)
         bias = m->bias + mask_row(m->bias_b, m->bias_h, m->bias_q, s->len_kv, b, h, i);
+    int64_t p = ref_aligned_position(s->causal, i, s->len_q, s->len_kv);
     for (int64_t j = 0; j < lim; j++) {
         vis[j] = 0;
         if (keep && keep[j] == 0)
             continue;
         if (bias && bias[j] == -INFINITY)
+            continue;
+        if (!ref_window_visible(s->mods, p, j))
             continue;
         double dot = 0.0;
         for (int64_t d = 0; d < s->dim_qk; d++) {
@@ -120,7 +156,8 @@ static int64_t row_logits(const ref_shape *s, const float *q, const float *k,
             double kv = k[ref_index(s->layout, s->heads_kv, s->len_kv, s->dim_qk, b, g, j, d)];
             dot += qv * kv;
         }
-        logit[j] = s->scale * dot + (bias ? (double)bias[j] : 0.0);
+        logit[j] = ref_modified_logit(s->mods, h, p, j, s->scale * dot,
+                                      bias ? (double)bias[j] : 0.0, NULL);
         vis[j] = 1;
         nvis++;
     }
@@ -213,10 +250,20 @@ static void ref_backward_row(const ref_shape *s, const float *q, const float *k,
         }
         dsum += w[j] * dp[j];
     }
+    int64_t p = ref_aligned_position(s->causal, i, s->len_q, s->len_kv);
     for (int64_t j = 0; j < s->len_kv; j++) {
         if (w[j] == 0.0)
             continue;
         double ds = magnitudes ? w[j] * (dp[j] + dsum) : w[j] * (dp[j] - dsum);
+        if (s->mods && s->mods->softcap > 0.0) {  /* the chain through the cap */
+            double dot = 0.0, factor;
+            for (int64_t c = 0; c < s->dim_qk; c++)
+                dot += (double)q[ref_index(s->layout, s->heads_q, s->len_q, s->dim_qk, b, h, i,
+                                           c)] *
+                       k[ref_index(s->layout, s->heads_kv, s->len_kv, s->dim_qk, b, g, j, c)];
+            ref_modified_logit(s->mods, h, p, j, s->scale * dot, 0.0, &factor);
+            ds *= factor;
+        }
         for (int64_t c = 0; c < s->dim_qk; c++) {
             int64_t qi = ref_index(s->layout, s->heads_q, s->len_q, s->dim_qk, b, h, i, c);
             int64_t kj = ref_index(s->layout, s->heads_kv, s->len_kv, s->dim_qk, b, g, j, c);

@@ -41,11 +41,35 @@ void tu_fill_nan(float *dst, size_t n);
 enum { REF_BHSD = 0, REF_BSHD = 1 };
 enum { REF_CAUSAL_NONE = 0, REF_CAUSAL_TOP_LEFT = 1, REF_CAUSAL_BOTTOM_RIGHT = 2 };
 
+/* Score modifiers, from the formulas of attn.h's "Score modifiers" group:
+ * with p the aligned position (i under top-left causal, i + len_kv − len_q
+ * otherwise), key j is visible only if p − left <= j <= p + right (a side
+ * of −1 is unbounded; window = 0 means no window at all), and its logit is
+ * s = softcap · tanh(s / softcap) (softcap > 0), + bias, − alibi[h] · |p − j|
+ * (alibi NULL: none). */
+typedef struct ref_mods {
+    int window;
+    int64_t left, right;
+    double softcap;
+    const float *alibi;   /* [heads_q] */
+} ref_mods;
+
+/* The aligned position of query i (causal a REF_CAUSAL_* value). */
+int64_t ref_aligned_position(int causal, int64_t i, int64_t len_q, int64_t len_kv);
+/* Whether the window of m (NULL: none) lets query position p see key j. */
+int ref_window_visible(const ref_mods *m, int64_t p, int64_t j);
+/* The modified logit of raw scaled logit s with bias (0 without one), for
+ * head h, position p and key j; *cap_factor (if not NULL) receives
+ * d(capped)/ds = 1 − tanh²(s / softcap), or 1 without a softcap. */
+double ref_modified_logit(const ref_mods *m, int64_t h, int64_t p, int64_t j, double s,
+                          double bias, double *cap_factor);
+
 typedef struct ref_shape {
     int64_t batch, heads_q, heads_kv, len_q, len_kv, dim_qk, dim_v;
     int layout;   /* REF_BHSD or REF_BSHD: applies to q, k, v and out */
     int causal;   /* REF_CAUSAL_* */
     double scale; /* the factor on q·k (pass the same float the op uses) */
+    const ref_mods *mods;  /* NULL: none */
 } ref_shape;
 
 /* The test's own description of a mask. Every pointer may be NULL (that kind
@@ -64,8 +88,10 @@ typedef struct ref_mask {
  *   g = h / (heads_q / heads_kv)
  *   key j is visible if it is allowed by the causal setting
  *   (TOP_LEFT: j <= i; BOTTOM_RIGHT: j <= i + len_kv - len_q), by the valid
- *   length (j < length), by keep (!= 0) and its bias is not -INFINITY;
- *   l_j = scale·Σ_d q·k + bias;  m = max_j l_j (NaN if any l_j is NaN);
+ *   length (j < length), by keep (!= 0), by the window of s->mods, and its
+ *   bias is not -INFINITY;
+ *   l_j = scale·Σ_d q·k + bias, or ref_modified_logit of it with s->mods;
+ *   m = max_j l_j (NaN if any l_j is NaN);
  *   w_j = exp(l_j - m) / Σ exp(l_j' - m) for visible keys, 0 otherwise;
  *   out = Σ_j w_j v_j;  lse = m + log Σ exp(l_j - m).
  * A row with no visible key gets out = 0, weights = 0, lse = -INFINITY.
@@ -78,8 +104,9 @@ int ref_sdpa(const ref_shape *s, const float *q, const float *k, const float *v,
 
 /* Gradients of ref_sdpa's out, in double, from the weights w it computes:
  * for each (b, h, i), with dO = d_out's row,
- *   dP_j = dO · v_j,  D = Σ_j w_j dP_j,  dS_j = w_j (dP_j − D),
+ *   dP_j = dO · v_j,  D = Σ_j w_j dP_j,  dS_j = w_j (dP_j − D) · c_j,
  *   d_q[i] = scale Σ_j dS_j k_j,  d_k[j] += scale dS_j q_i,  d_v[j] += w_j dO
+ * with c_j the softcap's 1 − tanh²(s_j / softcap) (1 without one)
  * summed over every query head of a kv head's group (GQA). Keys of weight 0
  * (masked) contribute nothing and are not read. d_out has the layout of out;
  * d_q, d_k, d_v (each may be NULL) those of q, k, v.
