@@ -375,6 +375,27 @@ attn_status attn_dot_product_attend(attn_context *ctx, const attn_qk *qk, attn_a
 /* Sets a->logits to scale · Q Kᵀ of qk, as attn_dot_product_attend does. */
 void attn_dot_product_logits(const attn_qk *qk, attn_attend_args *a);
 
+/* ---- rotary position embedding (rope.c) -------------------------------- */
+
+/* A deep copy of src (the layer's own, attn_mha_set_rope):
+ * ATTN_ERR_OUT_OF_MEMORY. */
+attn_status attn_rope_copy(const attn_rope *src, attn_rope **dst, const char *f);
+int64_t attn_rope_head_dim(const attn_rope *rope);
+/* ATTN_ERR_INVALID_ARGUMENT unless every position (positions [batch, seq],
+ * or start .. start + seq − 1 when NULL) is one the rope can rotate by:
+ * [0, n_positions) with tables, any that does not overflow with angles. */
+attn_status attn_rope_check_positions(const attn_rope *rope, int64_t batch, int64_t seq,
+                                      const int64_t *positions, int64_t start, const char *f);
+/* Rotates x (view: heads, len = seq, dim = the rope's head_dim) in place on
+ * checked arguments; fails only with ATTN_ERR_OUT_OF_MEMORY (scratch,
+ * threads), before writing, and not at all after attn_rope_reserve of the
+ * same view and batch on ctx. */
+attn_status attn_rope_reserve(attn_context *ctx, const attn_rope *rope, attn_view view,
+                              int64_t batch, const char *f);
+attn_status attn_rope_run(attn_context *ctx, const attn_rope *rope, attn_view view,
+                          int64_t batch, float *x, const int64_t *positions, int64_t start,
+                          int inverse, const char *f);
+
 /* ---- training state (activations.c) ------------------------------------ */
 
 /* Slots of an attn_activations: what a layer's training forward keeps. */
@@ -455,7 +476,13 @@ struct attn_mha {
     uint64_t version;               /* attn_next_version() at the last change */
     attn_dropout dropout;           /* training forwards only */
     attn_score_mods mods;           /* window, softcap, ALiBi */
+    attn_rope *rope;                /* NULL, or the layer's copy (Q and K rotated) */
 };
+
+/* The positions the layer's RoPE rotates query row 0 at (key row 0 is at
+ * 0): the aligned position of attend.c, len_kv − len_q unless causal is
+ * top-left. */
+int64_t attn_mha_query_start(const attn_mha *m, int64_t len_q, int64_t len_kv);
 
 /* The layer's score modifiers, or NULL when none is set. */
 const attn_score_mods *attn_mha_mods(const attn_mha *m);

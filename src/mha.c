@@ -35,6 +35,7 @@ void attn_mha_destroy(attn_mha *mha)
         attn_free(mha->bias[p]);
     }
     attn_score_mods_clear_alibi(&mha->mods);
+    attn_rope_destroy(mha->rope);
     attn_free(mha);
 }
 
@@ -185,6 +186,31 @@ attn_status attn_mha_clear_alibi(attn_mha *mha)
     return modifiers_changed(mha, ATTN_OK);
 }
 
+attn_status attn_mha_set_rope(attn_mha *mha, const attn_rope *rope)
+{
+    static const char *f = "attn_mha_set_rope";
+    if (!mha)
+        return attn_fail(ATTN_ERR_NULL_POINTER, f, "mha is NULL");
+    attn_rope *copy = NULL;
+    if (rope) {
+        if (attn_rope_head_dim(rope) != mha->head_dim)
+            return attn_fail(ATTN_ERR_SHAPE_MISMATCH, f,
+                             "the rope's head_dim (%lld) is not the layer's (%lld)",
+                             (long long)attn_rope_head_dim(rope), (long long)mha->head_dim);
+        attn_status st = attn_rope_copy(rope, &copy, f);
+        if (st != ATTN_OK)
+            return st;
+    }
+    attn_rope_destroy(mha->rope);
+    mha->rope = copy;
+    return modifiers_changed(mha, ATTN_OK);
+}
+
+int64_t attn_mha_query_start(const attn_mha *m, int64_t len_q, int64_t len_kv)
+{
+    return m->causal == ATTN_CAUSAL_TOP_LEFT ? 0 : len_kv - len_q;
+}
+
 const attn_score_mods *attn_mha_mods(const attn_mha *m)
 {
     return attn_score_mods_active(&m->mods) ? &m->mods : NULL;
@@ -236,8 +262,28 @@ static attn_status check_forward(attn_context *ctx, const attn_mha *m, const att
         return st;
     if ((st = attn_mha_check_weights_set(m, f)) != ATTN_OK)
         return st;
+    if (m->rope &&
+        ((st = attn_rope_check_positions(m->rope, 1, c->len_q, NULL,
+                                         attn_mha_query_start(m, c->len_q, c->len_kv), f)) !=
+             ATTN_OK ||
+         (st = attn_rope_check_positions(m->rope, 1, c->len_kv, NULL, 0, f)) != ATTN_OK))
+        return st;
     const attn_mask_dims md = {c->batch, m->num_heads, c->len_q, c->len_kv};
     return attn_mask_validate(mask, &md, f);
+}
+
+/* Rotates the projected Q and K (BSHD views) by the layer's RoPE. */
+static attn_status rotate_projections(attn_context *ctx, const attn_mha *m,
+                                      const attn_mha_call *c, const attn_mha_views *views,
+                                      float *qp, float *kp, const char *f)
+{
+    if (!m->rope)
+        return ATTN_OK;
+    attn_status st = attn_rope_run(ctx, m->rope, views->q, c->batch, qp, NULL,
+                                   attn_mha_query_start(m, c->len_q, c->len_kv), 0, f);
+    if (st == ATTN_OK)
+        st = attn_rope_run(ctx, m->rope, views->kv, c->batch, kp, NULL, 0, 0, f);
+    return st;
 }
 
 /* The workspace holds Q, K, V and the attention output A, each [B·S, ·]. */
@@ -279,6 +325,8 @@ attn_status attn_mha_run(attn_context *ctx, const attn_mha *mha, const attn_mha_
                 mha->bias[ATTN_PROJ_V], buf->vp);
 
     const attn_mha_views views = attn_mha_attention_views(mha, c->len_q, c->len_kv);
+    if ((st = rotate_projections(ctx, mha, c, &views, buf->qp, buf->kp, f)) != ATTN_OK)
+        return st;
     const attn_qk qk = {.q = buf->qp, .q_view = views.q, .k = buf->kp, .k_view = views.kv,
                         .scale = views.scale};
     attn_attend_args a = {

@@ -231,6 +231,36 @@ static attn_status attention_backward(attn_context *ctx, const attn_mha *m,
     return attn_dot_product_backward(ctx, &ba, f);
 }
 
+/* The RoPE's scratch for the inverse rotation of dQ and dK, made before
+ * anything is written. */
+static attn_status reserve_rope(attn_context *ctx, const attn_mha *m,
+                                const attn_activations *act, const char *f)
+{
+    if (!m->rope)
+        return ATTN_OK;
+    const attn_mha_views views = attn_mha_attention_views(m, act->len_q, act->len_kv);
+    attn_status st = attn_rope_reserve(ctx, m->rope, views.q, act->batch, f);
+    if (st == ATTN_OK)
+        st = attn_rope_reserve(ctx, m->rope, views.kv, act->batch, f);
+    return st;
+}
+
+/* The attention saw the rotated R·Q and R·K: their gradients come back to
+ * the projections through Rᵀ, the inverse rotation (rope.c). Cannot fail
+ * after reserve_rope. */
+static void unrotate_gradients(attn_context *ctx, const attn_mha *m,
+                               const attn_activations *act, float *dq, float *dk, const char *f)
+{
+    if (!m->rope)
+        return;
+    const attn_mha_views views = attn_mha_attention_views(m, act->len_q, act->len_kv);
+    if (dq)
+        (void)attn_rope_run(ctx, m->rope, views.q, act->batch, dq, NULL,
+                            attn_mha_query_start(m, act->len_q, act->len_kv), 1, f);
+    if (dk)
+        (void)attn_rope_run(ctx, m->rope, views.kv, act->batch, dk, NULL, 0, 1, f);
+}
+
 size_t attn_mha_backward_floats(const attn_mha *m, const attn_activations *act)
 {
     /* dA [nq, E], dQ [nq, E], dK, dV [nkv, kv_dim]. */
@@ -252,6 +282,8 @@ attn_status attn_mha_backward_reserve(attn_context *ctx, const attn_mha *m,
                                       const attn_activations *act, const char *f)
 {
     attn_status st = attn_context_reserve(ctx, f, projection_threads(ctx, m, act), 0);
+    if (st == ATTN_OK)
+        st = reserve_rope(ctx, m, act, f);
     if (st != ATTN_OK)
         return st;
     const attn_attend_args a = {.batch = act->batch, .heads_q = m->num_heads,
@@ -274,6 +306,8 @@ attn_status attn_mha_backward_run(attn_context *ctx, const attn_mha *mha,
     if (st != ATTN_OK)
         return st;
 
+    if ((st = reserve_rope(ctx, mha, act, f)) != ATTN_OK)
+        return st;
     /* Nothing below writes an output before the attention's backward, the
      * last step that can fail (its scratch). */
     const float *wo = mha->weight[ATTN_PROJ_O];
@@ -282,6 +316,7 @@ attn_status attn_mha_backward_run(attn_context *ctx, const attn_mha *mha,
     if ((st = attention_backward(ctx, mha, act, d_a, need[0] ? dq : NULL, need[1] ? dk : NULL,
                                  need[2] ? dv : NULL, f)) != ATTN_OK)
         return st;
+    unrotate_gradients(ctx, mha, act, need[0] ? dq : NULL, need[1] ? dk : NULL, f);
 
     if (d_params) {
         param_layout l = layout_of(mha);

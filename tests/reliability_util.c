@@ -231,6 +231,23 @@ void ru_ref_mha(const ru_mha *m, int64_t batch, int64_t len_q, int64_t len_kv, c
     linear(query, nq, E, m->w[0], m->b[0], E, Q);
     linear(key, nkv, m->kdim, m->w[1], m->b[1], kvd, K);
     linear(value, nkv, m->vdim, m->w[2], m->b[2], kvd, V);
+    if (m->rope_dim > 0) {  /* queries at their aligned positions, key j at j */
+        double *inv_freq = ru_doubles(m->rope_dim / 2);
+        ref_rope_inv_freq(m->rope_base, m->rope_dim, inv_freq);
+        for (int64_t b = 0; b < batch; b++) {
+            for (int64_t i = 0; i < len_q; i++)
+                for (int64_t h = 0; h < m->heads; h++)
+                    ref_rope_row(Q + (b * len_q + i) * E + h * hd, m->rope_style, m->rope_dim,
+                                 inv_freq,
+                                 (double)ref_aligned_position((int)m->causal, i, len_q, len_kv),
+                                 0);
+            for (int64_t j = 0; j < len_kv; j++)
+                for (int64_t g = 0; g < m->kv_heads; g++)
+                    ref_rope_row(K + (b * len_kv + j) * kvd + g * hd, m->rope_style,
+                                 m->rope_dim, inv_freq, (double)j, 0);
+        }
+        free(inv_freq);
+    }
     for (int64_t b = 0; b < batch; b++)
         for (int64_t h = 0; h < m->heads; h++)
             for (int64_t i = 0; i < len_q; i++) {

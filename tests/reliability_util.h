@@ -88,6 +88,9 @@ typedef struct ru_mha {
     attn_causal causal;
     const float *w[4], *b[4];
     const ref_mods *mods;  /* NULL: none */
+    int64_t rope_dim;      /* 0: no RoPE; else Q and K rotated by ref_rope_row */
+    int rope_style;        /* 0 half, 1 interleaved */
+    double rope_base;
 } ru_mha;
 void ru_ref_mha(const ru_mha *m, int64_t batch, int64_t len_q, int64_t len_kv, const float *query,
                 const float *key, const float *value, const ref_mask *mask, double *out,

@@ -168,7 +168,7 @@ void sdpa_masks_layouts_gqa(void **)
             std::vector<float> out(op.out_size()), w(op.weights_size()), lse(op.lse_size());
             op.forward(ctx, q, k, v, &m, out, w, lse);
 
-            ref_shape s{B, Hq, Hkv, Lq, Lkv, D, Dv, (int)layout, (int)causal, 0.3f};
+            ref_shape s{B, Hq, Hkv, Lq, Lkv, D, Dv, (int)layout, (int)causal, 0.3f, nullptr};
             std::vector<double> rout(out.size()), rw(w.size()), rlse(lse.size());
             assert_int_equal(ref_sdpa(&s, q.data(), k.data(), v.data(), &rm, rout.data(),
                                       rw.data(), rlse.data()),
@@ -190,7 +190,7 @@ void sdpa_masks_layouts_gqa(void **)
     rq.per_query = 1;
     attn::sdpa op(B, Hq, Hkv, Lq, Lkv, D, Dv);
     std::vector<float> out = op.run(ctx, q, k, v, &m);
-    ref_shape s{B, Hq, Hkv, Lq, Lkv, D, Dv, 0, 0, 1.0 / std::sqrt((double)D)};
+    ref_shape s{B, Hq, Hkv, Lq, Lkv, D, Dv, 0, 0, 1.0 / std::sqrt((double)D), nullptr};
     s.scale = (float)(1.0 / std::sqrt((double)D));
     std::vector<double> rout(out.size());
     assert_int_equal(ref_sdpa(&s, q.data(), k.data(), v.data(), &rq, rout.data(), nullptr,

@@ -328,7 +328,7 @@ static void test_mha_poisoned_rows(void **state)
         assert_int_equal(attn_mha_set_weights(m, (attn_proj)x, w[x], bb[x]), ATTN_OK);
     }
     ru_mha rm = {E, NH, NKV, KD, VD, ATTN_CAUSAL_TOP_LEFT, {w[0], w[1], w[2], w[3]},
-                 {bb[0], bb[1], bb[2], bb[3]}, NULL};
+                 {bb[0], bb[1], bb[2], bb[3]}, NULL, 0, 0, 0.0};
     attn_mask *mask = NULL;
     assert_int_equal(attn_mask_create(&mask), ATTN_OK);
     assert_int_equal(attn_mask_set_kv_lengths(mask, mlen, MB, 0, 0), ATTN_OK);

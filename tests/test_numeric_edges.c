@@ -405,7 +405,7 @@ static void test_neg_inf_bias_all_but_one_in_the_layers(void **state)
     float *out = ru_floats(B * LQ * E), *wts = ru_floats(B * NH * LQ * LKV);
     assert_int_equal(attn_mha_forward(ctx, mha, B, LQ, LKV, q, k, v, mask, out, wts), ATTN_OK);
     ru_mha m = {E, NH, NKV, KD, VD, ATTN_CAUSAL_NONE, {w[0], w[1], w[2], w[3]},
-                {bb[0], bb[1], bb[2], bb[3]}, NULL};
+                {bb[0], bb[1], bb[2], bb[3]}, NULL, 0, 0, 0.0};
     double *rout = ru_doubles(B * LQ * E), *rw = ru_doubles(B * NH * LQ * LKV);
     ru_ref_mha(&m, B, LQ, LKV, q, k, v, &rm, rout, rw);
     assert_true(ru_close("mha: out", out, rout, B * LQ * E, E, TOL));

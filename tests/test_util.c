@@ -5,6 +5,7 @@
  */
 #include "test_util.h"
 
+#include <complex.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,37 @@ double ref_modified_logit(const ref_mods *m, int64_t h, int64_t p, int64_t j, do
     if (m && m->alibi)
         s -= (double)m->alibi[h] * fabs((double)(p - j));
     return s;
+}
+
+void ref_rope_inv_freq(double base, int64_t rotary_dim, double *inv_freq)
+{
+    for (int64_t i = 0; i < rotary_dim / 2; i++)
+        inv_freq[i] = 1.0 / pow(base, (double)(2 * i) / (double)rotary_dim);
+}
+
+void ref_rope_row(double *x, int style, int64_t rotary_dim, const double *inv_freq, double pos,
+                  int inverse)
+{
+    int64_t half = rotary_dim / 2;
+    double *y = malloc((size_t)rotary_dim * sizeof *y);
+    if (!y)
+        abort();
+    if (style == 0) {
+        for (int64_t d = 0; d < rotary_dim; d++) {
+            double theta = pos * inv_freq[d % half] * (inverse ? -1.0 : 1.0);
+            double rot = d < half ? -x[d + half] : x[d - half];  /* rotate_half */
+            y[d] = x[d] * cos(theta) + rot * sin(theta);
+        }
+    } else {
+        for (int64_t i = 0; i < half; i++) {
+            double theta = pos * inv_freq[i] * (inverse ? -1.0 : 1.0);
+            double complex z = (x[2 * i] + I * x[2 * i + 1]) * cexp(I * theta);
+            y[2 * i] = creal(z);
+            y[2 * i + 1] = cimag(z);
+        }
+    }
+    memcpy(x, y, (size_t)rotary_dim * sizeof *y);
+    free(y);
 }
 
 /* Offset of (b, h, i, 0) in a broadcast [mb, mh, mq, len_kv] mask array. */

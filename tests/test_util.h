@@ -64,6 +64,18 @@ int ref_window_visible(const ref_mods *m, int64_t p, int64_t j);
 double ref_modified_logit(const ref_mods *m, int64_t h, int64_t p, int64_t j, double s,
                           double bias, double *cap_factor);
 
+/* Rotary embedding of one head's row x[0..head_dim) in double, as the
+ * reference implementations write it: style 0 is HF transformers'
+ * apply_rotary_pos_emb (x·cos + rotate_half(x)·sin with cos, sin =
+ * cat(cos θ, cos θ), cat(sin θ, sin θ) and rotate_half(x) = cat(−x2, x1)),
+ * style 1 Meta's complex form (x[2i] + i·x[2i+1]) · e^{iθ}; on the first
+ * rotary_dim features, θ_i = pos · inv_freq[i] (inv_freq [rotary_dim/2]),
+ * by −θ when inverse. */
+void ref_rope_row(double *x, int style, int64_t rotary_dim, const double *inv_freq, double pos,
+                  int inverse);
+/* inv_freq[i] = 1 / base^(2i / rotary_dim) (HF's formula, in double). */
+void ref_rope_inv_freq(double base, int64_t rotary_dim, double *inv_freq);
+
 typedef struct ref_shape {
     int64_t batch, heads_q, heads_kv, len_q, len_kv, dim_qk, dim_v;
     int layout;   /* REF_BHSD or REF_BSHD: applies to q, k, v and out */
