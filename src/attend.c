@@ -135,22 +135,22 @@ static void write_weights(float *w, const float *p, int64_t j0, int64_t n, int64
  * optional weights and lse outputs. The rows stay unnormalised, their 1/sum
  * going to inv_sums: scaling the dim_v outputs of P·V afterwards is cheaper
  * than scaling n probabilities, and `out` is then the same whether or not
- * weights are requested. */
-static void softmax_block(const attn_attend_args *a, float *s, int64_t b, int64_t h,
-                          int64_t i0, int64_t rows, attn_key_range keys, float *inv_sums)
+ * weights are requested. Rows [r0, r1) of the block. */
+static void softmax_rows(const attn_attend_args *a, const attn_block *blk, float *s, int64_t r0,
+                         int64_t r1, float *inv_sums)
 {
-    int64_t bh = b * a->heads_q + h, n = keys.end - keys.begin;
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t i = i0 + r;
+    int64_t bh = blk->b * a->heads_q + blk->h, n = blk->keys.end - blk->keys.begin;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t i = blk->i0 + r;
         float *row = s + r * n;
-        attn_row_mask m = attn_attend_row_mask(a, b, h, i, keys.begin);
+        attn_row_mask m = attn_attend_row_mask(a, blk->b, blk->h, i, blk->keys.begin);
         float lse = attn_softmax_row(row, n, &m, &inv_sums[r]);
         if (a->dropout)
-            attn_dropout_apply(a->dropout, bh, i, keys.begin, row, n);
-        if (a->lse)
-            a->lse[bh * a->len_q + i] = lse;
+            attn_dropout_apply(a->dropout, bh, i, blk->keys.begin, row, n);
+        if (blk->lse)
+            blk->lse[r * blk->ld_lse] = lse;
         if (a->weights)
-            write_weights(a->weights + (bh * a->len_q + i) * a->len_kv, row, keys.begin, n,
+            write_weights(a->weights + (bh * a->len_q + i) * a->len_kv, row, blk->keys.begin, n,
                           a->len_kv, inv_sums[r]);
     }
 }
@@ -164,58 +164,59 @@ static void scale_rows(float *out, int64_t rows, int64_t stride, int64_t cols,
             out[r * stride + c] *= factors[r];
 }
 
-/* Where one item sits: its batch row, head, kv head, first row, row count
- * and the keys its rows may see (n of them). */
-typedef struct item_geometry {
-    int64_t b, h, g, i0, rows, n;
-    attn_key_range keys;
-} item_geometry;
-
-static item_geometry locate_item(const attend_job *job, int64_t item)
+/* The item of the regular schedule: (batch row, head, block of query rows),
+ * its outputs in out and lse. */
+static attn_block locate_item(const attend_job *job, int64_t item)
 {
     const attn_attend_args *a = job->a;
-    item_geometry it;
+    attn_block blk;
     int64_t bh = item / job->blocks_per_head;
-    it.b = bh / a->heads_q;
-    it.h = bh % a->heads_q;
-    it.g = it.h / (a->heads_q / a->heads_kv);
-    it.i0 = item % job->blocks_per_head * job->block_q;
-    it.rows = a->len_q - it.i0 < job->block_q ? a->len_q - it.i0 : job->block_q;
-    it.keys = attn_attend_block_keys(a, it.b, it.i0, it.i0 + it.rows);
-    it.n = it.keys.end - it.keys.begin;
-    return it;
+    blk.b = bh / a->heads_q;
+    blk.h = bh % a->heads_q;
+    blk.i0 = item % job->blocks_per_head * job->block_q;
+    blk.rows = a->len_q - blk.i0 < job->block_q ? a->len_q - blk.i0 : job->block_q;
+    blk.keys = attn_attend_block_keys(a, blk.b, blk.i0, blk.i0 + blk.rows);
+    blk.ldo = attn_view_stride(&a->out_view);
+    blk.out = a->out + attn_view_offset(&a->out_view, blk.b, blk.h) + blk.i0 * blk.ldo;
+    blk.lse = a->lse ? a->lse + bh * a->len_q + blk.i0 : NULL;
+    blk.ld_lse = 1;
+    return blk;
 }
 
-static float *item_out(const attn_attend_args *a, const item_geometry *it, int64_t *ldo)
-{
-    *ldo = attn_view_stride(&a->out_view);
-    return a->out + attn_view_offset(&a->out_view, it->b, it->h) + it->i0 * *ldo;
-}
-
-/* out_blk = diag(inv_sums) · P · V[j0 : j0 + n]. */
-static void weighted_values(const attn_attend_args *a, const item_geometry *it, const float *p,
+/* out_blk = diag(inv_sums) · P · V[j0 : j0 + n]: the callback's V (paged
+ * caches), or a->v read in place. */
+static void weighted_values(const attn_attend_args *a, const attn_block *blk, const float *p,
                             const float *inv_sums)
 {
-    int64_t ldo;
-    float *out = item_out(a, it, &ldo);
-    int64_t ldv = attn_view_stride(&a->v_view);
-    const float *v = a->v + attn_view_offset(&a->v_view, it->b, it->g) + it->keys.begin * ldv;
-    if (it->rows == 1)
-        attn_gemv_t(it->n, a->v_view.dim, 1.0f, v, ldv, p, out);
-    else
-        attn_gemm_nn(it->rows, a->v_view.dim, it->n, 1.0f, p, it->n, v, ldv, 0.0f, out, ldo);
-    scale_rows(out, it->rows, ldo, a->out_view.dim, inv_sums);
+    int64_t n = blk->keys.end - blk->keys.begin;
+    int64_t g = blk->h / (a->heads_q / a->heads_kv);
+    if (a->values) {
+        a->values(a->values_arg, blk->b, g, blk->rows, blk->keys.begin, n, p, blk->out,
+                  blk->ldo);
+    } else {
+        int64_t ldv = attn_view_stride(&a->v_view);
+        const float *v = a->v + attn_view_offset(&a->v_view, blk->b, g) + blk->keys.begin * ldv;
+        if (blk->rows == 1)
+            attn_gemv_t(n, a->v_view.dim, 1.0f, v, ldv, p, 0.0f, blk->out);
+        else
+            attn_gemm_nn(blk->rows, a->v_view.dim, n, 1.0f, p, n, v, ldv, 0.0f, blk->out,
+                         blk->ldo);
+    }
+    scale_rows(blk->out, blk->rows, blk->ldo, a->out_view.dim, inv_sums);
 }
 
-/* A block whose rows see no key: lse and weights as the softmax leaves
- * them for an empty row, and zero outputs. */
-static void empty_item(const attn_attend_args *a, const item_geometry *it, float *s,
-                       float *inv_sums)
+void attn_attend_block(const attn_attend_args *a, const attn_block *blk, float *s)
 {
-    int64_t ldo;
-    float *out = item_out(a, it, &ldo);
-    softmax_block(a, s, it->b, it->h, it->i0, it->rows, it->keys, inv_sums);
-    zero_rows(out, it->rows, ldo, a->out_view.dim);
+    float inv_sums[ATTN_BLOCK_Q_MAX];
+    int64_t n = blk->keys.end - blk->keys.begin;
+    if (n == 0) {  /* no row sees a key: lse and weights of empty rows, zero outputs */
+        softmax_rows(a, blk, s, 0, blk->rows, inv_sums);
+        zero_rows(blk->out, blk->rows, blk->ldo, a->out_view.dim);
+        return;
+    }
+    a->logits(a->logits_arg, blk->b, blk->h, blk->i0, blk->rows, blk->keys.begin, n, s);
+    softmax_rows(a, blk, s, 0, blk->rows, inv_sums);
+    weighted_values(a, blk, s, inv_sums);
 }
 
 /* The item schedule: one thread does all of an item, with a single-threaded
@@ -223,17 +224,8 @@ static void empty_item(const attn_attend_args *a, const item_geometry *it, float
 static void attend_item(void *arg, int64_t item, int worker)
 {
     const attend_job *job = arg;
-    const attn_attend_args *a = job->a;
-    item_geometry it = locate_item(job, item);
-    float *s = job->ctx->scratch[worker];
-    float inv_sums[ATTN_BLOCK_Q_MAX];
-    if (it.n == 0) {
-        empty_item(a, &it, s, inv_sums);
-        return;
-    }
-    a->logits(a->logits_arg, it.b, it.h, it.i0, it.rows, it.keys.begin, it.n, s);
-    softmax_block(a, s, it.b, it.h, it.i0, it.rows, it.keys, inv_sums);
-    weighted_values(a, &it, s, inv_sums);
+    attn_block blk = locate_item(job, item);
+    attn_attend_block(job->a, &blk, job->ctx->scratch[worker]);
 }
 
 /* The BLAS-threaded schedule (context.c says when): the calling thread
@@ -250,7 +242,7 @@ static void attend_item(void *arg, int64_t item, int worker)
 
 typedef struct softmax_share {
     const attn_attend_args *a;
-    const item_geometry *it;
+    const attn_block *blk;
     float *s;
     float *inv_sums;
     int64_t rows_per_part;
@@ -260,11 +252,9 @@ static void softmax_part(void *arg, int64_t part, int worker)
 {
     (void)worker;
     const softmax_share *sh = arg;
-    const item_geometry *it = sh->it;
     int64_t r0 = part * sh->rows_per_part;
-    int64_t rows = it->rows - r0 < sh->rows_per_part ? it->rows - r0 : sh->rows_per_part;
-    softmax_block(sh->a, sh->s + r0 * it->n, it->b, it->h, it->i0 + r0, rows, it->keys,
-                  sh->inv_sums + r0);
+    int64_t r1 = r0 + sh->rows_per_part < sh->blk->rows ? r0 + sh->rows_per_part : sh->blk->rows;
+    softmax_rows(sh->a, sh->blk, sh->s, r0, r1, sh->inv_sums);
 }
 
 static void attend_blas_threaded(attn_context *ctx, const attend_job *job, int threads,
@@ -274,16 +264,17 @@ static void attend_blas_threaded(attn_context *ctx, const attend_job *job, int t
     float *s = ctx->scratch[0];
     float inv_sums[ATTN_BLOCK_Q_MAX];
     for (int64_t item = 0; item < items; item++) {
-        item_geometry it = locate_item(job, item);
-        if (it.n == 0) {
-            empty_item(a, &it, s, inv_sums);
+        attn_block blk = locate_item(job, item);
+        int64_t n = blk.keys.end - blk.keys.begin;
+        if (n == 0) {
+            attn_attend_block(a, &blk, s);
             continue;
         }
-        a->logits(a->logits_arg, it.b, it.h, it.i0, it.rows, it.keys.begin, it.n, s);
-        int share = it.rows * it.n >= ATTN_SHARED_SOFTMAX_MIN ? threads : 1;
-        softmax_share sh = {a, &it, s, inv_sums, attn_ceil_div(it.rows, share)};
-        attn_context_run(ctx, share, softmax_part, &sh, attn_ceil_div(it.rows, sh.rows_per_part));
-        weighted_values(a, &it, s, inv_sums);
+        a->logits(a->logits_arg, blk.b, blk.h, blk.i0, blk.rows, blk.keys.begin, n, s);
+        int share = blk.rows * n >= ATTN_SHARED_SOFTMAX_MIN ? threads : 1;
+        softmax_share sh = {a, &blk, s, inv_sums, attn_ceil_div(blk.rows, share)};
+        attn_context_run(ctx, share, softmax_part, &sh, attn_ceil_div(blk.rows, sh.rows_per_part));
+        weighted_values(a, &blk, s, inv_sums);
     }
 }
 

@@ -313,6 +313,10 @@ int64_t attn_view_stride(const attn_view *t);
  * against keys [j0, j0 + n) into s, row-major with leading dimension n. */
 typedef void (*attn_logits_fn)(const void *arg, int64_t b, int64_t h, int64_t i0, int64_t rows,
                                int64_t j0, int64_t n, float *s);
+/* Writes out[rows, dim_v] (rows ldo apart) = p[rows, n] · V[j0 : j0 + n] of
+ * batch row b, kv head g (the paged cache's values). */
+typedef void (*attn_values_fn)(const void *arg, int64_t b, int64_t g, int64_t rows, int64_t j0,
+                               int64_t n, const float *p, float *out, int64_t ldo);
 
 typedef struct attn_attend_args {
     int64_t batch, heads_q, heads_kv, len_q, len_kv;
@@ -328,12 +332,31 @@ typedef struct attn_attend_args {
     float *lse;              /* NULL or [batch, heads_q, len_q] */
     const attn_dropout *dropout; /* NULL: none; applied after the softmax */
     const attn_score_mods *mods; /* NULL: none */
+    attn_values_fn values;       /* NULL: P·V reads v in place; else this computes it */
+    const void *values_arg;
 } attn_attend_args;
 
 /* A range of keys [begin, end). */
 typedef struct attn_key_range {
     int64_t begin, end;
 } attn_key_range;
+
+/* One block of work: query rows [i0, i0 + rows) of (batch row b, query
+ * head h) against keys `keys`, with its output rows at out (ldo apart) and
+ * row r's lse at lse[r · ld_lse] (lse NULL: not wanted). */
+typedef struct attn_block {
+    int64_t b, h, i0, rows;
+    attn_key_range keys;
+    float *out;
+    int64_t ldo;
+    float *lse;
+    int64_t ld_lse;
+} attn_block;
+
+/* The block's logits, masked softmax over blk->keys (each row normalised
+ * over those keys; lse of those keys) and P·V, in s (rows × n floats of
+ * scratch). The one block function of every forward schedule. */
+void attn_attend_block(const attn_attend_args *a, const attn_block *blk, float *s);
 
 /* The block schedule forward and backward share (block_rows.h): query rows
  * per block, the keys a block of rows [i0, i1) of batch row b may see
@@ -395,6 +418,98 @@ attn_status attn_rope_reserve(attn_context *ctx, const attn_rope *rope, attn_vie
 attn_status attn_rope_run(attn_context *ctx, const attn_rope *rope, attn_view view,
                           int64_t batch, float *x, const int64_t *positions, int64_t start,
                           int inverse, const char *f);
+
+/* ---- merging partial attention (merge.c) -------------------------------- */
+
+/* One row of attn_merge_partials: outs[p] [dim_v] and lses[p] of n_parts
+ * parts into out [dim_v] (may be outs[0]) and *lse. */
+void attn_merge_row(int64_t n_parts, int64_t dim_v, const float *const *outs,
+                    const float *lses, float *out, float *lse);
+
+/* ---- the paged KV cache (kv_cache.c) ------------------------------------ */
+
+/* One sequence: its length in tokens and its page table. */
+typedef struct attn_kv_seq {
+    bool open;
+    int64_t len;              /* tokens */
+    int64_t n_pages, cap_pages;
+    int64_t *pages;           /* [cap_pages]: page p holds tokens p·page_size .. */
+} attn_kv_seq;
+
+struct attn_kv_cache {
+    int64_t heads_kv, dim_qk, dim_v, page_size, num_pages;
+    float *k;                 /* [num_pages, heads_kv, page_size, dim_qk] */
+    float *v;                 /* [num_pages, heads_kv, page_size, dim_v] */
+    int64_t *refs;            /* [num_pages]: sequences holding each page */
+    int64_t *free_pages;      /* [num_pages]: a stack of the n_free free pages */
+    int64_t n_free;
+    attn_kv_seq *seqs;        /* [cap_seqs]; ids are indices */
+    int64_t n_seqs, cap_seqs;
+};
+
+/* Head g's rows of a page: [page_size, dim_qk] keys, [page_size, dim_v]
+ * values, row-major. */
+float *attn_kv_cache_k_rows(const attn_kv_cache *c, int64_t page, int64_t g);
+float *attn_kv_cache_v_rows(const attn_kv_cache *c, int64_t page, int64_t g);
+/* The open sequence seq, or NULL with ATTN_ERR_INVALID_ARGUMENT's message. */
+const attn_kv_seq *attn_kv_cache_seq(const attn_kv_cache *c, int64_t seq, const char *f);
+/* Free pages that appending n tokens to s takes (new pages, and a copy of
+ * a shared last page). */
+int64_t attn_kv_cache_pages_needed(const attn_kv_cache *cache, const attn_kv_seq *s, int64_t n);
+/* ATTN_ERR_STATE ("out of pages") when needed > the free pages. */
+attn_status attn_kv_cache_check_room(const attn_kv_cache *cache, int64_t n, int64_t needed,
+                                     const char *f);
+/* Grows seq's page table for n more tokens: ATTN_ERR_OUT_OF_MEMORY, with
+ * nothing visible changed. */
+attn_status attn_kv_cache_reserve_table(attn_kv_cache *cache, int64_t seq, int64_t n,
+                                        const char *f);
+/* Appends n tokens (row t of k at k + t·ldk, heads_kv × dim_qk floats;
+ * likewise v) after the checks and reservations above: cannot fail. */
+void attn_kv_cache_write(attn_kv_cache *cache, int64_t seq, int64_t n, const float *k,
+                         int64_t ldk, const float *v, int64_t ldv);
+
+/* ---- attention against the cache (attend_cached.c) ----------------------- */
+
+/* One cached attention call: the new queries of n_seqs sequences. */
+typedef struct attn_cached_call {
+    attn_context *ctx;
+    const attn_kv_cache *cache;
+    int64_t n_seqs;
+    const int64_t *seqs, *cu_q;      /* checked: open sequences, cu_q from 0 up */
+    const float *q;                  /* [total_q, heads_q, dim_qk] */
+    int64_t heads_q, heads_kv, dim_qk, dim_v;
+    float scale;
+    const attn_score_mods *mods;     /* NULL: none */
+    float *out;                      /* [total_q, heads_q, dim_v] */
+    float *lse;                      /* NULL or [total_q, heads_q] */
+} attn_cached_call;
+
+/* How a call runs: its items, threads, scratch and the partial results of
+ * split key blocks. */
+typedef struct attn_cached_plan attn_cached_plan;
+
+/* Plans c for sequences of lens[s] tokens (their lengths when it runs) and
+ * reserves its threads and scratch: ATTN_ERR_OUT_OF_MEMORY, nothing
+ * written. c must outlive the plan. */
+attn_status attn_cached_plan_make(attn_context *ctx, const attn_cached_call *c,
+                                  const int64_t *lens, attn_cached_plan **plan, const char *f);
+/* Floats of partial results attn_cached_run needs (0: none). */
+size_t attn_cached_plan_partial_floats(const attn_cached_plan *plan);
+/* Runs the plan: out and lse of every query row. Cannot fail. */
+void attn_cached_run(attn_cached_plan *plan, float *partials);
+void attn_cached_plan_free(attn_cached_plan *plan);
+/* The checks both cached forwards make: n_seqs >= 0; seqs and cu_q
+ * present; cu_q from 0, non-decreasing; every sequence open. */
+attn_status attn_cached_check_queries(const attn_kv_cache *cache, int64_t n_seqs,
+                                      const int64_t *seqs, const int64_t *cu_q, const char *f);
+/* The cache holds heads_kv heads of these dims (ATTN_ERR_SHAPE_MISMATCH),
+ * and q, out of total_q rows fit and are present. */
+attn_status attn_cached_check_tensors(const attn_kv_cache *cache, int64_t heads_kv,
+                                      int64_t dim_qk, int64_t dim_v, int64_t total_q,
+                                      int64_t heads_q, const float *q, const float *out,
+                                      const char *f);
+/* A cached call with op's heads, dims, scale and modifiers (sdpa.c). */
+attn_cached_call attn_sdpa_cached_call(const attn_sdpa *op);
 
 /* ---- training state (activations.c) ------------------------------------ */
 
@@ -729,7 +844,7 @@ void attn_blas_copy_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
                           float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                           float beta, float *c, int64_t ldc);
 void attn_blas_copy_sgemv(bool trans, int64_t m, int64_t n, float alpha, const float *a,
-                          int64_t lda, const float *x, float *y);
+                          int64_t lda, const float *x, float beta, float *y);
 #endif
 /* The "blas_copy" line of attn_runtime_info: its path, or "none (why)". */
 void attn_blas_copy_describe(char *buf, size_t size);
@@ -746,13 +861,14 @@ void attn_gemm_nn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, 
 void attn_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
-/* y[m] = alpha · A[m×n] · x[n], row-major A. For one query row (decoding) a
- * GEMV reads K or V once, where a GEMM with M = 1 would first pack all of it. */
+/* y[m] = alpha · A[m×n] · x[n] (+ beta · y), row-major A. For one query row
+ * (decoding) a GEMV reads K or V once, where a GEMM with M = 1 would first
+ * pack all of it. */
 void attn_gemv_n(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
-                 float *y);
-/* y[n] = alpha · A[m×n]ᵀ · x[m], row-major A. */
+                 float beta, float *y);
+/* y[n] = alpha · A[m×n]ᵀ · x[m] (+ beta · y), row-major A. */
 void attn_gemv_t(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
-                 float *y);
+                 float beta, float *y);
 
 /* ---- runtime information (cpu_features.c, advice.c, runtime_info.c) --- */
 

@@ -147,15 +147,15 @@ void attn_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, 
  * reads A once, like cblas_sgemv, without a second BLAS library (and its
  * threads) next to oneDNN. */
 void attn_gemv_n(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
-                 float *y)
+                 float beta, float *y)
 {
-    (void)dnnl_sgemm('N', 'N', m, 1, n, alpha, a, lda, x, 1, 0.0f, y, 1);
+    (void)dnnl_sgemm('N', 'N', m, 1, n, alpha, a, lda, x, 1, beta, y, 1);
 }
 
 void attn_gemv_t(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
-                 float *y)
+                 float beta, float *y)
 {
-    (void)dnnl_sgemm('T', 'N', n, 1, m, alpha, a, lda, x, 1, 0.0f, y, 1);
+    (void)dnnl_sgemm('T', 'N', n, 1, m, alpha, a, lda, x, 1, beta, y, 1);
 }
 
 #else /* a CBLAS: OpenBLAS, BLIS, or any other */
@@ -287,7 +287,7 @@ const char *attn_blas_kernel(void)
     }
 #define COPY_GEMV(t)                                                                       \
     if (attn_blas_copy_in_use()) {                                                         \
-        attn_blas_copy_sgemv(t, m, n, alpha, a, lda, x, y);                                \
+        attn_blas_copy_sgemv(t, m, n, alpha, a, lda, x, beta, y);                          \
         return;                                                                            \
     }
 #else
@@ -320,18 +320,18 @@ void attn_gemm_tn(int64_t m, int64_t n, int64_t k, float alpha, const float *a, 
 }
 
 void attn_gemv_n(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
-                 float *y)
+                 float beta, float *y)
 {
     COPY_GEMV(false)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)n, alpha, a, (int)lda, x, 1, 0.0f, y,
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)n, alpha, a, (int)lda, x, 1, beta, y,
                 1);
 }
 
 void attn_gemv_t(int64_t m, int64_t n, float alpha, const float *a, int64_t lda, const float *x,
-                 float *y)
+                 float beta, float *y)
 {
     COPY_GEMV(true)
-    cblas_sgemv(CblasRowMajor, CblasTrans, (int)m, (int)n, alpha, a, (int)lda, x, 1, 0.0f, y, 1);
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)m, (int)n, alpha, a, (int)lda, x, 1, beta, y, 1);
 }
 
 #endif

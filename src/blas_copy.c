@@ -170,11 +170,11 @@ void attn_blas_copy_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
 }
 
 void attn_blas_copy_sgemv(bool trans, int64_t m, int64_t n, float alpha, const float *a,
-                          int64_t lda, const float *x, float *y)
+                          int64_t lda, const float *x, float beta, float *y)
 {
     int saved = serial_begin();
     copy.sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, (int)m, (int)n, alpha, a,
-               (int)lda, x, 1, 0.0f, y, 1);
+               (int)lda, x, 1, beta, y, 1);
     serial_end(saved);
 }
 

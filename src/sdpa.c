@@ -219,7 +219,7 @@ static void dot_product_logits(const void *arg, int64_t b, int64_t h, int64_t i0
     int64_t ldk = attn_view_stride(&qk->k_view);
     const float *k = qk->k + attn_view_offset(&qk->k_view, b, g) + j0 * ldk;
     if (rows == 1)
-        attn_gemv_n(n, qk->q_view.dim, qk->scale, k, ldk, q, s);
+        attn_gemv_n(n, qk->q_view.dim, qk->scale, k, ldk, q, 0.0f, s);
     else
         attn_gemm_nt(rows, n, qk->q_view.dim, qk->scale, q, ldq, k, ldk, 0.0f, s, n);
 }
@@ -300,6 +300,13 @@ attn_status attn_sdpa_forward(attn_context *ctx, const attn_sdpa *op, const floa
     a.weights = weights;
     a.lse = lse;
     return attn_dot_product_attend(ctx, &qk, &a, f);
+}
+
+attn_cached_call attn_sdpa_cached_call(const attn_sdpa *op)
+{
+    return (attn_cached_call){.heads_q = op->heads_q, .heads_kv = op->heads_kv,
+                              .dim_qk = op->dim_qk, .dim_v = op->dim_v, .scale = op->scale,
+                              .mods = attn_score_mods_active(&op->mods) ? &op->mods : NULL};
 }
 
 /* ---- backward ----------------------------------------------------------- */
