@@ -45,6 +45,7 @@
 #include <attn.h>
 #include <cblas.h>
 
+#include "bench_util.h"
 #include "block_rows.h"
 
 #include <malloc.h>
@@ -125,13 +126,6 @@ static bool wait_out_blas_threads(int user_blas_threads, const options *o)
     return true;
 }
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static float *random_floats(size_t n, unsigned seed)
 {
     float *x = malloc(n * sizeof *x);
@@ -144,18 +138,6 @@ static float *random_floats(size_t n, unsigned seed)
         x[i] = (float)((seed >> 8) & 0xffff) / 65536.0f - 0.5f;
     }
     return x;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* ---- the data of one configuration ------------------------------------- */
@@ -730,10 +712,10 @@ static void time_rounds(problem *p, const options *o, int user_blas_threads, tim
         for (int i = 0; i < n; i++) {
             if (steps[i].as_run && (i == 0 || !steps[i - 1].as_run))
                 set_blas_threads(user_blas_threads);
-            double t0 = now();
+            double t0 = bench_now();
             run_step(p, o, &steps[i]);
             if (r >= 0)
-                steps[i].t[r] = now() - t0;
+                steps[i].t[r] = bench_now() - t0;
         }
         waited = wait_out_blas_threads(user_blas_threads, o);
     }
@@ -759,8 +741,8 @@ static void measure(const config *c, const options *o, long mem_kib)
     };
     time_rounds(&p, o, user_blas_threads, steps, 3);
     attn_context_destroy(best_ctx);
-    double fl = median(steps[0].t, o->runs), best = median(steps[1].t, o->runs);
-    double lib = median(steps[2].t, o->runs);
+    double fl = bench_median(steps[0].t, o->runs), best = bench_median(steps[1].t, o->runs);
+    double lib = bench_median(steps[2].t, o->runs);
     double gf = flops(c) / lib * 1e-9, gf_floor = flops(c) / fl * 1e-9;
     printf("{\"name\":\"%s\",\"batch\":%lld,\"heads_q\":%lld,\"heads_kv\":%lld,\"len_q\":%lld,"
            "\"len_kv\":%lld,\"dim\":%lld,\"causal\":%d,\"threads\":%d,\"floor_threads\":%d,"
@@ -811,8 +793,8 @@ static double measure_backward(const config *c, const options *o, long mem_kib,
     };
     time_rounds(&p, o, user_blas_threads, steps, 4);
     attn_context_destroy(best_ctx);
-    double fl = median(steps[0].t, o->runs), best = median(steps[1].t, o->runs);
-    double fwd = median(steps[2].t, o->runs), lib = median(steps[3].t, o->runs);
+    double fl = bench_median(steps[0].t, o->runs), best = bench_median(steps[1].t, o->runs);
+    double fwd = bench_median(steps[2].t, o->runs), lib = bench_median(steps[3].t, o->runs);
     double gf = flops(c) / lib * 1e-9, gf_floor = flops(c) / fl * 1e-9;
     char causal_ratio[32];
     causal_ratio_text(causal_ratio, lib * 1e3, noncausal_ms);
@@ -860,8 +842,8 @@ static double measure_mha_backward(const config *c, const options *o, long mem_k
     double t_lib[64];  /* the step as run, per round */
     for (int r = 0; r < o->runs; r++)
         t_lib[r] = steps[1].t[r] + steps[2].t[r];
-    double lib = median(t_lib, o->runs), best = median(steps[0].t, o->runs);
-    double fwd = median(steps[1].t, o->runs), bwd = median(steps[2].t, o->runs);
+    double lib = bench_median(t_lib, o->runs), best = bench_median(steps[0].t, o->runs);
+    double fwd = bench_median(steps[1].t, o->runs), bwd = bench_median(steps[2].t, o->runs);
     double gf = flops(c) / lib * 1e-9;
     char causal_ratio[32];
     causal_ratio_text(causal_ratio, lib * 1e3, noncausal_ms);

@@ -34,6 +34,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
+
 typedef struct config {
     const char *name;
     int64_t len, d, heads, ff;
@@ -50,13 +52,6 @@ typedef struct problem {
     attn_activations *act;
     attn_context *ctx;
 } problem;
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static float *random_floats(size_t n, unsigned seed, float scale)
 {
@@ -208,18 +203,6 @@ static void lib_train(problem *p)
                                                   p->d_params));
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static void measure(const config *c, int threads, int runs)
 {
     problem p;
@@ -228,14 +211,14 @@ static void measure(const config *c, int threads, int runs)
     double t[4][64];
     for (int r = -1; r < runs; r++)  /* r = -1: the warm-up */
         for (int s = 0; s < 4; s++) {
-            double t0 = now();
+            double t0 = bench_now();
             steps[s](&p);
             if (r >= 0)
-                t[s][r] = now() - t0;
+                t[s][r] = bench_now() - t0;
         }
     double ms[4];
     for (int s = 0; s < 4; s++)
-        ms[s] = median(t[s], runs) * 1e3;
+        ms[s] = bench_median(t[s], runs) * 1e3;
     printf("{\"name\":\"%s\",\"len\":%lld,\"d_model\":%lld,\"nhead\":%lld,\"dim_feedforward\":%lld,"
            "\"activation\":\"%s\",\"norm_first\":%d,\"threads\":%d,\"runs\":%d,"
            "\"fwd_ms\":%.4f,\"fwd_floor_ms\":%.4f,\"fwd_ratio\":%.3f,"

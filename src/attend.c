@@ -139,11 +139,13 @@ static void write_weights(float *w, const float *p, int64_t j0, int64_t n, int64
 static void softmax_rows(const attn_attend_args *a, const attn_block *blk, float *s, int64_t r0,
                          int64_t r1, float *inv_sums)
 {
-    int64_t bh = blk->b * a->heads_q + blk->h, n = blk->keys.end - blk->keys.begin;
+    int64_t n = blk->keys.end - blk->keys.begin;
     for (int64_t r = r0; r < r1; r++) {
-        int64_t i = blk->i0 + r;
+        /* Row r: query i0 + r of head h, or query i0 of head h + r. */
+        int64_t i = blk->i0 + (blk->head_rows ? 0 : r), h = blk->h + (blk->head_rows ? r : 0);
+        int64_t bh = blk->b * a->heads_q + h;
         float *row = s + r * n;
-        attn_row_mask m = attn_attend_row_mask(a, blk->b, blk->h, i, blk->keys.begin);
+        attn_row_mask m = attn_attend_row_mask(a, blk->b, h, i, blk->keys.begin);
         float lse = attn_softmax_row(row, n, &m, &inv_sums[r]);
         if (a->dropout)
             attn_dropout_apply(a->dropout, bh, i, blk->keys.begin, row, n);
@@ -169,7 +171,7 @@ static void scale_rows(float *out, int64_t rows, int64_t stride, int64_t cols,
 static attn_block locate_item(const attend_job *job, int64_t item)
 {
     const attn_attend_args *a = job->a;
-    attn_block blk;
+    attn_block blk = {0};
     int64_t bh = item / job->blocks_per_head;
     blk.b = bh / a->heads_q;
     blk.h = bh % a->heads_q;

@@ -9,22 +9,33 @@
  * function attn_attend_block), with two callbacks that read the cache page
  * by page: the logits scale · Q Kᵀ and P · V, each a cblas_sgemm (or
  * cblas_sgemv for a single query row) per page segment. The work items are
- * (sequence, query head, block of query rows) and, when those are fewer
- * than twice the threads (a decode step of one or a few sequences), also
- * blocks of keys: each key block's rows are normalised over its own keys
- * and come with their log-sum-exp, and a last pass merges them exactly
- * (merge.c; flash-decoding, Dao et al. 2023). So one long sequence still
- * uses every core, and the result does not depend on the split beyond
- * float rounding.
+ * (sequence, kv head, block of query rows, block of keys), an item running
+ * the query heads of its kv head's group one after the other over the same
+ * keys. Keys are split into blocks when a sequence decodes (a few new rows:
+ * blocks small enough to stay in L2 across the group's heads, so that K
+ * and V come from memory once per group) or when the items would be fewer
+ * than twice the threads (one long sequence still uses every core). Each
+ * key block's rows are normalised over its own keys and come with their
+ * log-sum-exp, and a last pass merges them exactly (merge.c;
+ * flash-decoding, Dao et al. 2023): the result does not depend on the
+ * split beyond float rounding.
  */
 #include <string.h>
 
 #include "attn_internal.h"
 #include "block_rows.h"
 
-/* Keys per block when a sequence's keys are split: fewer would make the
- * merge and the per-call overheads dominate. */
+/* Keys per block when a sequence's keys are split for parallelism: fewer
+ * would make the merge and the per-call overheads dominate. */
 #define KEY_BLOCK_MIN 512
+/* Keys per block of a decoding sequence (few new rows): 512 keys of K and
+ * V at d 128 are 512 KiB, which stay in a core's L2 while the item runs
+ * the query heads of their group over them one after the other, so K and
+ * V come from memory once per group, not once per query head. */
+#define KEY_BLOCK_DECODE 512
+/* A sequence with at most this many new rows decodes: its keys are split
+ * into L2-sized blocks whatever the thread count. */
+#define DECODE_ROWS 16
 /* At most this many key blocks per sequence (merge.c gathers 64 parts). */
 #define KEY_BLOCKS_MAX 64
 
@@ -33,7 +44,8 @@ typedef struct paged_arg {
     const attn_kv_cache *cache;
     const attn_kv_seq *seq;
     const float *q;        /* the sequence's first query row, head 0 */
-    int64_t ldq;           /* heads_q × dim_qk */
+    int64_t ldq;           /* between two query rows: heads_q × dim_qk, or dim_qk
+                              when the rows are the heads of one query (decoding) */
     int64_t dim_qk, dim_v, group;
     float scale;
 } paged_arg;
@@ -53,7 +65,7 @@ static void paged_logits(const void *arg, int64_t b, int64_t h, int64_t i0, int6
     (void)b;
     const paged_arg *pa = arg;
     int64_t g = h / pa->group;
-    const float *q = pa->q + i0 * pa->ldq + h * pa->dim_qk;
+    const float *q = pa->q + i0 * pa->cache->heads_kv * pa->group * pa->dim_qk + h * pa->dim_qk;
     FOR_EACH_SEGMENT(pa, j0, n, {
         const float *k = attn_kv_cache_k_rows(pa->cache, page, g) + off * pa->dim_qk;
         if (rows == 1)
@@ -88,6 +100,7 @@ typedef struct cached_seq {
     paged_arg pa;
     int64_t cu;              /* its first query row */
     int64_t block_q, blocks; /* query blocks */
+    bool head_rows;          /* one new token: a block's rows are its group's heads */
     int64_t key_blocks, key_block;
     int64_t item0;           /* its first work item */
     float *part_out, *part_lse;  /* [key_blocks, heads_q, n_q, dim_v], [.., n_q]: when split */
@@ -103,10 +116,12 @@ struct attn_cached_plan {
     size_t partial_floats;
 };
 
-/* Key blocks of a sequence of n keys, given how many splits the call wants. */
+/* Key blocks of a sequence of n keys: L2-sized when it decodes, else as
+ * many as the call wants for its threads (want), each of at least
+ * KEY_BLOCK_MIN keys. */
 static void split_keys(cached_seq *cs, int64_t n, int64_t want, int64_t page_size)
 {
-    int64_t blocks = want;
+    int64_t blocks = cs->args.len_q <= DECODE_ROWS ? attn_ceil_div(n, KEY_BLOCK_DECODE) : want;
     if (blocks > attn_ceil_div(n, KEY_BLOCK_MIN))
         blocks = attn_ceil_div(n, KEY_BLOCK_MIN);
     if (blocks > KEY_BLOCKS_MAX)
@@ -128,8 +143,10 @@ static void set_sequence(const attn_cached_call *c, int64_t s, int64_t n, cached
     cs->cu = c->cu_q[s];
     /* q and out are bound when the plan runs (attn_cached_run): a layer
      * plans before its projections exist. */
+    cs->head_rows = n_q == 1;
     cs->pa = (paged_arg){.cache = c->cache, .seq = &c->cache->seqs[c->seqs[s]],
-                         .ldq = c->heads_q * c->dim_qk, .dim_qk = c->dim_qk, .dim_v = c->dim_v,
+                         .ldq = cs->head_rows ? c->dim_qk : c->heads_q * c->dim_qk,
+                         .dim_qk = c->dim_qk, .dim_v = c->dim_v,
                          .group = c->heads_q / c->heads_kv, .scale = c->scale};
     cs->args = (attn_attend_args){
         .batch = 1, .heads_q = c->heads_q, .heads_kv = c->heads_kv, .len_q = n_q, .len_kv = n,
@@ -155,7 +172,7 @@ attn_status attn_cached_plan_make(attn_context *ctx, const attn_cached_call *c,
     int64_t base_items = 0;
     for (int64_t s = 0; s < c->n_seqs; s++) {
         set_sequence(c, s, lens[s], &seqs[s]);
-        base_items += c->heads_q * seqs[s].blocks;
+        base_items += c->heads_kv * seqs[s].blocks;
     }
     /* Like attend.c: under the BLAS-threaded schedule the caller runs the
      * items (the BLAS threads each call); otherwise one item per thread. */
@@ -167,8 +184,10 @@ attn_status attn_cached_plan_make(attn_context *ctx, const attn_cached_call *c,
         cached_seq *cs = &seqs[s];
         split_keys(cs, lens[s], want, c->cache->page_size);
         cs->item0 = p->items;
-        p->items += c->heads_q * cs->blocks * cs->key_blocks;
-        int64_t rows = cs->args.len_q < cs->block_q ? cs->args.len_q : cs->block_q;
+        p->items += c->heads_kv * cs->blocks * cs->key_blocks;
+        int64_t group = c->heads_q / c->heads_kv;
+        int64_t rows = cs->head_rows ? (group < ATTN_BLOCK_Q_MAX ? group : ATTN_BLOCK_Q_MAX)
+                       : cs->args.len_q < cs->block_q ? cs->args.len_q : cs->block_q;
         size_t floats = (size_t)(rows * (cs->key_block < lens[s] ? cs->key_block : lens[s]));
         p->scratch_floats = floats > p->scratch_floats ? floats : p->scratch_floats;
         if (cs->key_blocks > 1)
@@ -214,6 +233,9 @@ static int64_t sequence_of(const attn_cached_plan *p, int64_t item)
     return lo;
 }
 
+/* Item = (sequence, kv head, block of query rows, block of keys): the
+ * query heads of the kv head's group, one after the other, over the same
+ * keys (which stay in cache between them). */
 static void run_item(const attn_cached_plan *p, int64_t item, float *scratch)
 {
     const attn_cached_call *c = p->call;
@@ -221,7 +243,8 @@ static void run_item(const attn_cached_plan *p, int64_t item, float *scratch)
     const attn_attend_args *a = &cs->args;
     int64_t local = item - cs->item0;
     int64_t kb = local % cs->key_blocks, rest = local / cs->key_blocks;
-    attn_block blk = {.b = 0, .h = rest / cs->blocks, .i0 = rest % cs->blocks * cs->block_q};
+    int64_t g = rest / cs->blocks, group = c->heads_q / c->heads_kv;
+    attn_block blk = {.b = 0, .i0 = rest % cs->blocks * cs->block_q};
     blk.rows = a->len_q - blk.i0 < cs->block_q ? a->len_q - blk.i0 : cs->block_q;
     attn_key_range keys = attn_attend_block_keys(a, 0, blk.i0, blk.i0 + blk.rows);
     int64_t k0 = kb * cs->key_block, k1 = k0 + cs->key_block;
@@ -229,19 +252,32 @@ static void run_item(const attn_cached_plan *p, int64_t item, float *scratch)
     blk.keys.end = keys.end < k1 ? keys.end : k1;
     if (blk.keys.end <= blk.keys.begin)
         blk.keys = (attn_key_range){0, 0};
-    if (cs->key_blocks == 1) {
-        blk.ldo = c->heads_q * c->dim_v;
-        blk.out = a->out + blk.i0 * blk.ldo + blk.h * c->dim_v;
-        blk.lse = c->lse ? c->lse + (cs->cu + blk.i0) * c->heads_q + blk.h : NULL;
-        blk.ld_lse = c->heads_q;
-    } else {
-        int64_t part = (kb * c->heads_q + blk.h) * a->len_q + blk.i0;
-        blk.ldo = c->dim_v;
-        blk.out = cs->part_out + part * c->dim_v;
-        blk.lse = cs->part_lse + part;
-        blk.ld_lse = 1;
+    /* One new token: the group's heads are the block's rows (at most
+     * ATTN_BLOCK_Q_MAX at a time), one GEMM over each page for all of
+     * them; else each head's rows in turn. */
+    int64_t step = cs->head_rows ? ATTN_BLOCK_Q_MAX : 1;
+    blk.head_rows = cs->head_rows;
+    for (blk.h = g * group; blk.h < (g + 1) * group; blk.h += step) {
+        if (cs->head_rows)
+            blk.rows = (g + 1) * group - blk.h < step ? (g + 1) * group - blk.h : step;
+        if (cs->key_blocks == 1) {
+            /* heads of one row are dim_v apart in out, rows of one head
+             * heads_q · dim_v */
+            blk.ldo = cs->head_rows ? c->dim_v : c->heads_q * c->dim_v;
+            blk.out = a->out + blk.i0 * c->heads_q * c->dim_v + blk.h * c->dim_v;
+            blk.lse = c->lse ? c->lse + (cs->cu + blk.i0) * c->heads_q + blk.h : NULL;
+            blk.ld_lse = cs->head_rows ? 1 : c->heads_q;
+        } else {
+            /* partial rows [kb, heads_q, n_q]: heads n_q apart, rows 1 */
+            int64_t part = (kb * c->heads_q + blk.h) * a->len_q + blk.i0;
+            int64_t ld = cs->head_rows ? a->len_q : 1;
+            blk.ldo = ld * c->dim_v;
+            blk.out = cs->part_out + part * c->dim_v;
+            blk.lse = cs->part_lse + part;
+            blk.ld_lse = ld;
+        }
+        attn_attend_block(a, &blk, scratch);
     }
-    attn_attend_block(a, &blk, scratch);
 }
 
 static void cached_item(void *arg, int64_t item, int worker)

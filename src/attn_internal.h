@@ -310,7 +310,9 @@ int64_t attn_view_offset(const attn_view *t, int64_t b, int64_t h);
 int64_t attn_view_stride(const attn_view *t);
 
 /* Writes the logits of query rows [i0, i0 + rows) of (batch b, query head h)
- * against keys [j0, j0 + n) into s, row-major with leading dimension n. */
+ * against keys [j0, j0 + n) into s, row-major with leading dimension n.
+ * (The cached path's callback may take rows as heads h.. of query i0: its
+ * argument says so, attn_block.head_rows.) */
 typedef void (*attn_logits_fn)(const void *arg, int64_t b, int64_t h, int64_t i0, int64_t rows,
                                int64_t j0, int64_t n, float *s);
 /* Writes out[rows, dim_v] (rows ldo apart) = p[rows, n] · V[j0 : j0 + n] of
@@ -342,10 +344,13 @@ typedef struct attn_key_range {
 } attn_key_range;
 
 /* One block of work: query rows [i0, i0 + rows) of (batch row b, query
- * head h) against keys `keys`, with its output rows at out (ldo apart) and
- * row r's lse at lse[r · ld_lse] (lse NULL: not wanted). */
+ * head h) — or, with head_rows, query i0 of the heads [h, h + rows), all of
+ * one kv head (a decoding step's GQA group: its K and V are read once for
+ * all of them) — against keys `keys`, with its output rows at out (ldo
+ * apart) and row r's lse at lse[r · ld_lse] (lse NULL: not wanted). */
 typedef struct attn_block {
     int64_t b, h, i0, rows;
+    bool head_rows;
     attn_key_range keys;
     float *out;
     int64_t ldo;
