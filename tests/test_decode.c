@@ -154,10 +154,10 @@ static void check_lse(const char *what, const float *a, const double *r, int64_t
 
 /* ---- 1. token by token and chunked prefill ----------------------------------- */
 
-/* Feeds every sequence in chunks of `chunk` tokens (the last chunk of each
- * may be shorter; sequences that are done drop out of the call) and keeps
- * each row's cached out and lse. */
-static void decode_all(const decode_setup *s, seq_data *d, int n, int64_t chunk,
+/* Feeds every sequence a first chunk of `first` tokens, then chunks of
+ * `chunk` (the last chunk of each may be shorter; sequences that are done
+ * drop out of the call) and keeps each row's cached out and lse. */
+static void decode_all(const decode_setup *s, seq_data *d, int n, int64_t first, int64_t chunk,
                        int64_t page_size, int threads, float **out, float **lse)
 {
     int64_t total = 0;
@@ -174,13 +174,13 @@ static void decode_all(const decode_setup *s, seq_data *d, int n, int64_t chunk,
     attn_context *ctx = context(threads);
     float *q = ru_floats(total * s->Hq * s->D);
     float *o = ru_floats(total * s->Hq * s->Dv), *l = ru_floats(total * s->Hq);
-    for (int64_t done = 0;; done += chunk) {
+    for (int64_t done = 0, size = first;; done += size, size = chunk) {
         int m = 0;
         cu[0] = 0;
         for (int i = 0; i < n; i++) {
             if (done >= d[i].len)
                 continue;
-            int64_t c = d[i].len - done < chunk ? d[i].len - done : chunk;
+            int64_t c = d[i].len - done < size ? d[i].len - done : size;
             assert_int_equal(attn_kv_cache_append(cache, ids[i], c,
                                                   d[i].k + done * s->Hkv * s->D,
                                                   d[i].v + done * s->Hkv * s->Dv),
@@ -217,8 +217,11 @@ static void decode_all(const decode_setup *s, seq_data *d, int n, int64_t chunk,
     attn_kv_cache_destroy(cache);
 }
 
+/* chunks[c] tokens at a time after a first chunk of firsts[c] (NULL: the
+ * same size). */
 static void run_equivalence(const decode_setup *s, const int64_t *lens, int n,
-                            const int64_t *chunks, int n_chunks, int64_t page_size, int threads)
+                            const int64_t *chunks, const int64_t *firsts, int n_chunks,
+                            int64_t page_size, int threads)
 {
     seq_data d[8];
     float *full_out[8], *full_lse[8], *out[8], *lse[8];
@@ -235,7 +238,8 @@ static void run_equivalence(const decode_setup *s, const int64_t *lens, int n,
         reference(s, &d[i], ref_out[i], ref_lse[i]);
     }
     for (int c = 0; c < n_chunks; c++) {
-        decode_all(s, d, n, chunks[c], page_size, threads, out, lse);
+        decode_all(s, d, n, firsts ? firsts[c] : chunks[c], chunks[c], page_size, threads, out,
+                   lse);
         for (int i = 0; i < n; i++) {
             char what[96];
             snprintf(what, sizeof what, "chunk %lld, sequence %d (%lld tokens): out vs full",
@@ -265,7 +269,7 @@ static void test_decode_plain_gqa(void **state)
     (void)state;
     const decode_setup s = {.Hq = 8, .Hkv = 2, .D = 16, .Dv = 16};
     const int64_t lens[4] = {37, 100, 3, 150}, chunks[4] = {1, 7, 64, 1000};
-    run_equivalence(&s, lens, 4, chunks, 4, 16, 2);
+    run_equivalence(&s, lens, 4, chunks, NULL, 4, 16, 2);
 }
 
 static void test_decode_modifiers(void **state)
@@ -274,17 +278,18 @@ static void test_decode_modifiers(void **state)
     const decode_setup s = {.Hq = 4, .Hkv = 2, .D = 8, .Dv = 12, .window = 1, .left = 20,
                             .right = 0, .softcap = 3.0f, .alibi = 1};
     const int64_t lens[3] = {90, 41, 7}, chunks[3] = {1, 7, 64};
-    run_equivalence(&s, lens, 3, chunks, 3, 8, 3);
+    run_equivalence(&s, lens, 3, chunks, NULL, 3, 8, 3);
 }
 
 static void test_decode_split_keys(void **state)
 {
     (void)state;
-    /* One sequence, two heads, 3000 keys on 4 threads: the last chunks are
-     * split into key blocks and merged. */
+    /* One sequence, two heads, 1600 keys on 4 threads: chunks of 1000
+     * queries split their keys for the threads, and the last 8 tokens,
+     * decoded one by one, into L2-sized key blocks; both merged. */
     const decode_setup s = {.Hq = 2, .Hkv = 1, .D = 32, .Dv = 32, .alibi = 1};
-    const int64_t lens[1] = {3000}, chunks[2] = {1000, 1};
-    run_equivalence(&s, lens, 1, chunks, 2, 32, 4);
+    const int64_t lens[1] = {1600}, chunks[2] = {1000, 1}, firsts[2] = {1000, 1592};
+    run_equivalence(&s, lens, 1, chunks, firsts, 2, 32, 4);
 }
 
 /* ---- 3. fork and truncate ------------------------------------------------------- */
