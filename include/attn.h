@@ -1627,6 +1627,16 @@ ATTN_API attn_status attn_kv_cache_seq_len(const attn_kv_cache *cache, int64_t s
 ATTN_API attn_status attn_kv_cache_append(attn_kv_cache *cache, int64_t seq, int64_t n,
                                           const float *k, const float *v);
 
+/** Copies tokens [start, start + n) of seq out of the cache: k [n, heads_kv,
+ * dim_qk] and v [n, heads_kv, dim_v], token-major as attn_kv_cache_append
+ * takes them; either may be NULL (not copied). For checkpoints, for
+ * frameworks that want the concatenated keys (ONNX Attention's present_key,
+ * HF's cache tensors) and for tests. Returns ATTN_ERR_NULL_POINTER (cache),
+ * ATTN_ERR_INVALID_ARGUMENT (seq not open, the range not within its
+ * tokens). Thread-safe with other calls that only read the cache. */
+ATTN_API attn_status attn_kv_cache_read(const attn_kv_cache *cache, int64_t seq, int64_t start,
+                                        int64_t n, float *k, float *v);
+
 /** Attention of the new queries of n_seqs sequences against their cached
  * keys and values, in one call (continuous batching; chunked prefill with
  * several new tokens per sequence; one token each for decoding):

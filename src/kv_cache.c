@@ -361,3 +361,35 @@ attn_status attn_kv_cache_append(attn_kv_cache *cache, int64_t seq, int64_t n, c
                         cache->heads_kv * cache->dim_v);
     return ATTN_OK;
 }
+
+attn_status attn_kv_cache_read(const attn_kv_cache *cache, int64_t seq, int64_t start, int64_t n,
+                               float *k, float *v)
+{
+    static const char *f = "attn_kv_cache_read";
+    if (!cache)
+        return attn_fail(ATTN_ERR_NULL_POINTER, f, "cache is NULL");
+    const attn_kv_seq *s = open_seq(cache, seq, f);
+    if (!s)
+        return ATTN_ERR_INVALID_ARGUMENT;
+    if (start < 0 || n < 0 || start > s->len || n > s->len - start)
+        return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f,
+                         "tokens [%lld, %lld + %lld) are not within the sequence's %lld",
+                         (long long)start, (long long)start, (long long)n, (long long)s->len);
+    int64_t h = cache->heads_kv, dk = cache->dim_qk, dv = cache->dim_v, ps = cache->page_size;
+    attn_status st;
+    if ((k && (st = attn_check_data(k, n * h * dk, "k", f)) != ATTN_OK) ||
+        (v && (st = attn_check_data(v, n * h * dv, "v", f)) != ATTN_OK))
+        return st;
+    for (int64_t t = 0; t < n; t++) {
+        int64_t page = s->pages[(start + t) / ps], slot = (start + t) % ps;
+        for (int64_t g = 0; g < h; g++) {
+            if (k)
+                memcpy(k + (t * h + g) * dk, attn_kv_cache_k_rows(cache, page, g) + slot * dk,
+                       (size_t)dk * sizeof(float));
+            if (v)
+                memcpy(v + (t * h + g) * dv, attn_kv_cache_v_rows(cache, page, g) + slot * dv,
+                       (size_t)dv * sizeof(float));
+        }
+    }
+    return ATTN_OK;
+}

@@ -9,7 +9,8 @@
  *  2. a long sequence with few heads is split into key blocks whose
  *     partial results are merged (checked against the reference);
  *  3. fork (copy-on-write of a shared last page) and truncate, against
- *     recomputation from the tokens each sequence holds;
+ *     recomputation from the tokens each sequence holds, and the tokens
+ *     read back;
  *  4. running out of pages is ATTN_ERR_STATE with the cache unchanged;
  *  5. attn_mha_forward_cached token by token, with RoPE, GQA and a window,
  *     against attn_mha_forward over the whole sequence;
@@ -358,6 +359,19 @@ static void test_fork_and_truncate(void **state)
     append(&s, cache, sa, &a, 50, 10);
     append(&s, cache, sb, &b, 50, 10);
     seq_data wa = splice(&s, &a, 60, &b, 0, 0), wb = splice(&s, &a, 50, &b, 50, 10);
+    /* What each sequence holds, read back token by token. */
+    float *rk = ru_floats(60 * s.Hkv * s.D), *rv = ru_floats(60 * s.Hkv * s.Dv);
+    assert_int_equal(attn_kv_cache_read(cache, sb, 0, 60, rk, rv), ATTN_OK);
+    assert_true(ru_same_bits("read k of the fork", rk, wb.k, 60 * s.Hkv * s.D));
+    assert_true(ru_same_bits("read v of the fork", rv, wb.v, 60 * s.Hkv * s.Dv));
+    assert_int_equal(attn_kv_cache_read(cache, sa, 45, 15, rk, NULL), ATTN_OK);
+    assert_true(ru_same_bits("read k[45:60] of the source", rk, wa.k + 45 * s.Hkv * s.D,
+                             15 * s.Hkv * s.D));
+    assert_int_equal(attn_kv_cache_read(cache, sa, 45, 16, rk, rv), ATTN_ERR_INVALID_ARGUMENT);
+    assert_int_equal(attn_kv_cache_read(cache, sa, -1, 1, rk, rv), ATTN_ERR_INVALID_ARGUMENT);
+    assert_int_equal(attn_kv_cache_read(cache, 9, 0, 1, rk, rv), ATTN_ERR_INVALID_ARGUMENT);
+    assert_int_equal(attn_kv_cache_read(NULL, sa, 0, 1, rk, rv), ATTN_ERR_NULL_POINTER);
+    free(rk), free(rv);
     check_against_whole(&s, ctx, cache, sa, &wa, 10, "fork: the source after both appends");
     check_against_whole(&s, ctx, cache, sb, &wb, 10, "fork: the copy after both appends");
 
