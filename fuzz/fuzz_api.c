@@ -4,7 +4,8 @@
  * Each input is decoded into one problem: an operation (SDPA, multi-head
  * attention, additive attention, Nadaraya–Watson, the Transformer encoder
  * layer: post- or pre-norm, ReLU or GELU, causal, dropout, parameters set
- * or not), small shapes (batch 0–3,
+ * or not; or a run of KV-cache operations, fuzz_kv_cache.c), small shapes
+ * (batch 0–3,
  * up to 140 query rows so that blocks of 64 rows and, for the layers, blocks
  * of 256 projection rows are crossed, up to 40 keys, dims up to 16),
  * options (layout, causal, scale — valid or not), a mask (per-batch or
@@ -865,14 +866,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t size)
     for (size_t i = 0; i < size; i++) /* the data depend on the whole input */
         r.s = (r.s ^ buf[i]) * 1099511628211u;
     /* The first byte picks the operation: the seeds' 0-3 keep theirs, 4 is
-     * the encoder layer (found inputs whose first byte is 5 or more now
-     * decode to another, still valid, problem). */
-    switch (u8(&r) % 5) {
+     * the encoder layer, 5 the KV cache (fuzz_kv_cache.c; found inputs
+     * whose first byte is 5 or more now decode to another, still valid,
+     * problem). */
+    switch (u8(&r) % 6) {
     case 0: fuzz_sdpa(&r); break;
     case 1: fuzz_mha(&r); break;
     case 2: fuzz_additive(&r); break;
     case 3: fuzz_nadaraya_watson(&r); break;
-    default: fuzz_encoder(&r); break;
+    case 4: fuzz_encoder(&r); break;
+    default: fuzz_kv_cache(&r); break;
     }
     return 0;
 }

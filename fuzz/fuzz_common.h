@@ -124,4 +124,7 @@ void check_row(const char *what, const rowref *rr, int64_t n, int64_t dv, const 
 /* A context with 1 (mostly), 2 or 3 threads. */
 attn_context *make_context(rd *r);
 
+/* fuzz_kv_cache.c: KV-cache operations against a plain model. */
+void fuzz_kv_cache(rd *r);
+
 #endif /* FUZZ_COMMON_H */

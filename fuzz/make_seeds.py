@@ -10,7 +10,8 @@ usage: fuzz/make_seeds.py [CORPUS_DIR]   (default fuzz/corpus)
         bytes after the data, a shape too large to address, a header length
         past the end, a version 4.0.
   api/  inputs of fuzz_api.c: the first byte picks the operation (0 SDPA,
-        1 MHA, 2 additive, 3 Nadaraya-Watson, 4 the encoder layer); the rest,
+        1 MHA, 2 additive, 3 Nadaraya-Watson, 4 the encoder layer, 5 the KV
+        cache's operations); the rest,
         from a seeded PRNG, steer shapes, options and masks. A few per
         operation, so the fuzzer starts on every path.
 
@@ -81,7 +82,7 @@ def npy_seeds():
 def api_seeds():
     rnd = random.Random(6)
     s = {}
-    for op, name in enumerate(["sdpa", "mha", "additive", "nw", "encoder"]):
+    for op, name in enumerate(["sdpa", "mha", "additive", "nw", "encoder", "kv_cache"]):
         for n in range(6):
             length = [2, 8, 24, 48, 96, 160][n]
             s["%s_%d" % (name, n)] = bytes([op]) + bytes(rnd.randrange(256)

@@ -225,7 +225,8 @@ attn_status attn_kv_cache_seq_fork(attn_kv_cache *cache, int64_t src, int64_t *d
     attn_status st = reserve_pages(t, s->n_pages, f);
     if (st != ATTN_OK)
         return st;  /* the slot stays closed: nothing changed that anyone sees */
-    memcpy(t->pages, s->pages, (size_t)s->n_pages * sizeof *t->pages);
+    if (s->n_pages > 0)  /* an empty source has no page table yet */
+        memcpy(t->pages, s->pages, (size_t)s->n_pages * sizeof *t->pages);
     for (int64_t p = 0; p < s->n_pages; p++)
         cache->refs[s->pages[p]]++;
     t->n_pages = s->n_pages;
