@@ -165,13 +165,15 @@ asan() {
 
 # ---- 2. allocation-failure injection (in the ASan build: LSan checks leaks) -------
 alloc_failure() {
-    build-asan/tests/test_alloc_failure && build-asan/tests/test_alloc_failure_decode || return 1
-    local line threads decode
-    line=$(grep -h "^alloc-failure: [0-9]* allocation points" "$logs/alloc-failure.log")
-    threads=$(grep -h "pthread_create failures checked" "$logs/alloc-failure.log" | grep -o "[0-9]*$")
-    decode=$(grep -ho "^alloc-failure (decoding): [0-9]* allocation points, [0-9]* injected failures" \
-        "$logs/alloc-failure.log" | sed 's/^alloc-failure (decoding): //')
-    SUMMARY="${line#alloc-failure: }; decoding calls: $decode; $threads thread-creation failures; LSan: no leak"
+    build-asan/tests/test_alloc_failure || return 1
+    build-asan/tests/test_alloc_failure_decode || return 1
+    local line threads decode log="$logs/alloc-failure.log"
+    line=$(grep -h "^alloc-failure: [0-9]* allocation points" "$log")
+    threads=$(grep -h "pthread_create failures checked" "$log" | grep -o "[0-9]*$")
+    decode=$(grep -ho "^alloc-failure (decoding): [0-9]* allocation points, [0-9]* injected" \
+        "$log" | sed 's/^alloc-failure (decoding): //')
+    SUMMARY="${line#alloc-failure: }; decoding calls: $decode failures;"
+    SUMMARY="$SUMMARY $threads thread-creation failures; LSan: no leak"
 }
 
 # ---- 3. size overflow ----------------------------------------------------------------

@@ -235,8 +235,9 @@ static void bench_decode(const options *o, attn_context *ctx, double gbs, const 
     report(name, ms, "K+V bytes at read bandwidth", floor_ms, ms / floor_ms);
     if (references) {
         int64_t len = lens[0];
-        float *k = random_floats((size_t)(len * HKV * D), 1), *v = random_floats((size_t)(len * HKV * D), 2);
-        float *q = random_floats((size_t)(len * HQ * D), 3), *out = random_floats((size_t)(len * HQ * D), 4);
+        size_t nkv = (size_t)(len * HKV * D), nq = (size_t)(len * HQ * D);
+        float *k = random_floats(nkv, 1), *v = random_floats(nkv, 2);
+        float *q = random_floats(nq, 3), *out = random_floats(nq, 4);
         flat_arg one = {make_op(1, len), q + (len - 1) * HQ * D, k, v, out};
         double flat_ms = time_step(flat_step, &one, ctx, o->runs) * 1e3;
         char label[96];
@@ -286,8 +287,9 @@ static void chunked_prefill(void *arg, attn_context *ctx)
 
 static void bench_prefill(const options *o, attn_context *ctx, int64_t len, int64_t chunk)
 {
-    float *q = random_floats((size_t)(len * HQ * D), 5), *k = random_floats((size_t)(len * HKV * D), 6);
-    float *v = random_floats((size_t)(len * HKV * D), 7), *out = random_floats((size_t)(len * HQ * D), 8);
+    size_t nkv = (size_t)(len * HKV * D), nq = (size_t)(len * HQ * D);
+    float *q = random_floats(nq, 5), *k = random_floats(nkv, 6);
+    float *v = random_floats(nkv, 7), *out = random_floats(nq, 8);
     float *lse = random_floats((size_t)(len * HQ), 9);
     prefill_arg a = {o, len, chunk, q, k, v, out, lse, make_op(1, 1)};
     int runs = o->runs < 5 ? o->runs : 5;

@@ -19,7 +19,8 @@ if [ ! -f "$out/build.ninja" ]; then
 fi
 ninja -C "$out" src/libattn.a tools/libattn_npy.a >/dev/null
 cflags="-std=c11 -g -O1 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L $san -fsanitize=fuzzer"
-clang $cflags -Iinclude -I"$out/include" fuzz/fuzz_api.c fuzz/fuzz_common.c fuzz/fuzz_ref.c fuzz/fuzz_kv_cache.c \
+clang $cflags -Iinclude -I"$out/include" fuzz/fuzz_api.c fuzz/fuzz_common.c fuzz/fuzz_ref.c \
+    fuzz/fuzz_kv_cache.c \
     "$out/src/libattn.a" -lopenblas -lmvec -lm -lpthread -o "$out/fuzz_api"
 clang $cflags -Itools fuzz/fuzz_npy.c "$out/tools/libattn_npy.a" -lm -o "$out/fuzz_npy"
 echo "fuzz: built $out/fuzz_api and $out/fuzz_npy"
