@@ -3,7 +3,8 @@
  * anything is allocated or read.
  *
  * For every call that takes sizes (the Transformer encoder layer's create and
- * forward, inference and training, included), a table of dimensions whose
+ * forward, inference and training, the KV cache, the cached forward and
+ * RoPE included), a table of dimensions whose
  * element count overflows int64_t (e.g. 2^62 × 8) or whose byte count
  * overflows size_t (2^62 floats = 2^64 bytes) must return
  * ATTN_ERR_SIZE_OVERFLOW with a message naming the function, and sizes that
@@ -48,7 +49,7 @@ static uint8_t keep_buf[64];
 typedef enum kind {
     K_SDPA_CREATE, K_SDPA_FORWARD, K_MHA_CREATE, K_MHA_FORWARD, K_ADD_CREATE, K_ADD_FORWARD,
     K_MASK_LENGTHS, K_MASK_BOOL, K_MASK_BIAS, K_NW, K_PE, K_ENC_CREATE, K_ENC_FORWARD,
-    K_ENC_FORWARD_DROPOUT
+    K_ENC_FORWARD_DROPOUT, K_CACHE_CREATE, K_CACHED_FORWARD, K_ROPE_APPLY, K_ROPE_TABLES
 } kind;
 
 typedef struct ocase {
@@ -126,6 +127,17 @@ static const ocase cases[] = {
     {"encoder dropout: batch x nhead 2^32", K_ENC_FORWARD_DROPOUT, {P(24), 1}, UNS, ENC_F},
 #undef ENC_C
 #undef ENC_F
+    /* kv_cache_create(heads_kv, dim_qk, dim_v, page_size, num_pages) */
+    {"cache keys: 2^30 pages x 2^30 x 8", K_CACHE_CREATE, {1, 8, 8, P(30), P(30)}, OVF,
+     "attn_kv_cache_create"},
+    {"cache values: 2^62 floats = 2^64 bytes", K_CACHE_CREATE, {1, 1, 4, P(30), P(30)}, OVF,
+     "attn_kv_cache_create"},
+    /* sdpa_forward_cached of total_q = a[0] rows on a (1 head, dims 8) cache */
+    {"cached q: 2^61 rows x 8", K_CACHED_FORWARD, {P(61)}, OVF, "attn_sdpa_forward_cached"},
+    /* rope_apply(batch, heads, seq) with head_dim 8; set_tables(n_positions), 4 pairs */
+    {"rope x: 2^62 x 8", K_ROPE_APPLY, {P(62), 1, 1}, OVF, "attn_rope_apply"},
+    {"rope x: 2^31 x 2^31 x 2 x 8", K_ROPE_APPLY, {P(31), P(31), 2}, OVF, "attn_rope_apply"},
+    {"rope tables: 2^61 x 4", K_ROPE_TABLES, {P(61)}, OVF, "attn_rope_set_tables"},
 };
 
 static attn_context *g_ctx;
@@ -136,6 +148,11 @@ static attn_additive *g_add;
  * their training forwards fill. */
 static attn_encoder_layer *g_enc, *g_enc_heads;
 static attn_activations *g_act;
+/* A cache of one head of dims 8 with one open sequence, its op, and a rope. */
+static attn_kv_cache *g_cache;
+static attn_sdpa *g_cached_op;
+static attn_rope *g_rope;
+static int64_t g_seq;
 
 /* A layer with all-zero parameters (their values are never read). */
 static attn_encoder_layer *zero_encoder(int64_t d_model, int64_t nhead, int64_t ff)
@@ -170,12 +187,20 @@ static int setup(void **state)
     if (!g_enc || !g_enc_heads || attn_encoder_layer_set_dropout(g_enc_heads, 0.5f, 1) ||
         attn_activations_create(&g_act) != ATTN_OK)
         return -1;
+    if (attn_kv_cache_create(&g_cache, 1, 8, 8, 4, 2) != ATTN_OK ||
+        attn_kv_cache_seq_open(g_cache, &g_seq) != ATTN_OK ||
+        attn_sdpa_create(&g_cached_op, 1, 1, 1, 1, 1, 8, 8) != ATTN_OK ||
+        attn_rope_create(&g_rope, 8, 8, 10000.0f, ATTN_ROPE_HALF) != ATTN_OK)
+        return -1;
     return attn_additive_set_weights(g_add, w, w, w) == ATTN_OK ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
+    attn_rope_destroy(g_rope);
+    attn_sdpa_destroy(g_cached_op);
+    attn_kv_cache_destroy(g_cache);
     attn_activations_destroy(g_act);
     attn_encoder_layer_destroy(g_enc_heads);
     attn_encoder_layer_destroy(g_enc);
@@ -221,6 +246,18 @@ static attn_status run_case(const ocase *c, void **made, attn_sdpa *op, attn_mas
     case K_ENC_FORWARD:
         return attn_encoder_layer_forward(g_ctx, g_enc, a[0], a[1], in_a, NULL, out_buf,
                                           a[2] ? g_act : NULL);
+    case K_CACHE_CREATE:
+        return attn_kv_cache_create((attn_kv_cache **)made, a[0], a[1], a[2], a[3], a[4]);
+    case K_CACHED_FORWARD: {
+        const int64_t cu[2] = {0, a[0]};
+        return attn_sdpa_forward_cached(g_ctx, g_cached_op, g_cache, 1, &g_seq, cu, in_a, out_buf,
+                                        lse_buf);
+    }
+    case K_ROPE_APPLY:
+        return attn_rope_apply(g_ctx, g_rope, ATTN_LAYOUT_BHSD, a[0], a[1], a[2], out_buf, NULL,
+                               0, 0);
+    case K_ROPE_TABLES:
+        return attn_rope_set_tables(g_rope, in_a, in_b, a[0]);
     case K_ENC_FORWARD_DROPOUT: /* in place: at these sizes any two buffers would overlap */
         return attn_encoder_layer_forward(g_ctx, g_enc_heads, a[0], a[1], out_buf, NULL,
                                           out_buf, g_act);
