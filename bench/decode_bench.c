@@ -15,7 +15,8 @@
  *      against contiguous K and V (attn_sdpa_forward with len_q = 1: what
  *      paging costs) and recomputing the whole prefix (one causal
  *      attn_sdpa_forward over 4096 queries, what a program without a cache
- *      does per token; goal >= 20x the step).
+ *      does per token; goal >= 20x the step). And the step's BLAS floor:
+ *      the same cblas_sgemm calls on pages of the same layout, alone.
  *   3. Chunked prefill of 4096 tokens in chunks of 512 (append, then
  *      attn_sdpa_forward_cached of the chunk) against one causal
  *      attn_sdpa_forward over the 4096 (goal <= 1.15x).
@@ -29,6 +30,7 @@
 #define _GNU_SOURCE
 
 #include <attn.h>
+#include <cblas.h>
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -124,6 +126,125 @@ static double read_bandwidth(int threads, int runs, size_t bytes)
 }
 
 /* ---- 2. decode steps ------------------------------------------------------------ */
+
+/* OpenBLAS's thread count, weakly linked (1 for another BLAS). */
+extern int openblas_get_num_threads(void) __attribute__((weak));
+extern void openblas_set_num_threads(int) __attribute__((weak));
+
+/* The BLAS floor of a decode step: the cblas_sgemm calls libattn's cached
+ * forward makes (src/attend_cached.c), with the same shapes and leading
+ * dimensions, on pages of the cache's layout, and nothing else (no
+ * softmax, no merge): per (sequence, kv head, block of 512 keys), per page
+ * segment, the logits S[group, len] = Q_group K_segᵀ and then
+ * O[group, d] += P_seg V_seg. Items are split over the threads like
+ * libattn's; each thread's BLAS runs serially. */
+enum { KEY_BLOCK = 512 };
+
+typedef struct floor_data {
+    int64_t n, page_size, *lens, *first_page;
+    float *k, *v, *q, *s, *out;   /* pages [pages, HKV, page_size, D]; q, out [n, HQ, D] */
+} floor_data;
+
+typedef struct floor_job {
+    const floor_data *f;
+    int64_t first, count;         /* items of (sequence, kv head, key block) */
+    float *s;                     /* [group, KEY_BLOCK] */
+} floor_job;
+
+static void floor_item(const floor_job *j, int64_t seq, int64_t g, int64_t kb)
+{
+    const floor_data *f = j->f;
+    int64_t group = HQ / HKV, ps = f->page_size, k0 = kb * KEY_BLOCK;
+    int64_t k1 = k0 + KEY_BLOCK < f->lens[seq] ? k0 + KEY_BLOCK : f->lens[seq], n = k1 - k0;
+    const float *q = f->q + (seq * HQ + g * group) * D;
+    float *out = f->out + (seq * HQ + g * group) * D;
+    for (int pass = 0; pass < 2; pass++)
+        for (int64_t t = k0; t < k1;) {
+            int64_t page = f->first_page[seq] + t / ps, off = t % ps;
+            int64_t len = ps - off < k1 - t ? ps - off : k1 - t;
+            const float *kp = f->k + ((page * HKV + g) * ps + off) * D;
+            const float *vp = f->v + ((page * HKV + g) * ps + off) * D;
+            if (pass == 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)group, (int)len, D,
+                            0.088f, q, D, kp, D, 0.0f, j->s + (t - k0), (int)n);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)group, D, (int)len,
+                            1.0f, j->s + (t - k0), (int)n, vp, D, t == k0 ? 0.0f : 1.0f, out, D);
+            t += len;
+        }
+}
+
+static void *floor_thread(void *arg)
+{
+    const floor_job *j = arg;
+    const floor_data *f = j->f;
+    int64_t item = 0;
+    for (int64_t s = 0; s < f->n; s++)
+        for (int64_t g = 0; g < HKV; g++)
+            for (int64_t kb = 0; kb * KEY_BLOCK < f->lens[s]; kb++, item++)
+                if (item >= j->first && item < j->first + j->count)
+                    floor_item(j, s, g, kb);
+    return NULL;
+}
+
+typedef struct floor_arg {
+    floor_data f;
+    int threads;
+    int64_t items;
+} floor_arg;
+
+static void floor_step(void *arg, attn_context *ctx)
+{
+    (void)ctx;
+    floor_arg *a = arg;
+    int saved = openblas_get_num_threads ? openblas_get_num_threads() : 1;
+    if (openblas_set_num_threads)
+        openblas_set_num_threads(1);
+    pthread_t th[64];
+    floor_job jobs[64];
+    for (int t = 0; t < a->threads; t++) {
+        int64_t first = a->items * t / a->threads, last = a->items * (t + 1) / a->threads;
+        jobs[t] = (floor_job){&a->f, first, last - first,
+                              a->f.s + (size_t)t * (HQ / HKV) * KEY_BLOCK};
+        if (t > 0)
+            pthread_create(&th[t], NULL, floor_thread, &jobs[t]);
+    }
+    floor_thread(&jobs[0]);
+    for (int t = 1; t < a->threads; t++)
+        pthread_join(th[t], NULL);
+    if (openblas_set_num_threads)
+        openblas_set_num_threads(saved);
+}
+
+static void floor_init(floor_arg *a, const options *o, int threads, int64_t n,
+                       const int64_t *lens)
+{
+    memset(a, 0, sizeof *a);
+    a->threads = threads;
+    a->f.n = n;
+    a->f.page_size = o->page_size;
+    a->f.lens = malloc((size_t)n * sizeof(int64_t));
+    a->f.first_page = malloc((size_t)n * sizeof(int64_t));
+    int64_t pages = 0;
+    for (int64_t s = 0; s < n; s++) {
+        a->f.lens[s] = lens[s];
+        a->f.first_page[s] = pages;
+        pages += (lens[s] + o->page_size - 1) / o->page_size;
+        a->items += HKV * ((lens[s] + KEY_BLOCK - 1) / KEY_BLOCK);
+    }
+    size_t page_floats = (size_t)(pages * HKV * o->page_size * D);
+    a->f.k = random_floats(page_floats, 11);
+    a->f.v = random_floats(page_floats, 12);
+    a->f.q = random_floats((size_t)(n * HQ * D), 13);
+    a->f.out = random_floats((size_t)(n * HQ * D), 14);
+    a->f.s = random_floats((size_t)(64 * (HQ / HKV) * KEY_BLOCK), 15);
+}
+
+static void floor_free(floor_arg *a)
+{
+    free(a->f.lens), free(a->f.first_page), free(a->f.k), free(a->f.v), free(a->f.q);
+    free(a->f.out), free(a->f.s);
+}
 
 typedef struct decode_problem {
     int64_t n, *lens, *seqs, cu[65];
@@ -223,8 +344,8 @@ static void report(const char *name, double ms, const char *what, double ref_ms,
     fflush(stdout);
 }
 
-static void bench_decode(const options *o, attn_context *ctx, double gbs, const char *name,
-                         int64_t n, const int64_t *lens, bool references)
+static void bench_decode(const options *o, attn_context *ctx, int threads, double gbs,
+                         const char *name, int64_t n, const int64_t *lens, bool references)
 {
     decode_problem p;
     decode_init(&p, o, n, lens);
@@ -233,6 +354,13 @@ static void bench_decode(const options *o, attn_context *ctx, double gbs, const 
     double ms = time_step(cached_step, &a, ctx, o->runs) * 1e3;
     double floor_ms = p.kv_bytes / (gbs * 1e9) * 1e3;
     report(name, ms, "K+V bytes at read bandwidth", floor_ms, ms / floor_ms);
+    floor_arg fa;
+    floor_init(&fa, o, threads, n, lens);
+    double blas_ms = time_step(floor_step, &fa, ctx, o->runs) * 1e3;
+    char label[96];
+    snprintf(label, sizeof label, "%s vs its GEMMs", name);
+    report(label, ms, "the same cblas_sgemm calls", blas_ms, ms / blas_ms);
+    floor_free(&fa);
     if (references) {
         int64_t len = lens[0];
         size_t nkv = (size_t)(len * HKV * D), nq = (size_t)(len * HQ * D);
@@ -240,7 +368,6 @@ static void bench_decode(const options *o, attn_context *ctx, double gbs, const 
         float *q = random_floats(nq, 3), *out = random_floats(nq, 4);
         flat_arg one = {make_op(1, len), q + (len - 1) * HQ * D, k, v, out};
         double flat_ms = time_step(flat_step, &one, ctx, o->runs) * 1e3;
-        char label[96];
         snprintf(label, sizeof label, "%s vs contiguous K,V", name);
         report(label, ms, "attn_sdpa_forward, len_q 1", flat_ms, ms / flat_ms);
         flat_arg all = {make_op(len, len), q, k, v, out};
@@ -348,8 +475,8 @@ int main(int argc, char **argv)
     int64_t mixed[16];
     for (int i = 0; i < 16; i++)
         mixed[i] = 256 * (i + 1);
-    bench_decode(&o, ctx, gbs, "decode 32/8 d128 batch 1 L4096", 1, one, true);
-    bench_decode(&o, ctx, gbs, "decode 32/8 d128 batch 16 mixed", 16, mixed, false);
+    bench_decode(&o, ctx, threads, gbs, "decode 32/8 d128 batch 1 L4096", 1, one, true);
+    bench_decode(&o, ctx, threads, gbs, "decode 32/8 d128 batch 16 mixed", 16, mixed, false);
     if (!o.quick)
         bench_prefill(&o, ctx, 4096, 512);
     attn_context_destroy(ctx);
