@@ -9,7 +9,8 @@
 # and exits non-zero if any check failed. A failed check's log is printed
 # (its tail) just above its line.
 #
-# Environment: FUZZ_SECONDS (default 60) per fuzz target; RELIABILITY_CHECKS,
+# Environment: FUZZ_SECONDS (default 60) for fuzz-api, FUZZ_NPY_SECONDS (default
+# 30: its coverage stops growing within seconds) for fuzz-npy; RELIABILITY_CHECKS,
 # a space-separated subset of the check names below (default: all), e.g.
 # RELIABILITY_CHECKS="asan alloc-failure" (later checks may need the builds
 # of earlier ones: alloc-failure, size-overflow and numeric-edges use
@@ -18,6 +19,7 @@ set -uo pipefail
 
 root=$(pwd)
 fuzz_seconds=${FUZZ_SECONDS:-60}
+fuzz_npy_seconds=${FUZZ_NPY_SECONDS:-30}
 logs="$root/build-reliability-logs"
 rm -rf "$logs"
 mkdir -p "$logs"
@@ -299,13 +301,13 @@ abi() {
 fuzz_build() {
     sh fuzz/build.sh build-fuzz
 }
-# fuzz_run TARGET: FUZZ_SECONDS on a scratch copy of the committed corpus.
+# fuzz_run TARGET SECONDS: on a scratch copy of the committed corpus.
 fuzz_run() {
-    local t=$1 work="$root/build-fuzz/corpus-$1"
+    local t=$1 secs=$2 work="$root/build-fuzz/corpus-$1"
     rm -rf "$work" "$root/build-fuzz/artifacts-$t"
     mkdir -p "$work" "$root/build-fuzz/artifacts-$t"
     OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS="detect_leaks=1:halt_on_error=1" \
-        "build-fuzz/fuzz_$t" -max_total_time="$fuzz_seconds" -timeout=30 -rss_limit_mb=4096 \
+        "build-fuzz/fuzz_$t" -max_total_time="$secs" -timeout=30 -rss_limit_mb=4096 \
         -print_final_stats=1 -artifact_prefix="$root/build-fuzz/artifacts-$t/" \
         "$work" "fuzz/corpus/$t"
     local rc=$?
@@ -319,10 +321,10 @@ fuzz_run() {
             "$logs/fuzz-$t.log" | head -1); the input is in build-fuzz/artifacts-$t/"
         return 1
     fi
-    SUMMARY="$runs executions in ${fuzz_seconds} s ($execs/s), $done, corpus $(ls "fuzz/corpus/$t" | wc -l) committed + $(ls "$work" | wc -l) new, no crash"
+    SUMMARY="$runs executions in ${secs} s ($execs/s), $done, corpus $(ls "fuzz/corpus/$t" | wc -l) committed + $(ls "$work" | wc -l) new, no crash"
 }
-fuzz_api() { fuzz_run api; }
-fuzz_npy() { fuzz_run npy; }
+fuzz_api() { fuzz_run api "$fuzz_seconds"; }
+fuzz_npy() { fuzz_run npy "$fuzz_npy_seconds"; }
 
 echo "== reliability checks (docs/reliability.md)"
 check asan asan

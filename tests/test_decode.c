@@ -270,7 +270,13 @@ static void test_decode_plain_gqa(void **state)
     (void)state;
     const decode_setup s = {.Hq = 8, .Hkv = 2, .D = 16, .Dv = 16};
     const int64_t lens[4] = {37, 100, 3, 150}, chunks[4] = {1, 7, 64, 1000};
-    run_equivalence(&s, lens, 4, chunks, NULL, 4, 16, 2);
+    /* ATTN_TEST_QUICK=1 (the Valgrind run): token by token and 64 only. */
+    const char *quick = getenv("ATTN_TEST_QUICK");
+    const int64_t quick_chunks[2] = {1, 64};
+    if (quick && quick[0] == '1')
+        run_equivalence(&s, lens, 4, quick_chunks, NULL, 2, 16, 2);
+    else
+        run_equivalence(&s, lens, 4, chunks, NULL, 4, 16, 2);
 }
 
 static void test_decode_modifiers(void **state)
@@ -285,11 +291,12 @@ static void test_decode_modifiers(void **state)
 static void test_decode_split_keys(void **state)
 {
     (void)state;
-    /* One sequence, two heads, 1600 keys on 4 threads: chunks of 1000
-     * queries split their keys for the threads, and the last 8 tokens,
-     * decoded one by one, into L2-sized key blocks; both merged. */
+    /* One sequence, two heads, 1100 keys on 4 threads: a chunk of 1000
+     * queries splits its keys for the threads (4 query blocks for 8 items'
+     * worth of threads), and the last 8 tokens, decoded one by one, into
+     * L2-sized key blocks (3 of 512 keys); both merged. */
     const decode_setup s = {.Hq = 2, .Hkv = 1, .D = 32, .Dv = 32, .alibi = 1};
-    const int64_t lens[1] = {1600}, chunks[2] = {1000, 1}, firsts[2] = {1000, 1592};
+    const int64_t lens[1] = {1100}, chunks[2] = {1000, 1}, firsts[2] = {1000, 1092};
     run_equivalence(&s, lens, 1, chunks, firsts, 2, 32, 4);
 }
 
