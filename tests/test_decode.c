@@ -134,6 +134,9 @@ static void reference(const decode_setup *s, const seq_data *d, double *out, dou
     free(slopes);
 }
 
+/* The largest normalised errors seen (tu_max_err), printed by each test. */
+static double worst_same, worst_ref;
+
 static void check_rows(const char *what, const float *a, const float *b, int64_t n,
                        int64_t row, double tol)
 {
@@ -141,7 +144,20 @@ static void check_rows(const char *what, const float *a, const float *b, int64_t
     for (int64_t i = 0; i < n; i++)
         r[i] = b[i];
     assert_true(ru_close(what, a, r, n, row, tol));
+    double e = tu_max_err(a, r, n, row, NULL);
+    worst_same = e > worst_same ? e : worst_same;
     free(r);
+}
+
+static void print_worst(const char *test, int with_ref)
+{
+    if (with_ref)
+        print_message("%s: cached vs one causal forward %.2g, vs float64 %.2g (normalised)\n",
+                      test, worst_same, worst_ref);
+    else
+        print_message("%s: cached vs one causal forward %.2g (normalised)\n", test,
+                      worst_same);
+    worst_same = worst_ref = 0.0;
 }
 
 static void check_lse(const char *what, const float *a, const double *r, int64_t n, double tol)
@@ -255,6 +271,8 @@ static void run_equivalence(const decode_setup *s, const int64_t *lens, int n,
                      (long long)chunks[c], i);
             assert_true(ru_close(what, out[i], ref_out[i], lens[i] * s->Hq * s->Dv, s->Dv,
                                  REF_TOL));
+            double e = tu_max_err(out[i], ref_out[i], lens[i] * s->Hq * s->Dv, s->Dv, NULL);
+            worst_ref = e > worst_ref ? e : worst_ref;
             check_lse(what, lse[i], ref_lse[i], lens[i] * s->Hq, REF_TOL);
         }
     }
@@ -277,6 +295,7 @@ static void test_decode_plain_gqa(void **state)
         run_equivalence(&s, lens, 4, quick_chunks, NULL, 2, 16, 2);
     else
         run_equivalence(&s, lens, 4, chunks, NULL, 4, 16, 2);
+    print_worst("decode_plain_gqa", 1);
 }
 
 static void test_decode_modifiers(void **state)
@@ -286,6 +305,7 @@ static void test_decode_modifiers(void **state)
                             .right = 0, .softcap = 3.0f, .alibi = 1};
     const int64_t lens[3] = {90, 41, 7}, chunks[3] = {1, 7, 64};
     run_equivalence(&s, lens, 3, chunks, NULL, 3, 8, 3);
+    print_worst("decode_modifiers", 1);
 }
 
 static void test_decode_split_keys(void **state)
@@ -298,6 +318,7 @@ static void test_decode_split_keys(void **state)
     const decode_setup s = {.Hq = 2, .Hkv = 1, .D = 32, .Dv = 32, .alibi = 1};
     const int64_t lens[1] = {1100}, chunks[2] = {1000, 1}, firsts[2] = {1000, 1092};
     run_equivalence(&s, lens, 1, chunks, firsts, 2, 32, 4);
+    print_worst("decode_split_keys", 1);
 }
 
 /* ---- 3. fork and truncate ------------------------------------------------------- */
@@ -405,6 +426,7 @@ static void test_fork_and_truncate(void **state)
     seq_free(&a), seq_free(&b), seq_free(&wa), seq_free(&wb), seq_free(&wt), seq_free(&big);
     attn_context_destroy(ctx);
     attn_kv_cache_destroy(cache);
+    print_worst("fork_and_truncate", 0);
 }
 
 /* ---- 4. out of pages ------------------------------------------------------------- */
@@ -509,6 +531,7 @@ static void test_mha_cached(void **state)
     attn_kv_cache_destroy(cache);
     attn_context_destroy(ctx);
     attn_mha_destroy(mha);
+    print_worst("mha_cached", 0);
 }
 
 /* ---- 6. merging partial results ---------------------------------------------------- */
