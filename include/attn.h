@@ -882,7 +882,7 @@ ATTN_API attn_status attn_dropout_keep_mask(const attn_sdpa *op, uint8_t *keep);
  * Results are bitwise identical for any number of libattn threads (for a
  * given number of BLAS threads per GEMM): each (batch row, kv head) is
  * reduced in one fixed order. Extra memory: 2 × block × Lkv floats per
- * thread, where a block of query rows holds at most 4 MiB of logits (256
+ * thread (3 × with a softcap, for its 1 − tanh² factors), where a block of query rows holds at most 4 MiB of logits (256
  * rows up to Lkv = 4096, down to 64 from Lkv > 8192; 64 with causal): at
  * most ~8 MiB per thread, never Lq × Lkv (measured at Lq = Lkv = 16384, 8
  * heads, d 64: 11.9 MiB beyond the inputs and gradients on 2 threads).
@@ -1620,8 +1620,9 @@ ATTN_API attn_status attn_kv_cache_seq_len(const attn_kv_cache *cache, int64_t s
 /** Appends n >= 0 tokens to seq: k [n, heads_kv, dim_qk] and v [n, heads_kv,
  * dim_v] (token-major, as a BSHD row of one batch), copied into its pages.
  * Returns ATTN_ERR_NULL_POINTER (cache; k or v with n > 0),
- * ATTN_ERR_INVALID_ARGUMENT (seq not open, n negative),
- * ATTN_ERR_SIZE_OVERFLOW, ATTN_ERR_STATE (not enough free pages: nothing is
+ * ATTN_ERR_INVALID_ARGUMENT (seq not open, n negative, the sequence's
+ * length would overflow), ATTN_ERR_SIZE_OVERFLOW, ATTN_ERR_STATE (not
+ * enough free pages: nothing is
  * appended, the cache is unchanged), ATTN_ERR_OUT_OF_MEMORY (the page
  * table). */
 ATTN_API attn_status attn_kv_cache_append(attn_kv_cache *cache, int64_t seq, int64_t n,
@@ -1687,10 +1688,13 @@ ATTN_API attn_status attn_sdpa_forward_cached(attn_context *ctx, const attn_sdpa
  * attn_mha_forward over the whole sequence (ATTN_CAUSAL_BOTTOM_RIGHT or
  * TOP_LEFT, which agree for self-attention) to float32 rounding.
  * Returns the statuses of attn_sdpa_forward_cached, plus
- * ATTN_ERR_INVALID_ARGUMENT (a sequence listed twice), ATTN_ERR_STATE
- * (weights not set; or not enough free pages for the new tokens of every
- * sequence: nothing is appended), ATTN_ERR_SHAPE_MISMATCH (kdim or vdim not
- * embed_dim, the cache's heads or dims not the layer's); on failure the
+ * ATTN_ERR_INVALID_ARGUMENT (a sequence listed twice; with RoPE tables, a
+ * position outside them), ATTN_ERR_STATE (weights not set; or not enough
+ * free pages for the new tokens of every sequence, counted as the appends
+ * take them, a shared page copied only while still shared: nothing is
+ * appended), ATTN_ERR_SHAPE_MISMATCH (kdim or vdim not embed_dim, the
+ * cache's heads or dims not the layer's), ATTN_ERR_UNSUPPORTED (total_q
+ * above INT_MAX, the GEMMs' largest size); on failure the
  * cache and out are unchanged. Not thread-safe with other calls on the same
  * cache. */
 ATTN_API attn_status attn_mha_forward_cached(attn_context *ctx, const attn_mha *mha,
@@ -1712,7 +1716,9 @@ ATTN_API attn_status attn_mha_forward_cached(attn_context *ctx, const attn_mha *
  * NaN. out and lse may be outs[0] and lses[0] (in place); no other overlap.
  * Computed in double per row. Returns ATTN_ERR_NULL_POINTER (outs, lses, a
  * part, out or lse with rows > 0), ATTN_ERR_INVALID_ARGUMENT (n_parts < 1,
- * rows < 0, dim_v < 1), ATTN_ERR_SIZE_OVERFLOW. Thread-safe. */
+ * rows < 0, dim_v < 1, an overlap other than out = outs[0] and lse =
+ * lses[0]), ATTN_ERR_SIZE_OVERFLOW; nothing is written on failure.
+ * Thread-safe. */
 ATTN_API attn_status attn_merge_partials(int64_t n_parts, int64_t rows, int64_t dim_v,
                                          const float *const *outs, const float *const *lses,
                                          float *out, float *lse);

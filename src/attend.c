@@ -64,7 +64,9 @@ static attn_key_range row_keys(const attn_attend_args *a, int64_t b, int64_t i)
     if (a->causal != ATTN_CAUSAL_NONE)
         r.end = min_i64(r.end, p + 1);
     const attn_score_mods *w = a->mods;
-    if (w && w->window_right >= 0 && w->window_right < a->len_kv)
+    /* right < len_kv − p: the bound cuts keys (p can be far below 0 without
+     * causal when len_q > len_kv); len_kv − p <= len_q cannot overflow. */
+    if (w && w->window_right >= 0 && w->window_right < a->len_kv - p)
         r.end = min_i64(r.end, p + w->window_right + 1);
     if (w && w->window_left >= 0 && w->window_left < p)
         r.begin = p - w->window_left;

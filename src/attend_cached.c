@@ -316,6 +316,8 @@ static void merge_key_blocks(const attn_cached_plan *p)
 void attn_cached_run(attn_cached_plan *p, float *partials)
 {
     const attn_cached_call *c = p->call;
+    if (p->items == 0)  /* no query row: q and out may be NULL, no pointer is formed */
+        return;
     for (int64_t s = 0; s < c->n_seqs; s++) {
         cached_seq *cs = &p->seqs[s];
         cs->pa.q = c->q + cs->cu * c->heads_q * c->dim_qk;
@@ -327,8 +329,6 @@ void attn_cached_run(attn_cached_plan *p, float *partials)
         cs->part_lse = partials + n * (size_t)c->dim_v;
         partials += n * (size_t)(c->dim_v + 1);
     }
-    if (p->items == 0)
-        return;
     if (p->serial) {
         for (int64_t item = 0; item < p->items; item++)
             run_item(p, item, c->ctx->scratch[0]);

@@ -94,14 +94,15 @@ attn_status attn_merge_partials(int64_t n_parts, int64_t rows, int64_t dim_v,
     if (attn_ranges_overlap(out, out_bytes, lse, lse_bytes))
         return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "out overlaps lse");
     for (int64_t p = 0; p < n_parts; p++) {
-        /* Part 0 may be the output itself (in place), exactly; no other overlap. */
+        /* Only the exact pairs outs[0] = out and lses[0] = lse (in place)
+         * are allowed; every other overlap is refused. */
         bool same_out = p == 0 && outs[p] == out, same_lse = p == 0 && lses[p] == lse;
         if ((!same_out && attn_ranges_overlap(out, out_bytes, outs[p], out_bytes)) ||
-            (!same_out && attn_ranges_overlap(out, out_bytes, lses[p], lse_bytes)))
+            attn_ranges_overlap(out, out_bytes, lses[p], lse_bytes))
             return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "out overlaps part %lld",
                              (long long)p);
         if ((!same_lse && attn_ranges_overlap(lse, lse_bytes, lses[p], lse_bytes)) ||
-            (!same_lse && attn_ranges_overlap(lse, lse_bytes, outs[p], out_bytes)))
+            attn_ranges_overlap(lse, lse_bytes, outs[p], out_bytes))
             return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "lse overlaps part %lld",
                              (long long)p);
     }

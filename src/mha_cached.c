@@ -55,23 +55,50 @@ static attn_status check_step(attn_context *ctx, const attn_mha *m, const attn_k
 
 /* The new tokens fit: the free pages cover every sequence's need at once,
  * and RoPE tables (if any) cover their positions. */
+/* The partly filled last page of s that an append of n tokens writes into,
+ * or -1. */
+static int64_t page_written(const attn_kv_cache *cache, const attn_kv_seq *s, int64_t n)
+{
+    return n > 0 && s->len % cache->page_size != 0 ? s->pages[s->n_pages - 1] : -1;
+}
+
+/* Free pages the appends of all the sequences take, in list order, as
+ * attn_kv_cache_write makes them: new pages, and a copy for each sequence
+ * that writes into a shared page while another holder still shares it
+ * (of r holders of a page that all write, the first r − 1 copy and the
+ * last finds the page its own). */
+static int64_t pages_needed(const attn_kv_cache *cache, int64_t n_seqs, const int64_t *seqs,
+                            const int64_t *cu_q)
+{
+    int64_t needed = 0;
+    for (int64_t s = 0; s < n_seqs; s++) {
+        const attn_kv_seq *q = &cache->seqs[seqs[s]];
+        int64_t n = cu_q[s + 1] - cu_q[s], page = page_written(cache, q, n), before = 0;
+        needed += (q->len + n + cache->page_size - 1) / cache->page_size - q->n_pages;
+        for (int64_t t = 0; page >= 0 && t < s; t++)
+            before += page_written(cache, &cache->seqs[seqs[t]], cu_q[t + 1] - cu_q[t]) == page;
+        if (page >= 0 && cache->refs[page] - before > 1)
+            needed++;
+    }
+    return needed;
+}
+
 static attn_status check_room(const attn_mha *m, const attn_kv_cache *cache, int64_t n_seqs,
                               const int64_t *seqs, const int64_t *cu_q, const char *f)
 {
-    int64_t needed = 0;
     for (int64_t s = 0; s < n_seqs; s++) {
         const attn_kv_seq *q = &cache->seqs[seqs[s]];
         int64_t n = cu_q[s + 1] - cu_q[s];
         if (n > INT64_MAX / 2 - q->len)
             return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f,
                              "sequence %lld's length would overflow", (long long)seqs[s]);
-        needed += attn_kv_cache_pages_needed(cache, q, n);
         attn_status st;
         if (m->rope &&
             (st = attn_rope_check_positions(m->rope, 1, n, NULL, q->len, f)) != ATTN_OK)
             return st;
     }
-    return attn_kv_cache_check_room(cache, n_seqs > 0 ? cu_q[n_seqs] : 0, needed, f);
+    return attn_kv_cache_check_room(cache, n_seqs > 0 ? cu_q[n_seqs] : 0,
+                                    pages_needed(cache, n_seqs, seqs, cu_q), f);
 }
 
 /* Q [total_q, E], K, V [total_q, kv_dim], A [total_q, E], then the

@@ -461,6 +461,51 @@ static void test_out_of_pages(void **state)
     attn_kv_cache_destroy(cache);
 }
 
+/* Two forks of a partly filled page appended in one layer step: the first
+ * copies the page, the second then has it alone, so one free page is
+ * enough (the page count follows the appends in order). */
+static void test_mha_cached_shared_page(void **state)
+{
+    (void)state;
+    enum { E = 8, NH = 2 };
+    attn_mha *mha = NULL;
+    assert_int_equal(attn_mha_create(&mha, E, NH, NH, E, E, 0), ATTN_OK);
+    int64_t count;
+    assert_int_equal(attn_mha_param_count(mha, &count), ATTN_OK);
+    float *params = ru_floats(count);
+    tu_rng rng;
+    tu_rng_seed(&rng, 61);
+    tu_fill_normal(&rng, params, (size_t)count, 0.0f, 0.5f);
+    assert_int_equal(attn_mha_set_params(mha, params), ATTN_OK);
+    attn_kv_cache *cache = NULL;
+    assert_int_equal(attn_kv_cache_create(&cache, NH, E / NH, E / NH, 4, 2), ATTN_OK);
+    attn_context *ctx = context(1);
+    float x[3 * E], out[3 * E];
+    tu_fill_normal(&rng, x, 3 * E, 0.0f, 1.0f);
+    int64_t a, b, len;
+    assert_int_equal(attn_kv_cache_seq_open(cache, &a), ATTN_OK);
+    int64_t cu2[2] = {0, 2};
+    assert_int_equal(attn_mha_forward_cached(ctx, mha, cache, 1, &a, cu2, x, out), ATTN_OK);
+    assert_int_equal(attn_kv_cache_seq_fork(cache, a, &b), ATTN_OK);
+    int64_t both[2] = {a, b}, cu[3] = {0, 1, 2};
+    assert_int_equal(attn_mha_forward_cached(ctx, mha, cache, 2, both, cu, x + 2 * E, out),
+                     ATTN_OK);
+    assert_int_equal(attn_kv_cache_seq_len(cache, b, &len), ATTN_OK);
+    assert_int_equal(len, 3);
+    /* Each now has a page of its own, 3 of 4 slots used, and no page is
+     * free: a fourth token each fits, a fifth would need two pages. */
+    assert_int_equal(attn_mha_forward_cached(ctx, mha, cache, 2, both, cu, x, out), ATTN_OK);
+    int64_t cu_big[3] = {0, 1, 3};
+    float xx[3 * E];
+    memcpy(xx, x, sizeof xx);
+    assert_int_equal(attn_mha_forward_cached(ctx, mha, cache, 2, both, cu_big, xx, out),
+                     ATTN_ERR_STATE);
+    free(params);
+    attn_context_destroy(ctx);
+    attn_kv_cache_destroy(cache);
+    attn_mha_destroy(mha);
+}
+
 /* ---- 5. the multi-head layer ----------------------------------------------------- */
 
 static void test_mha_cached(void **state)
@@ -599,6 +644,11 @@ static void test_merge_partials(void **state)
     assert_int_equal(attn_merge_partials(3, Lq, D, po, pl, outs[2], lse),
                      ATTN_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(attn_last_error(), "overlaps"));
+    /* In place over outs[0] is allowed, but not with lses[0] inside out. */
+    const float *const po_in[3] = {out, outs[1], outs[2]};
+    const float *const pl_in[3] = {out + 2, lses[1], lses[2]};
+    assert_int_equal(attn_merge_partials(3, Lq, D, po_in, pl_in, out, lse),
+                     ATTN_ERR_INVALID_ARGUMENT);
     for (int p = 0; p < 3; p++)
         free(outs[p]), free(lses[p]);
     free(q), free(k), free(v), free(ref_out), free(ref_lse), free(out), free(lse);
@@ -688,6 +738,9 @@ static void test_errors(void **state)
                      ATTN_OK);
     assert_int_equal(attn_sdpa_forward_cached(ctx, op, cache, 0, NULL, NULL, NULL, NULL, NULL),
                      ATTN_OK);
+    int64_t no_rows[2] = {0, 0};  /* a sequence with no new row: q, out may be NULL */
+    assert_int_equal(attn_sdpa_forward_cached(ctx, op, cache, 1, seqs, no_rows, NULL, NULL, NULL),
+                     ATTN_OK);
 
     attn_mha *mha = NULL, *cross = NULL;
     assert_int_equal(attn_mha_create(&mha, 8, 4, 2, 8, 8, 0), ATTN_OK);
@@ -731,6 +784,7 @@ int main(void)
         cmocka_unit_test(test_fork_and_truncate),
         cmocka_unit_test(test_out_of_pages),
         cmocka_unit_test(test_mha_cached),
+        cmocka_unit_test(test_mha_cached_shared_page),
         cmocka_unit_test(test_merge_partials),
         cmocka_unit_test(test_errors),
     };

@@ -76,6 +76,12 @@ static const mod_case cases[] = {
     {"window_lq_gt_lkv", 1, 2, 1, 9, 4, 8, 8, BHSD, BR, 0, 1, 1, 0, 0, ALIBI_OFF, MASK_NONE, 7},
     {"window_lengths", 3, 2, 2, 6, 10, 8, 8, BSHD, NONE, 0, 1, 2, 2, 0, ALIBI_OFF, MASK_LENGTHS,
      8},
+    /* without causal and len_q > len_kv, aligned positions fall far below 0:
+     * a right bound beyond len_kv still cuts their keys */
+    {"window_right_beyond_keys", 1, 2, 1, 10, 2, 8, 8, BHSD, NONE, 0, 1, -1, 2, 0, ALIBI_OFF,
+     MASK_NONE, 18},
+    {"window_right_beyond_keys_blocks", 1, 2, 2, 300, 20, 8, 8, BSHD, NONE, 0, 1, 4, 25, 0,
+     ALIBI_OFF, MASK_NONE, 19},
     {"softcap", 2, 2, 2, 6, 8, 8, 8, BHSD, NONE, 1.5f, 0, 0, 0, 2.0f, ALIBI_OFF, MASK_NONE, 9},
     {"softcap_gqa_br", 2, 4, 2, 7, 7, 8, 8, BSHD, BR, 2.0f, 0, 0, 0, 5.0f, ALIBI_OFF, MASK_NONE,
      10},
