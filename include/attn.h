@@ -1561,9 +1561,9 @@ ATTN_API attn_status attn_mha_set_rope(attn_mha *mha, const attn_rope *rope);
  * attn_kv_cache_append (one cache per layer); its crop(n) is
  * attn_kv_cache_seq_truncate; llama.cpp's llama_kv_self_seq_rm(seq, p0, -1)
  * is truncate to p0 and llama_kv_self_seq_cp is fork; FlashAttention's
- * flash_attn_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens,
- * block_table, causal=True) is append followed by attn_sdpa_forward_cached,
- * and flash_attn_varlen_func's cu_seqlens_q is cu_q.
+ * kvcache call, given new k and v, cache_seqlens, a block_table and
+ * causal=True, is append followed by attn_sdpa_forward_cached, and its
+ * varlen call's cu_seqlens_q is cu_q (docs/decoding.md has the names).
  *
  * A cache is not thread-safe: calls that change it (open, close, fork,
  * truncate, append, attn_mha_forward_cached) must not overlap any other
