@@ -289,6 +289,40 @@ void ru_ref_mha(const ru_mha *m, int64_t batch, int64_t len_q, int64_t len_kv, c
     free(Q), free(K), free(V), free(A), free(l), free(vis);
 }
 
+/* What the loss of ru_mha_self_grad_error reads. */
+typedef struct self_loss {
+    const ru_mha *m;
+    int64_t batch, len;
+    const float *x, *d_out;
+} self_loss;
+
+static double self_loss_of(void *arg)
+{
+    const self_loss *a = arg;
+    int64_t n = a->batch * a->len * a->m->embed;
+    double *out = ru_doubles(n), l = 0.0;
+    ru_ref_mha(a->m, a->batch, a->len, a->len, a->x, a->x, a->x, NULL, out, NULL);
+    for (int64_t i = 0; i < n; i++)
+        l += (double)a->d_out[i] * out[i];
+    free(out);
+    return l;
+}
+
+double ru_mha_self_grad_error(const ru_mha *m, int64_t batch, int64_t len, float *x,
+                              const float *d_out, const float *dx, int64_t *worst)
+{
+    self_loss a = {m, batch, len, x, d_out};
+    double max = 0.0;
+    *worst = 0;
+    for (int64_t i = 0; i < batch * len * m->embed; i++) {
+        double num = tu_central_difference(&x[i], 0x1p-10, self_loss_of, &a);
+        double e = fabs(num - dx[i]) / (1.0 + fabs(num));
+        if (e > max || isnan(e))
+            max = e, *worst = i;
+    }
+    return max;
+}
+
 void ru_ref_additive(const ru_additive *a, int64_t batch, int64_t len_q, int64_t len_kv,
                      int64_t dim_v, const float *q, const float *k, const float *v,
                      const ref_mask *mask, double *out, double *weights)

@@ -96,6 +96,14 @@ void ru_ref_mha(const ru_mha *m, int64_t batch, int64_t len_q, int64_t len_kv, c
                 const float *key, const float *value, const ref_mask *mask, double *out,
                 double *weights);
 
+/* The self-attention gradient check of the layer tests: the largest
+ * |dx − num| / (1 + |num|) over every element of x [batch, len, embed],
+ * where dx is libattn's ∂L/∂x (query = key = value = x) and num is ∂L/∂x by
+ * central differences (steps 2^-10) of L = Σ d_out · out, out from
+ * ru_ref_mha(m) without a mask. *worst gets the element's index. */
+double ru_mha_self_grad_error(const ru_mha *m, int64_t batch, int64_t len, float *x,
+                              const float *d_out, const float *dx, int64_t *worst);
+
 /* Additive attention: score = w_vᵀ tanh(W_q q + W_k k) + masks, softmax, · V.
  * mask: heads dim 1. */
 typedef struct ru_additive {
