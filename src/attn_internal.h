@@ -661,6 +661,39 @@ attn_status attn_mha_backward_run(attn_context *ctx, const attn_mha *mha,
                                   const attn_activations *act, const float *d_out,
                                   float *const grad[4], float *ws, const char *f);
 
+/* One cached step of the layer (mha_cached.c), in three parts so that a
+ * caller (the encoder layer's cached forward) can reserve its own buffers
+ * with the step's and run its own passes around it. */
+typedef struct attn_mha_step_buffers {
+    float *qp, *kp, *vp, *ap; /* Q [total_q, E], K, V [total_q, kv_dim], A [total_q, E] */
+    float *partials;          /* the attention's partial results, then the caller's floats */
+} attn_mha_step_buffers;
+
+typedef struct attn_mha_step {
+    const attn_mha *mha;
+    attn_kv_cache *cache;     /* call.cache, which the run appends to */
+    attn_cached_call call;
+    attn_cached_plan *plan;
+    int64_t *lens;
+    int threads;
+    attn_mha_step_buffers buf;
+} attn_mha_step;
+
+/* Every check and reservation of attn_mha_forward_cached for query and out
+ * (checked, not kept), with extra_floats more of workspace for the caller
+ * at *extra (extra may be NULL when extra_floats is 0). On failure *step
+ * holds nothing and nothing is written. */
+attn_status attn_mha_step_prepare(attn_context *ctx, const attn_mha *mha, attn_kv_cache *cache,
+                                  int64_t n_seqs, const int64_t *seqs, const int64_t *cu_q,
+                                  const float *query, const float *out, size_t extra_floats,
+                                  attn_mha_step *step, float **extra, const char *f);
+/* Projects query [total_q, E], appends K and V, attends and projects into
+ * out [total_q, E]. Cannot fail. query and out may be any floats of the
+ * prepared shapes that are not the step's buffers. */
+void attn_mha_step_run(attn_mha_step *step, const float *query, float *out);
+/* Releases what prepare took (not the context's workspace). */
+void attn_mha_step_end(attn_mha_step *step);
+
 /* ---- the Transformer encoder layer (encoder.c, encoder_train.c) --------- */
 
 /* The feed-forward's and the norms' parameters, in named_parameters order

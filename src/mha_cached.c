@@ -101,11 +101,7 @@ static attn_status check_room(const attn_mha *m, const attn_kv_cache *cache, int
                                     pages_needed(cache, n_seqs, seqs, cu_q), f);
 }
 
-/* Q [total_q, E], K, V [total_q, kv_dim], A [total_q, E], then the
- * attention's partial results. */
-typedef struct step_buffers {
-    float *qp, *kp, *vp, *ap, *partials;
-} step_buffers;
+typedef attn_mha_step_buffers step_buffers;
 
 static attn_status reserve_buffers(attn_context *ctx, const attn_mha *m, int64_t total_q,
                                    size_t partial_floats, step_buffers *b, const char *f)
@@ -162,11 +158,12 @@ static void rotate_new_tokens(attn_context *ctx, const attn_mha *m, const attn_k
     }
 }
 
-attn_status attn_mha_forward_cached(attn_context *ctx, const attn_mha *mha, attn_kv_cache *cache,
-                                    int64_t n_seqs, const int64_t *seqs, const int64_t *cu_q,
-                                    const float *query, float *out)
+attn_status attn_mha_step_prepare(attn_context *ctx, const attn_mha *mha, attn_kv_cache *cache,
+                                  int64_t n_seqs, const int64_t *seqs, const int64_t *cu_q,
+                                  const float *query, const float *out, size_t extra_floats,
+                                  attn_mha_step *step, float **extra, const char *f)
 {
-    static const char *f = "attn_mha_forward_cached";
+    *step = (attn_mha_step){0};
     attn_status st = check_step(ctx, mha, cache, n_seqs, seqs, cu_q, query, out, f);
     if (st == ATTN_OK)
         st = check_room(mha, cache, n_seqs, seqs, cu_q, f);
@@ -180,41 +177,83 @@ attn_status attn_mha_forward_cached(attn_context *ctx, const attn_mha *mha, attn
     for (int64_t s = 0; s < n_seqs; s++)  /* the lengths once the new tokens are in */
         lens[s] = cache->seqs[seqs[s]].len + cu_q[s + 1] - cu_q[s];
 
-    step_buffers b = {0};
     const attn_mha_views views = attn_mha_attention_views(mha, 0, 0);
-    attn_cached_call c = {.ctx = ctx, .cache = cache, .n_seqs = n_seqs, .seqs = seqs,
-                          .cu_q = cu_q, .heads_q = mha->num_heads,
-                          .heads_kv = mha->num_kv_heads, .dim_qk = mha->head_dim,
-                          .dim_v = mha->head_dim, .scale = views.scale,
-                          .mods = attn_mha_mods(mha)};
-    attn_cached_plan *plan = NULL;
-    int threads = attn_context_threads(ctx, attn_linear_items(total_q));
-    if ((st = attn_cached_plan_make(ctx, &c, lens, &plan, f)) != ATTN_OK ||
-        (st = reserve_buffers(ctx, mha, total_q, attn_cached_plan_partial_floats(plan), &b,
-                              f)) != ATTN_OK ||
-        (st = attn_context_reserve(ctx, f, threads, 0)) != ATTN_OK ||
+    step->mha = mha;
+    step->cache = cache;
+    step->lens = lens;
+    step->threads = attn_context_threads(ctx, attn_linear_items(total_q));
+    step->call = (attn_cached_call){.ctx = ctx, .cache = cache, .n_seqs = n_seqs, .seqs = seqs,
+                                    .cu_q = cu_q, .heads_q = mha->num_heads,
+                                    .heads_kv = mha->num_kv_heads, .dim_qk = mha->head_dim,
+                                    .dim_v = mha->head_dim, .scale = views.scale,
+                                    .mods = attn_mha_mods(mha)};
+    step_buffers *b = &step->buf;
+    size_t partials;
+    if ((st = attn_cached_plan_make(ctx, &step->call, lens, &step->plan, f)) != ATTN_OK)
+        goto fail;
+    if (__builtin_add_overflow(attn_cached_plan_partial_floats(step->plan), extra_floats,
+                               &partials)) {
+        st = attn_fail(ATTN_ERR_SIZE_OVERFLOW, f, "the step's buffers do not fit in memory");
+        goto fail;
+    }
+    if ((st = reserve_buffers(ctx, mha, total_q, partials, b, f)) != ATTN_OK ||
+        (st = attn_context_reserve(ctx, f, step->threads, 0)) != ATTN_OK ||
         (st = reserve_tables_and_rope(ctx, mha, cache, n_seqs, seqs, cu_q, f)) != ATTN_OK)
-        goto done;
-
-    /* Nothing can fail from here on. */
-    int64_t e = mha->embed_dim, kv = mha->kv_dim;
-    attn_linear(ctx, threads, total_q, e, e, query, mha->weight[ATTN_PROJ_Q],
-                mha->bias[ATTN_PROJ_Q], b.qp);
-    attn_linear(ctx, threads, total_q, e, kv, query, mha->weight[ATTN_PROJ_K],
-                mha->bias[ATTN_PROJ_K], b.kp);
-    attn_linear(ctx, threads, total_q, e, kv, query, mha->weight[ATTN_PROJ_V],
-                mha->bias[ATTN_PROJ_V], b.vp);
-    rotate_new_tokens(ctx, mha, cache, n_seqs, seqs, cu_q, &b, f);
-    for (int64_t s = 0; s < n_seqs; s++)
-        attn_kv_cache_write(cache, seqs[s], cu_q[s + 1] - cu_q[s], b.kp + cu_q[s] * kv, kv,
-                            b.vp + cu_q[s] * kv, kv);
-    c.q = b.qp;
-    c.out = b.ap;
-    attn_cached_run(plan, b.partials);
-    attn_linear(ctx, threads, total_q, e, e, b.ap, mha->weight[ATTN_PROJ_O],
-                mha->bias[ATTN_PROJ_O], out);
-done:
-    attn_cached_plan_free(plan);
-    attn_free(lens);
+        goto fail;
+    if (extra)  /* the caller's floats come after the partial results */
+        *extra = b->partials + attn_cached_plan_partial_floats(step->plan);
+    return ATTN_OK;
+fail:
+    attn_mha_step_end(step);
     return st;
+}
+
+void attn_mha_step_run(attn_mha_step *step, const float *query, float *out)
+{
+    const attn_mha *mha = step->mha;
+    attn_cached_call *c = &step->call;
+    const step_buffers *b = &step->buf;
+    attn_context *ctx = c->ctx;
+    attn_kv_cache *cache = step->cache;
+    int64_t n_seqs = c->n_seqs, total_q = n_seqs > 0 ? c->cu_q[n_seqs] : 0;
+    const int64_t *seqs = c->seqs, *cu_q = c->cu_q;
+    int64_t e = mha->embed_dim, kv = mha->kv_dim;
+    int threads = step->threads;
+    attn_linear(ctx, threads, total_q, e, e, query, mha->weight[ATTN_PROJ_Q],
+                mha->bias[ATTN_PROJ_Q], b->qp);
+    attn_linear(ctx, threads, total_q, e, kv, query, mha->weight[ATTN_PROJ_K],
+                mha->bias[ATTN_PROJ_K], b->kp);
+    attn_linear(ctx, threads, total_q, e, kv, query, mha->weight[ATTN_PROJ_V],
+                mha->bias[ATTN_PROJ_V], b->vp);
+    rotate_new_tokens(ctx, mha, cache, n_seqs, seqs, cu_q, b, "attn_mha_step_run");
+    for (int64_t s = 0; s < n_seqs; s++)
+        attn_kv_cache_write(cache, seqs[s], cu_q[s + 1] - cu_q[s], b->kp + cu_q[s] * kv, kv,
+                            b->vp + cu_q[s] * kv, kv);
+    c->q = b->qp;
+    c->out = b->ap;
+    attn_cached_run(step->plan, b->partials);
+    attn_linear(ctx, threads, total_q, e, e, b->ap, mha->weight[ATTN_PROJ_O],
+                mha->bias[ATTN_PROJ_O], out);
+}
+
+void attn_mha_step_end(attn_mha_step *step)
+{
+    attn_cached_plan_free(step->plan);
+    attn_free(step->lens);
+    *step = (attn_mha_step){0};
+}
+
+attn_status attn_mha_forward_cached(attn_context *ctx, const attn_mha *mha, attn_kv_cache *cache,
+                                    int64_t n_seqs, const int64_t *seqs, const int64_t *cu_q,
+                                    const float *query, float *out)
+{
+    static const char *f = "attn_mha_forward_cached";
+    attn_mha_step step;
+    attn_status st = attn_mha_step_prepare(ctx, mha, cache, n_seqs, seqs, cu_q, query, out, 0,
+                                           &step, NULL, f);
+    if (st != ATTN_OK)
+        return st;
+    attn_mha_step_run(&step, query, out);  /* nothing can fail from here on */
+    attn_mha_step_end(&step);
+    return ATTN_OK;
 }
