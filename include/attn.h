@@ -1702,6 +1702,47 @@ ATTN_API attn_status attn_mha_forward_cached(attn_context *ctx, const attn_mha *
                                              const int64_t *seqs, const int64_t *cu_q,
                                              const float *query, float *out);
 
+/** The encoder layer's step with a cache, for decoding a stack of layers
+ * (a decoder-only language model: causal pre- or post-norm layers) token
+ * by token or chunk by chunk: src [total_q, d_model] holds the new tokens
+ * of n_seqs sequences (rows as cu_q says, as for attn_sdpa_forward_cached);
+ * the self-attention appends their K and V to cache and attends to every
+ * cached token of the same sequence and to the new ones before it
+ * (attn_mha_forward_cached); the norms, the feed-forward and the residuals
+ * run on the new rows only. out [total_q, d_model] may be src (in place);
+ * otherwise they must not overlap.
+ *
+ * One cache per layer: a stack of N layers keeps N caches, each created
+ * with heads_kv = nhead and dim_qk = dim_v = d_model / nhead, and every
+ * layer's call takes the same seqs and cu_q (open, fork, truncate and
+ * close a sequence in every cache alike). The layer must be causal
+ * (attn_encoder_layer_set_causal; either alignment, they agree for
+ * self-attention): then decoding a sequence in any chunks gives the numbers
+ * of one attn_encoder_layer_forward over the whole sequence to float32
+ * rounding (the sums of the attention run in another order). The layer's
+ * self-attention keeps any RoPE or score modifiers given to it before
+ * (none can be set through the encoder layer's calls). No dropout: this is
+ * inference.
+ *
+ * Returns ATTN_ERR_NULL_POINTER (ctx, layer, cache; seqs or cu_q with
+ * n_seqs > 0; src or out with rows), ATTN_ERR_INVALID_ARGUMENT (n_seqs
+ * negative, a sequence not open or listed twice, cu_q not starting at 0 or
+ * decreasing, out overlapping src without being it), ATTN_ERR_STATE
+ * (parameters not set; the layer not causal; not enough free pages for
+ * every sequence's new tokens, as attn_mha_forward_cached counts them),
+ * ATTN_ERR_SHAPE_MISMATCH (the cache's heads or dims not the layer's),
+ * ATTN_ERR_SIZE_OVERFLOW, ATTN_ERR_UNSUPPORTED (total_q above INT_MAX),
+ * ATTN_ERR_OUT_OF_MEMORY. Every check and allocation comes first: on
+ * failure the cache and out are unchanged. Memory: the context's workspace
+ * of total_q · (6·d_model + dim_feedforward) floats plus the attention's.
+ * Added in 1.1.0. Not thread-safe with other calls on the same cache;
+ * concurrent calls may share the layer. */
+ATTN_API attn_status attn_encoder_layer_forward_cached(attn_context *ctx,
+                                                       const attn_encoder_layer *layer,
+                                                       attn_kv_cache *cache, int64_t n_seqs,
+                                                       const int64_t *seqs, const int64_t *cu_q,
+                                                       const float *src, float *out);
+
 /** Exact softmax attention over the union of n_parts disjoint key sets,
  * from each part's output and log-sum-exp for the same queries
  * (flash-decoding; ring attention, Liu et al. 2023):

@@ -288,6 +288,7 @@ typedef struct forward_call {
     const attn_mask *mask;
     float *out;
     attn_activations *act;   /* NULL: inference */
+    attn_mha_step *step;     /* a cached step (attn_encoder_layer_forward_cached), or NULL */
     int threads;
     const char *f;
 } forward_call;
@@ -306,6 +307,10 @@ static const attn_dropout *training_dropout(const forward_call *c)
 static attn_status self_attention(const forward_call *c, const forward_buffers *b,
                                   float *mha_ws)
 {
+    if (c->step) {
+        attn_mha_step_run(c->step, b->attn_in, b->a);  /* prepared: cannot fail */
+        return ATTN_OK;
+    }
     const attn_mha *m = c->l->self_attn;
     const attn_mha_call mc = {c->batch, c->len, c->len, b->attn_in, b->attn_in, b->attn_in,
                               b->a, NULL};
@@ -425,27 +430,43 @@ static bool add_floats(size_t *total, size_t count, size_t floats)
            !__builtin_add_overflow(*total, product, total);
 }
 
-/* Inference: everything in the context's workspace, [n, d] buffers for the
- * attention's four projections, A and h (post-norm) or n1 (pre-norm), and
- * hidden [n, ff] (the activation in place). */
-static attn_status inference_buffers(const forward_call *c, forward_buffers *b, float **mha_ws)
+/* Inference's own buffers, in ws [2·n·d + n·ff]: A and h (post-norm) or
+ * n1 (pre-norm) [n, d], and hidden [n, ff] (the activation in place). */
+static void place_inference_buffers(const forward_call *c, float *ws, forward_buffers *b)
 {
-    size_t nd = (size_t)(c->rows * c->l->d_model), nf = (size_t)(c->rows * c->l->dim_feedforward);
-    size_t floats = 0;
-    float *ws;
-    if (!add_floats(&floats, 6, nd) || !add_floats(&floats, 1, nf))
-        return attn_fail(ATTN_ERR_SIZE_OVERFLOW, c->f, "the activations do not fit in memory");
-    attn_status st = attn_context_workspace(c->ctx, c->f, floats, &ws);
-    if (st != ATTN_OK)
-        return st;
-    *mha_ws = ws;
-    float *a = ws + 4 * nd, *t = a + nd;
+    size_t nd = (size_t)(c->rows * c->l->d_model);
+    float *a = ws, *t = a + nd;
     *b = (forward_buffers){.a = a, .hidden = t + nd, .g = t + nd};
     if (c->l->norm_first) {
         b->n1 = t, b->attn_in = t, b->ff_in = t, b->ln2_in = c->out;
     } else {
         b->attn_in = c->src, b->s1 = t, b->h = t, b->ff_in = t, b->ln2_in = c->out;
     }
+}
+
+/* The floats of place_inference_buffers, plus `more` [n, d] buffers. */
+static attn_status inference_floats(const forward_call *c, size_t more, size_t *floats)
+{
+    size_t nd = (size_t)(c->rows * c->l->d_model), nf = (size_t)(c->rows * c->l->dim_feedforward);
+    *floats = 0;
+    if (!add_floats(floats, 2 + more, nd) || !add_floats(floats, 1, nf))
+        return attn_fail(ATTN_ERR_SIZE_OVERFLOW, c->f, "the activations do not fit in memory");
+    return ATTN_OK;
+}
+
+/* Inference: everything in the context's workspace, the attention's four
+ * projections [n, d] first. */
+static attn_status inference_buffers(const forward_call *c, forward_buffers *b, float **mha_ws)
+{
+    size_t floats;
+    float *ws;
+    attn_status st = inference_floats(c, 4, &floats);
+    if (st == ATTN_OK)
+        st = attn_context_workspace(c->ctx, c->f, floats, &ws);
+    if (st != ATTN_OK)
+        return st;
+    *mha_ws = ws;
+    place_inference_buffers(c, ws + 4 * (size_t)(c->rows * c->l->d_model), b);
     return ATTN_OK;
 }
 
@@ -508,4 +529,74 @@ attn_status attn_encoder_layer_forward(attn_context *ctx, const attn_encoder_lay
         act->mask = mask;
     }
     return ATTN_OK;
+}
+
+/* ---- the cached forward ------------------------------------------------------ */
+
+/* Every check but the step's (the cache's shape and room); sets c->rows. */
+static attn_status check_forward_cached(forward_call *c, const attn_kv_cache *cache,
+                                        int64_t n_seqs, const int64_t *seqs, const int64_t *cu_q)
+{
+    const char *f = c->f;
+    if (!c->ctx)
+        return attn_fail(ATTN_ERR_NULL_POINTER, f, "ctx is NULL");
+    if (!c->l)
+        return attn_fail(ATTN_ERR_NULL_POINTER, f, "layer is NULL");
+    if (!cache)
+        return attn_fail(ATTN_ERR_NULL_POINTER, f, "cache is NULL");
+    if (!c->l->set)
+        return attn_fail(ATTN_ERR_STATE, f,
+                         "the parameters are not set: call attn_encoder_layer_set_params");
+    if (c->l->self_attn->causal == ATTN_CAUSAL_NONE)
+        return attn_fail(ATTN_ERR_STATE, f,
+                         "the layer is not causal: a cached step attends to the tokens before "
+                         "it only, so call attn_encoder_layer_set_causal first");
+    attn_status st = attn_cached_check_queries(cache, n_seqs, seqs, cu_q, f);
+    if (st != ATTN_OK)
+        return st;
+    c->rows = n_seqs > 0 ? cu_q[n_seqs] : 0;
+    const int64_t x[2] = {c->rows, c->l->d_model}, hidden[2] = {c->rows, c->l->dim_feedforward};
+    if ((st = attn_check_tensor(x, 2, "src", f)) != ATTN_OK ||
+        (st = attn_check_tensor(hidden, 2, "the feed-forward's hidden activations", f)) !=
+            ATTN_OK ||
+        (st = attn_check_blas(c->rows, "total_q", f)) != ATTN_OK ||
+        (st = attn_check_data(c->src, c->rows * c->l->d_model, "src", f)) != ATTN_OK ||
+        (st = attn_check_data(c->out, c->rows * c->l->d_model, "out", f)) != ATTN_OK)
+        return st;
+    size_t bytes = (size_t)(c->rows * c->l->d_model) * sizeof(float);
+    if (c->out != c->src && attn_ranges_overlap(c->out, bytes, c->src, bytes))
+        return attn_fail(ATTN_ERR_INVALID_ARGUMENT, f, "out overlaps src without being src");
+    return ATTN_OK;
+}
+
+attn_status attn_encoder_layer_forward_cached(attn_context *ctx, const attn_encoder_layer *layer,
+                                              attn_kv_cache *cache, int64_t n_seqs,
+                                              const int64_t *seqs, const int64_t *cu_q,
+                                              const float *src, float *out)
+{
+    forward_call c = {.ctx = ctx, .l = layer, .src = src, .out = out,
+                      .f = "attn_encoder_layer_forward_cached"};
+    attn_status st = check_forward_cached(&c, cache, n_seqs, seqs, cu_q);
+    if (st != ATTN_OK)
+        return st;
+    c.batch = 1, c.len = c.rows;  /* the row passes see one flat batch */
+    c.threads = attn_context_threads(ctx, attn_enc_blocks(c.rows));
+    size_t floats;
+    if ((st = attn_context_reserve(ctx, c.f, c.threads, 0)) != ATTN_OK ||
+        (st = inference_floats(&c, 0, &floats)) != ATTN_OK)
+        return st;
+    /* The step checks the cache, the sequences' room and the RoPE positions,
+     * and reserves its buffers and ours in one workspace: after it nothing
+     * can fail. */
+    attn_mha_step step;
+    float *ws;
+    if ((st = attn_mha_step_prepare(ctx, layer->self_attn, cache, n_seqs, seqs, cu_q, src, out,
+                                    floats, &step, &ws, c.f)) != ATTN_OK)
+        return st;
+    forward_buffers b;
+    place_inference_buffers(&c, ws, &b);
+    c.step = &step;
+    st = layer->norm_first ? forward_pre_norm(&c, &b, NULL) : forward_post_norm(&c, &b, NULL);
+    attn_mha_step_end(&step);
+    return st;
 }

@@ -60,14 +60,14 @@ static char sentinel_obj;
 typedef enum call_id {
     C_CACHE_CREATE, C_SEQ_OPEN, C_SEQ_FORK, C_APPEND, C_SDPA_CACHED, C_MHA_CACHED,
     C_ROPE_CREATE, C_ROPE_TABLES, C_ROPE_APPLY, C_MHA_SET_ROPE, C_SET_ALIBI, C_MERGE,
-    C_COUNT
+    C_ENCODER_CACHED, C_COUNT
 } call_id;
 
 static const char *const call_func[C_COUNT] = {
     "attn_kv_cache_create", "attn_kv_cache_seq_open", "attn_kv_cache_seq_fork",
     "attn_kv_cache_append", "attn_sdpa_forward_cached", "attn_mha_forward_cached",
     "attn_rope_create", "attn_rope_set_tables", "attn_rope_apply", "attn_mha_set_rope",
-    "attn_sdpa_set_alibi", "attn_merge_partials",
+    "attn_sdpa_set_alibi", "attn_merge_partials", "attn_encoder_layer_forward_cached",
 };
 
 /* What a call needs, made with injection off. */
@@ -79,6 +79,7 @@ typedef struct fixture {
     attn_sdpa *op;
     attn_mha *mha;
     attn_rope *rope;
+    attn_encoder_layer *layer;
     void *made;              /* a create's out-pointer */
     int64_t seqs[9], n_seqs, cu[10], fork_dst;
     float *q, *x, *kv, *tables;
@@ -189,6 +190,21 @@ static void fx_setup(fixture *f, call_id id, int threads)
         make_mha(f);
         assert_int_equal(attn_rope_create(&f->rope, D, 6, 100.0f, ATTN_ROPE_HALF), ATTN_OK);
         break;
+    case C_ENCODER_CACHED: {
+        /* nhead = HKV: the cache's heads; d_model = HKV · D. */
+        make_cache(f, 3);
+        assert_int_equal(attn_encoder_layer_create(&f->layer, HKV * D, HKV, 24,
+                                                   ATTN_ACTIVATION_GELU, 1, 1e-5f),
+                         ATTN_OK);
+        int64_t count;
+        assert_int_equal(attn_encoder_layer_param_count(f->layer, &count), ATTN_OK);
+        float *p = frand((size_t)count, 6);
+        assert_int_equal(attn_encoder_layer_set_params(f->layer, p), ATTN_OK);
+        assert_int_equal(attn_encoder_layer_set_causal(f->layer, ATTN_CAUSAL_TOP_LEFT),
+                         ATTN_OK);
+        free(p);
+        break;
+    }
     case C_SET_ALIBI:
         assert_int_equal(attn_sdpa_create(&f->op, 1, HQ, HKV, 2, 3, D, D), ATTN_OK);
         f->kv = frand(3 * HKV * D * 4, 3);
@@ -233,6 +249,9 @@ static attn_status fx_run(fixture *f)
         return attn_merge_partials(2, 2, D, outs, lses, (float *)(void *)f->out,
                                    (float *)(void *)(f->out + 1024));
     }
+    case C_ENCODER_CACHED:
+        return attn_encoder_layer_forward_cached(f->ctx, f->layer, f->cache, f->n_seqs, f->seqs,
+                                                 f->cu, f->x, (float *)(void *)f->out);
     default: return ATTN_ERR_INVALID_ARGUMENT;
     }
 }
@@ -249,6 +268,7 @@ static void fx_teardown(fixture *f)
     attn_sdpa_destroy(f->op);
     attn_mha_destroy(f->mha);
     attn_rope_destroy(f->rope);
+    attn_encoder_layer_destroy(f->layer);
     attn_context_destroy(f->ctx);
     free(f->q), free(f->x), free(f->kv), free(f->tables);
 }
