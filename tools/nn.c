@@ -55,9 +55,17 @@ void nn_linear_backward(const nn_linear *l, int64_t rows, const float *x, const 
 double nn_cross_entropy(int64_t rows, int64_t classes, const float *logits, const int *labels,
                         float *d_logits, int64_t *correct)
 {
+    int64_t counted = 0;
+    for (int64_t r = 0; r < rows; r++)
+        counted += labels[r] >= 0;
     double total = 0.0;
     for (int64_t r = 0; r < rows; r++) {
         const float *z = logits + r * classes;
+        if (labels[r] < 0) {  /* ignore_index: no loss, no gradient */
+            if (d_logits)
+                memset(d_logits + r * classes, 0, (size_t)classes * sizeof(float));
+            continue;
+        }
         int64_t best = 0;
         for (int64_t c = 1; c < classes; c++)
             best = z[c] > z[best] ? c : best;
@@ -72,9 +80,9 @@ double nn_cross_entropy(int64_t rows, int64_t classes, const float *logits, cons
             continue;
         for (int64_t c = 0; c < classes; c++)
             d_logits[r * classes + c] =
-                (float)((exp((double)z[c] - lse) - (c == labels[r])) / (double)rows);
+                (float)((exp((double)z[c] - lse) - (c == labels[r])) / (double)counted);
     }
-    return rows > 0 ? total / (double)rows : 0.0;
+    return counted > 0 ? total / (double)counted : 0.0;
 }
 
 double nn_clip_grad_norm(float *g, int64_t n, double max_norm)
@@ -106,17 +114,45 @@ void nn_adam_free(nn_adam *a)
     a->m = a->v = NULL;
 }
 
-void nn_adam_step(nn_adam *a, float *params, const float *grads, double lr)
+void nn_adamw_step(nn_adam *a, float *params, const float *grads, double lr,
+                   double weight_decay, const unsigned char *decay)
 {
     const double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
     a->step++;
     double bc1 = 1.0 - pow(beta1, (double)a->step), bc2 = 1.0 - pow(beta2, (double)a->step);
     float step_size = (float)(lr / bc1), sqrt_bc2 = (float)sqrt(bc2);
+    float shrink = (float)(1.0 - lr * weight_decay);
     for (int64_t i = 0; i < a->n; i++) {
         float g = grads[i];
+        if (decay && decay[i])  /* decoupled: the parameter shrinks before the Adam step */
+            params[i] *= shrink;
         a->m[i] = (float)beta1 * a->m[i] + (float)(1.0 - beta1) * g;
         a->v[i] = (float)beta2 * a->v[i] + (float)(1.0 - beta2) * g * g;
         params[i] -= step_size * a->m[i] / (sqrtf(a->v[i]) / sqrt_bc2 + (float)eps);
+    }
+}
+
+void nn_adam_step(nn_adam *a, float *params, const float *grads, double lr)
+{
+    nn_adamw_step(a, params, grads, lr, 0.0, NULL);
+}
+
+void nn_encoder_layer_init(float *p, int64_t d, int64_t ff, prng *g)
+{
+    double xavier = sqrt(6.0 / (double)(d + 3 * d));
+    prng_fill_uniform(g, p, 3 * d * d, -xavier, xavier);  /* in_proj_weight */
+    memset(p + 3 * d * d, 0, (size_t)(3 * d) * sizeof(float));  /* in_proj_bias */
+    float *out_proj = p + 3 * d * d + 3 * d;
+    prng_fill_uniform(g, out_proj, d * d, -1.0 / sqrt((double)d), 1.0 / sqrt((double)d));
+    memset(out_proj + d * d, 0, (size_t)d * sizeof(float));  /* out_proj.bias */
+    nn_linear lin1 = {d, ff, out_proj + d * d + d, out_proj + d * d + d + ff * d, NULL, NULL};
+    nn_linear lin2 = {ff, d, lin1.b + ff, lin1.b + ff + d * ff, NULL, NULL};
+    nn_linear_init(&lin1, g);
+    nn_linear_init(&lin2, g);
+    float *norms = lin2.b + d;
+    for (int64_t i = 0; i < d; i++) {
+        norms[i] = 1.0f, norms[d + i] = 0.0f;          /* norm1.weight, norm1.bias */
+        norms[2 * d + i] = 1.0f, norms[3 * d + i] = 0.0f;  /* norm2 */
     }
 }
 

@@ -38,8 +38,10 @@ void nn_linear_backward(const nn_linear *l, int64_t rows, const float *x, const 
                         float *dx);
 
 /* Mean cross-entropy of logits [rows, classes] against labels (F.cross_entropy,
- * computed stably through the log-sum-exp); d_logits = (softmax − one_hot) / rows
- * unless NULL; *correct += rows whose arg max is the label. */
+ * computed stably through the log-sum-exp) over the rows whose label is >= 0
+ * (a negative label is ignore_index: no loss, a zero gradient row);
+ * d_logits = (softmax − one_hot) / counted rows unless NULL; *correct +=
+ * rows whose arg max is the label. */
 double nn_cross_entropy(int64_t rows, int64_t classes, const float *logits, const int *labels,
                         float *d_logits, int64_t *correct);
 
@@ -58,6 +60,17 @@ int nn_adam_init(nn_adam *a, int64_t n);
 void nn_adam_free(nn_adam *a);
 /* One step of params [n] against grads [n] at learning rate lr. */
 void nn_adam_step(nn_adam *a, float *params, const float *grads, double lr);
+/* torch.optim.AdamW (Loshchilov and Hutter 2019): the same step after
+ * params[i] *= 1 − lr · weight_decay where decay[i] is non-zero (decay NULL:
+ * none). */
+void nn_adamw_step(nn_adam *a, float *params, const float *grads, double lr,
+                   double weight_decay, const unsigned char *decay);
+
+/* nn.TransformerEncoderLayer's initialisation of the flat parameters p
+ * (attn_encoder_layer_get_params' layout) of d_model d and dim_feedforward
+ * ff: in_proj_weight Xavier-uniform, in_proj_bias and out_proj.bias 0,
+ * out_proj.weight, linear1 and linear2 nn.Linear's default, norms (1, 0). */
+void nn_encoder_layer_init(float *p, int64_t d, int64_t ff, prng *g);
 
 /* The UvA tutorial 6 CosineWarmupScheduler's factor at step t (0-based):
  * 0.5 · (1 + cos(π t / max_steps)), times t / warmup while t <= warmup. */

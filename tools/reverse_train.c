@@ -94,22 +94,7 @@ static attn_status model_init(model *m, prng *g)
     nn_linear_place(&m->out2, d, c, m->params, m->grads, &at);
 
     nn_linear_init(&m->in, g);
-    /* nn.TransformerEncoderLayer: in_proj [3d, d] Xavier, biases 0, out_proj
-     * and the linears nn.Linear's default, norms (1, 0). */
-    float *e = m->enc_params;
-    double xavier = sqrt(6.0 / (double)(d + 3 * d));
-    prng_fill_uniform(g, e, 3 * d * d, -xavier, xavier);
-    float *out_proj = e + 3 * d * d + 3 * d;
-    prng_fill_uniform(g, out_proj, d * d, -1.0 / sqrt((double)d), 1.0 / sqrt((double)d));
-    nn_linear lin1 = {d, REVERSE_FF, out_proj + d * d + d, out_proj + d * d + d + REVERSE_FF * d,
-                      NULL, NULL};
-    nn_linear lin2 = {REVERSE_FF, d, lin1.b + REVERSE_FF, lin1.b + REVERSE_FF + d * REVERSE_FF,
-                      NULL, NULL};
-    nn_linear_init(&lin1, g);
-    nn_linear_init(&lin2, g);
-    float *norms = lin2.b + d;
-    for (int64_t i = 0; i < d; i++)
-        norms[i] = 1.0f, norms[2 * d + i] = 1.0f;  /* norm1.weight, norm2.weight */
+    nn_encoder_layer_init(m->enc_params, d, REVERSE_FF, g);
     nn_linear_init(&m->out1, g);
     for (int64_t i = 0; i < d; i++)
         m->ln_w[i] = 1.0f;
