@@ -1,6 +1,6 @@
 /*
  * attn.c — the attn program: `attn demo`, `attn run`, `attn heatmap`,
- * `attn info`, `attn train`.
+ * `attn info`, `attn train`, `attn generate`.
  *
  * main only dispatches: each subcommand lives in its own file, parses its
  * own options and returns an exit status (cli.h). The library never prints;
@@ -29,6 +29,10 @@ static const char usage[] =
     "                     threads, the CPU's vector extensions) and any advice\n"
     "  train nw           train D2L 10.2.4's Nadaraya-Watson width by SGD with\n"
     "                     libattn's gradients, a progress line per epoch\n"
+    "  train reverse      train UvA tutorial 6's sequence-reversal Transformer\n"
+    "  train lm           train a character-level GPT on the Tang poems\n"
+    "  generate           write poems with a model of `attn train lm`, character by\n"
+    "                     character with a KV cache\n"
     "\n"
     "  attn COMMAND --help   describes every option of COMMAND\n"
     "  attn --version        prints the versions of attn and of libattn\n"
@@ -47,6 +51,7 @@ static const command commands[] = {
     {"heatmap", cmd_heatmap},
     {"info", cmd_info},
     {"train", cmd_train},
+    {"generate", cmd_generate},
 };
 
 int main(int argc, char **argv)

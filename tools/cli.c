@@ -60,8 +60,38 @@ static const cli_option *match(const cli_option *opts, size_t n_opts, const char
     return NULL;
 }
 
-int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts,
-              const char **positional, int max_positional, int *n_positional, int *help)
+/* Takes arg (and maybe argv[*i + 1]) as a flag or a repeated option of o:
+ * 1 if it was one, 0 if not, or a usage error's status (negated). */
+static int match_other(const char *cmd, const cli_options *o, int argc, char **argv, int *i)
+{
+    const char *arg = argv[*i];
+    for (size_t k = 0; k < o->n_flags; k++)
+        if (strcmp(arg, o->flags[k].name) == 0) {
+            *o->flags[k].flag = 1;
+            return 1;
+        }
+    for (size_t k = 0; k < o->n_lists; k++) {
+        const cli_list *l = &o->lists[k];
+        size_t len = strlen(l->name);
+        if (strncmp(arg, l->name, len) != 0 || (arg[len] != '\0' && arg[len] != '='))
+            continue;
+        const char *value = arg[len] == '=' ? arg + len + 1 : NULL;
+        if (!value) {
+            if (*i + 1 >= argc)
+                return -cli_usage_error(cmd, "option '%s' needs a value", l->name);
+            value = argv[++*i];
+        }
+        if (*l->n_values >= l->max_values)
+            return -cli_usage_error(cmd, "option '%s' is given more than %d times", l->name,
+                                    l->max_values);
+        l->values[(*l->n_values)++] = value;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_parse_all(const char *cmd, int argc, char **argv, const cli_options *o,
+                  const char **positional, int max_positional, int *n_positional, int *help)
 {
     int only_positional = 0;
     *help = 0;
@@ -82,8 +112,13 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, si
             *help = 1;
             return CLI_OK;
         }
+        int other = match_other(cmd, o, argc, argv, &i);
+        if (other < 0)
+            return -other;
+        if (other > 0)
+            continue;
         const char *value;
-        const cli_option *opt = match(opts, n_opts, arg, &value);
+        const cli_option *opt = match(o->opts, o->n_opts, arg, &value);
         if (!opt)
             return cli_usage_error(cmd, "unknown option '%s'", arg);
         if (!value) {
@@ -96,6 +131,13 @@ int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, si
         *opt->value = value;
     }
     return CLI_OK;
+}
+
+int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts,
+              const char **positional, int max_positional, int *n_positional, int *help)
+{
+    const cli_options o = {opts, n_opts, NULL, 0, NULL, 0};
+    return cli_parse_all(cmd, argc, argv, &o, positional, max_positional, n_positional, help);
 }
 
 int cli_parse_double(const char *cmd, const char *option, const char *text, double *value)

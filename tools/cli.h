@@ -26,6 +26,7 @@ int cmd_run(int argc, char **argv);
 int cmd_heatmap(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 /* attn_runtime_info()'s whole text in a malloc'd string (the caller frees
  * it), or NULL when memory runs out. */
@@ -60,6 +61,32 @@ typedef struct cli_option {
     const char **value;
 } cli_option;
 
+/* An option without a value ("--greedy"): sets *flag to 1. */
+typedef struct cli_flag {
+    const char *name;
+    int *flag;
+} cli_flag;
+
+/* An option that may be repeated ("--prompt A --prompt B"): each value goes
+ * to values[(*n_values)++], at most max_values of them. */
+typedef struct cli_list {
+    const char *name;
+    const char **values;
+    int *n_values;
+    int max_values;
+} cli_list;
+
+/* The options of one command: any of the three kinds (arrays may be NULL
+ * with a count of 0). */
+typedef struct cli_options {
+    const cli_option *opts;
+    size_t n_opts;
+    const cli_flag *flags;
+    size_t n_flags;
+    const cli_list *lists;
+    size_t n_lists;
+} cli_options;
+
 /* Parses argv[1 .. argc) against opts. "-h"/"--help" sets *help (and stops
  * the parse); arguments that do not start with '-' (and all after "--") are
  * positional and go to positional[], at most max_positional of them.
@@ -68,6 +95,9 @@ typedef struct cli_option {
  * CLI_USAGE. */
 int cli_parse(const char *cmd, int argc, char **argv, const cli_option *opts, size_t n_opts,
               const char **positional, int max_positional, int *n_positional, int *help);
+/* cli_parse with flags and repeated options too. */
+int cli_parse_all(const char *cmd, int argc, char **argv, const cli_options *o,
+                  const char **positional, int max_positional, int *n_positional, int *help);
 
 /* Reads a whole string as a finite or non-finite double / an int; on
  * malformed text prints a usage error naming the option and returns
