@@ -16,6 +16,7 @@
 #include "lm_corpus.h"
 #include "lm_model.h"
 #include "lm_sample.h"
+#include "tensor_io.h"
 
 #define CMD "generate"
 
@@ -46,6 +47,9 @@ static const char usage[] =
     "  --no-cache         recompute the whole prefix for every character (no KV\n"
     "                     cache), for comparison\n"
     "  --threads T        libattn threads (default 0: all cores)\n"
+    "  --logits FILE      also write the logits each character of the first prompt\n"
+    "                     was chosen from, float32 .npy [steps, vocab_size] (the\n"
+    "                     last row chose the end of the poem, if it came)\n"
     "  -h, --help         show this help\n"
     "\n"
     "Exit status: 0 on success, 1 if the checkpoint or a prompt is refused, 2\n"
@@ -66,6 +70,8 @@ typedef struct sequences {
     int64_t *len, *prompt_len, *max_new;
     int *done;
     prng *rng;
+    float *logits0;      /* --logits: each step's logits of prompt 0 [steps0, V] */
+    int64_t steps0;
 } sequences;
 
 static void sequences_free(sequences *s)
@@ -73,7 +79,7 @@ static void sequences_free(sequences *s)
     for (int64_t i = 0; s->tokens && i < s->n; i++)
         free(s->tokens[i]);
     free(s->tokens), free(s->len), free(s->prompt_len), free(s->max_new), free(s->done);
-    free(s->rng);
+    free(s->rng), free(s->logits0);
 }
 
 static int encode_prompts(const lm_model *m, const lm_vocab *v, const char *const *prompts,
@@ -138,6 +144,9 @@ static int encode_prompts(const lm_model *m, const lm_vocab *v, const char *cons
 static void take(sequences *s, int64_t i, const float *logits, const lm_model *m,
                  const lm_sampling *how, double *scratch)
 {
+    if (i == 0 && s->logits0)
+        memcpy(s->logits0 + (s->steps0++) * m->c.vocab_size, logits,
+               (size_t)m->c.vocab_size * sizeof(float));
     int t = lm_sample(logits, m->c.vocab_size, LM_EOS, how, &s->rng[i], scratch);
     if (t == LM_EOS) {
         s->done[i] = 1;
@@ -236,7 +245,7 @@ static void print_text(const lm_vocab *v, const sequences *s)
 }
 
 typedef struct gen_options {
-    const char *model, *max_new, *temperature, *top_k, *top_p, *seed, *threads;
+    const char *model, *max_new, *temperature, *top_k, *top_p, *seed, *threads, *logits;
     const char *prompts[MAX_PROMPTS];
     int n_prompts, greedy, no_cache;
 } gen_options;
@@ -247,10 +256,11 @@ static int parse_options(int argc, char **argv, gen_options *o, lm_sampling *how
     const cli_option opts[] = {{"--model", NULL, &o->model}, {"--max-new", NULL, &o->max_new},
                                {"--temperature", NULL, &o->temperature},
                                {"--top-k", NULL, &o->top_k}, {"--top-p", NULL, &o->top_p},
-                               {"--seed", NULL, &o->seed}, {"--threads", NULL, &o->threads}};
+                               {"--seed", NULL, &o->seed}, {"--threads", NULL, &o->threads},
+                               {"--logits", NULL, &o->logits}};
     const cli_flag flags[] = {{"--greedy", &o->greedy}, {"--no-cache", &o->no_cache}};
     const cli_list lists[] = {{"--prompt", o->prompts, &o->n_prompts, MAX_PROMPTS}};
-    const cli_options all = {opts, 7, flags, 2, lists, 1};
+    const cli_options all = {opts, 8, flags, 2, lists, 1};
     const char *positional[1];
     int n_positional, top_k = 0, rc;
     if ((rc = cli_parse_all(CMD, argc, argv, &all, positional, 0, &n_positional, help)) ||
@@ -305,6 +315,9 @@ int cmd_generate(int argc, char **argv)
     attn_context *ctx = NULL;
     double *scratch = malloc((size_t)(2 * m.c.vocab_size) * sizeof *scratch);
     rc = encode_prompts(&m, &v, o.prompts, o.n_prompts, max_new, (uint64_t)seed, &s);
+    if (rc == CLI_OK && o.logits &&
+        !(s.logits0 = malloc((size_t)((s.max_new[0] + 1) * m.c.vocab_size) * sizeof(float))))
+        rc = cli_refuse(CMD, "out of memory");
     if (rc == CLI_OK && !scratch)
         rc = cli_refuse(CMD, "out of memory");
     attn_status st = ATTN_OK;
@@ -319,6 +332,9 @@ int cmd_generate(int argc, char **argv)
         if (st != ATTN_OK) {
             rc = cli_library_error(CMD, "the model", st);
         } else {
+            const int64_t shape[2] = {s.steps0, m.c.vocab_size};
+            if (o.logits && (rc = io_save_floats(CMD, o.logits, s.logits0, 2, shape)) != CLI_OK)
+                goto done;
             print_text(&v, &s);
             fprintf(stderr, "attn generate: %lld characters in %.3f s (%.1f per second, %s); "
                     "time to first character %.1f ms\n", (long long)tm.generated, tm.total,
@@ -327,6 +343,7 @@ int cmd_generate(int argc, char **argv)
                     1e3 * tm.first_token);
         }
     }
+done:
     attn_context_destroy(ctx);
     free(scratch);
     sequences_free(&s);

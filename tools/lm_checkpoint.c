@@ -1,9 +1,9 @@
 /*
  * lm_checkpoint.c — saving and loading the language model (see
- * lm_checkpoint.h). JSON goes through cJSON, the arrays through npy.c.
+ * lm_checkpoint.h). JSON goes through json-c, the arrays through npy.c.
  */
-#include <cjson/cJSON.h>
 #include <errno.h>
+#include <json-c/json.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,47 +20,55 @@
 
 /* ---- saving ----------------------------------------------------------------------- */
 
+/* JSON text of o (pretty, "/" unescaped, UTF-8 kept), malloc'd; frees o. */
+static char *json_text(json_object *o, int pretty)
+{
+    const char *t = json_object_to_json_string_ext(
+        o, JSON_C_TO_STRING_NOSLASHESCAPE | (pretty ? JSON_C_TO_STRING_PRETTY : 0));
+    char *copy = t ? strdup(t) : NULL;
+    json_object_put(o);
+    return copy;
+}
+
 static char *config_json(const lm_model *m)
 {
     const lm_config *c = &m->c;
-    cJSON *o = cJSON_CreateObject();
+    json_object *o = json_object_new_object();
     if (!o)
         return NULL;
-    cJSON_AddNumberToObject(o, "vocab_size", (double)c->vocab_size);
-    cJSON_AddNumberToObject(o, "d_model", (double)c->d_model);
-    cJSON_AddNumberToObject(o, "nhead", (double)c->nhead);
-    cJSON_AddNumberToObject(o, "dim_feedforward", (double)c->dim_feedforward);
-    cJSON_AddNumberToObject(o, "num_layers", (double)c->num_layers);
-    cJSON_AddNumberToObject(o, "context", (double)c->context);
-    cJSON_AddStringToObject(o, "activation",
-                            c->activation == ATTN_ACTIVATION_GELU ? "gelu" : "relu");
     char eps[32];  /* the float's shortest decimal form: 1e-05, not 9.99999974737875e-06 */
     snprintf(eps, sizeof eps, "%.7g", (double)c->layer_norm_eps);
-    cJSON_AddNumberToObject(o, "layer_norm_eps", strtod(eps, NULL));
-    cJSON_AddBoolToObject(o, "norm_first", c->norm_first);
-    cJSON_AddNumberToObject(o, "embedding_scale", sqrt((double)c->d_model));
-    cJSON_AddStringToObject(o, "positional_encoding", "sinusoidal");
-    cJSON_AddNumberToObject(o, "pe_base", 10000.0);
-    char *text = cJSON_Print(o);
-    cJSON_Delete(o);
-    return text;
+    json_object_object_add(o, "vocab_size", json_object_new_int64(c->vocab_size));
+    json_object_object_add(o, "d_model", json_object_new_int64(c->d_model));
+    json_object_object_add(o, "nhead", json_object_new_int64(c->nhead));
+    json_object_object_add(o, "dim_feedforward", json_object_new_int64(c->dim_feedforward));
+    json_object_object_add(o, "num_layers", json_object_new_int64(c->num_layers));
+    json_object_object_add(o, "context", json_object_new_int64(c->context));
+    json_object_object_add(o, "activation", json_object_new_string(
+        c->activation == ATTN_ACTIVATION_GELU ? "gelu" : "relu"));
+    json_object_object_add(o, "layer_norm_eps", json_object_new_double_s(strtod(eps, NULL), eps));
+    json_object_object_add(o, "norm_first", json_object_new_boolean(c->norm_first));
+    json_object_object_add(o, "embedding_scale", json_object_new_double(sqrt((double)c->d_model)));
+    json_object_object_add(o, "positional_encoding", json_object_new_string("sinusoidal"));
+    json_object_object_add(o, "pe_base", json_object_new_int(10000));
+    json_object_object_add(o, "positions",
+                           json_object_new_string(lm_positions_names[c->positions]));
+    return json_text(o, 1);
 }
 
 static char *vocab_json(const lm_vocab *v)
 {
-    cJSON *a = cJSON_CreateArray();
+    json_object *a = json_object_new_array();
     if (!a)
         return NULL;
-    cJSON_AddItemToArray(a, cJSON_CreateString("<unk>"));
-    cJSON_AddItemToArray(a, cJSON_CreateString("<eos>"));
+    json_object_array_add(a, json_object_new_string("<unk>"));
+    json_object_array_add(a, json_object_new_string("<eos>"));
     for (int64_t t = LM_SPECIALS; t < v->size; t++) {
         char s[5] = {0};
         lm_utf8_encode(v->chars[t], s);
-        cJSON_AddItemToArray(a, cJSON_CreateString(s));
+        json_object_array_add(a, json_object_new_string(s));
     }
-    char *text = cJSON_PrintUnformatted(a);
-    cJSON_Delete(a);
-    return text;
+    return json_text(a, 0);
 }
 
 static int save_text(const char *cmd, const char *path, const char *text)
@@ -107,7 +115,7 @@ static int write_file(const char *cmd, const char *dir, int k, const lm_model *m
     if (k < 2) {
         char *text = k == 0 ? config_json(m) : vocab_json(v);
         rc = save_text(cmd, path, text);
-        cJSON_free(text);
+        free(text);
     } else {
         const lm_tensor *t = &m->tensors[k - 2];
         rc = io_save_floats(cmd, path, m->params + t->offset, t->ndim, t->shape);
@@ -166,7 +174,7 @@ int lm_checkpoint_save(const char *cmd, const char *dir, const lm_model *m, cons
 
 /* ---- loading ---------------------------------------------------------------------- */
 
-static int read_json(const char *cmd, const char *dir, const char *name, cJSON **out)
+static int read_json(const char *cmd, const char *dir, const char *name, json_object **out)
 {
     char *path = join(dir, name);
     if (!path)
@@ -178,7 +186,14 @@ static int read_json(const char *cmd, const char *dir, const char *name, cJSON *
     if (read_whole_file(path, &bytes, &size, err)) {
         rc = cli_refuse(cmd, "%s: %s", path, err);
     } else {
-        *out = cJSON_ParseWithLength((const char *)bytes, size);
+        json_tokener *tok = json_tokener_new();
+        *out = tok && size <= INT32_MAX
+                   ? json_tokener_parse_ex(tok, (const char *)bytes, (int)size) : NULL;
+        if (*out && json_tokener_get_error(tok) != json_tokener_success) {
+            json_object_put(*out);
+            *out = NULL;
+        }
+        json_tokener_free(tok);
         free(bytes);
         if (!*out)
             rc = cli_refuse(cmd, "%s: not valid JSON", path);
@@ -188,19 +203,31 @@ static int read_json(const char *cmd, const char *dir, const char *name, cJSON *
 }
 
 /* A whole number in [lo, hi] named key of o. */
-static int config_int(const char *cmd, const cJSON *o, const char *key, int64_t lo, int64_t hi,
+static json_object *member(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    return json_object_is_type(o, json_type_object) && json_object_object_get_ex(o, key, &v)
+               ? v : NULL;
+}
+
+static int config_int(const char *cmd, json_object *o, const char *key, int64_t lo, int64_t hi,
                       int64_t *value)
 {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
-        item->valuedouble < (double)lo || item->valuedouble > (double)hi)
+    json_object *item = member(o, key);
+    if (!json_object_is_type(item, json_type_int) || json_object_get_int64(item) < lo ||
+        json_object_get_int64(item) > hi)
         return cli_refuse(cmd, "config.json: \"%s\" is missing or not a whole number in "
                           "%lld .. %lld", key, (long long)lo, (long long)hi);
-    *value = (int64_t)item->valuedouble;
+    *value = json_object_get_int64(item);
     return CLI_OK;
 }
 
-static int parse_config(const char *cmd, const cJSON *o, lm_config *c)
+static int is_string(json_object *o, const char *s)
+{
+    return json_object_is_type(o, json_type_string) && strcmp(json_object_get_string(o), s) == 0;
+}
+
+static int parse_config(const char *cmd, json_object *o, lm_config *c)
 {
     int rc;
     if ((rc = config_int(cmd, o, "vocab_size", LM_SPECIALS + 1, 1 << 21, &c->vocab_size)) ||
@@ -213,31 +240,37 @@ static int parse_config(const char *cmd, const cJSON *o, lm_config *c)
     if (c->d_model % 2 != 0 || c->d_model % c->nhead != 0)
         return cli_refuse(cmd, "config.json: d_model (%lld) must be even and a multiple of "
                           "nhead (%lld)", (long long)c->d_model, (long long)c->nhead);
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(o, "activation");
-    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(o, "layer_norm_eps");
-    const cJSON *nf = cJSON_GetObjectItemCaseSensitive(o, "norm_first");
-    if (!cJSON_IsString(act) ||
-        (strcmp(act->valuestring, "gelu") != 0 && strcmp(act->valuestring, "relu") != 0))
+    json_object *act = member(o, "activation"), *eps = member(o, "layer_norm_eps");
+    json_object *nf = member(o, "norm_first"), *pe = member(o, "positional_encoding");
+    json_object *pos = member(o, "positions");
+    int number = json_object_is_type(eps, json_type_double) ||
+                 json_object_is_type(eps, json_type_int);
+    if (!is_string(act, "gelu") && !is_string(act, "relu"))
         return cli_refuse(cmd, "config.json: \"activation\" must be \"gelu\" or \"relu\"");
-    if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0.0 && eps->valuedouble < 1.0))
+    if (!number || !(json_object_get_double(eps) > 0.0 && json_object_get_double(eps) < 1.0))
         return cli_refuse(cmd, "config.json: \"layer_norm_eps\" must be a number in (0, 1)");
-    if (!cJSON_IsBool(nf))
+    if (!json_object_is_type(nf, json_type_boolean))
         return cli_refuse(cmd, "config.json: \"norm_first\" must be true or false");
-    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(o, "positional_encoding");
-    if (pe && !(cJSON_IsString(pe) && strcmp(pe->valuestring, "sinusoidal") == 0))
+    if (pe && !is_string(pe, "sinusoidal"))
         return cli_refuse(cmd, "config.json: only \"sinusoidal\" positional encoding is known");
-    c->activation = strcmp(act->valuestring, "gelu") == 0 ? ATTN_ACTIVATION_GELU
-                                                          : ATTN_ACTIVATION_RELU;
-    c->layer_norm_eps = (float)eps->valuedouble;
-    c->norm_first = cJSON_IsTrue(nf);
+    c->positions = LM_POSITIONS_WINDOW;  /* absent: D2L's */
+    for (int k = 0; pos && k < 3; k++)
+        if (is_string(pos, lm_positions_names[k]))
+            c->positions = (lm_positions)k, pos = NULL;
+    if (pos)
+        return cli_refuse(cmd, "config.json: \"positions\" must be \"window\", \"line\" or "
+                          "\"clause\"");
+    c->activation = is_string(act, "gelu") ? ATTN_ACTIVATION_GELU : ATTN_ACTIVATION_RELU;
+    c->layer_norm_eps = (float)json_object_get_double(eps);
+    c->norm_first = json_object_get_boolean(nf);
     return CLI_OK;
 }
 
-static int parse_vocab(const char *cmd, const cJSON *a, int64_t size, lm_vocab *v)
+static int parse_vocab(const char *cmd, json_object *a, int64_t size, lm_vocab *v)
 {
-    if (!cJSON_IsArray(a))
+    if (!json_object_is_type(a, json_type_array))
         return cli_refuse(cmd, "vocab.json: not an array of strings");
-    int64_t n = cJSON_GetArraySize(a);
+    int64_t n = (int64_t)json_object_array_length(a);
     if (n != size)
         return cli_refuse(cmd, "vocab.json holds %lld tokens, config.json's vocab_size is %lld",
                           (long long)n, (long long)size);
@@ -245,10 +278,10 @@ static int parse_vocab(const char *cmd, const cJSON *a, int64_t size, lm_vocab *
     if (!v->chars)
         return cli_refuse(cmd, "out of memory");
     v->size = n;
-    int64_t t = 0;
-    const cJSON *item;
-    cJSON_ArrayForEach(item, a) {
-        const char *s = cJSON_IsString(item) ? item->valuestring : NULL;
+    for (int64_t t = 0; t < n; t++) {
+        json_object *item = json_object_array_get_idx(a, (size_t)t);
+        const char *s = json_object_is_type(item, json_type_string) ? json_object_get_string(item)
+                                                                   : NULL;
         uint32_t c[2];
         int64_t k = s ? lm_utf8_decode((const unsigned char *)s, (int64_t)strlen(s), c) : -1;
         if (t == LM_UNK || t == LM_EOS) {
@@ -261,7 +294,6 @@ static int parse_vocab(const char *cmd, const cJSON *a, int64_t size, lm_vocab *
         } else {
             v->chars[t] = c[0];
         }
-        t++;
     }
     return CLI_OK;
 }
@@ -302,7 +334,7 @@ int lm_checkpoint_load(const char *cmd, const char *dir, lm_model *m, lm_vocab *
 {
     *m = (lm_model){0};
     *v = (lm_vocab){0};
-    cJSON *config = NULL, *vocab = NULL;
+    json_object *config = NULL, *vocab = NULL;
     lm_config c = {0};
     int rc = read_json(cmd, dir, "config.json", &config);
     if (rc == CLI_OK)
@@ -311,12 +343,14 @@ int lm_checkpoint_load(const char *cmd, const char *dir, lm_model *m, lm_vocab *
         rc = read_json(cmd, dir, "vocab.json", &vocab);
     if (rc == CLI_OK)
         rc = parse_vocab(cmd, vocab, c.vocab_size, v);
-    cJSON_Delete(config), cJSON_Delete(vocab);
+    json_object_put(config), json_object_put(vocab);
     if (rc == CLI_OK) {
         attn_status st = lm_model_create(m, &c);
         if (st != ATTN_OK)
             rc = cli_library_error(cmd, "the model", st);
     }
+    if (rc == CLI_OK && lm_model_set_vocab(m, v) != 0)
+        rc = cli_refuse(cmd, "out of memory");
     if (rc == CLI_OK)
         rc = load_tensors(cmd, dir, m);
     if (rc == CLI_OK) {

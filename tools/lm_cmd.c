@@ -11,17 +11,30 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "demo.h"
 #include "lm_checkpoint.h"
 #include "lm_cmd.h"
 #include "lm_train.h"
 #include "strbuf.h"
 #include "svg_plot.h"
+#include "tensor_io.h"
 
 #define CMD "train"
 
 const char *const lm_default_corpus[LM_DEFAULT_CORPUS] = {
     "/usr/share/games/fortunes/tang300", "/usr/share/games/fortunes/song100"};
+
+/* Writes sb to dir/name. */
+static int save_in(const char *dir, const char *name, const strbuf *sb)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(n);
+    if (!path)
+        return cli_refuse(CMD, "%s: out of memory", name);
+    snprintf(path, n, "%s/%s", dir, name);
+    int rc = io_save_text(CMD, path, sb);
+    free(path);
+    return rc;
+}
 
 /* The add-one (Laplace) unigram model of train's tokens, scored on held's
  * counted targets: the baseline a model must beat. */
@@ -40,6 +53,23 @@ static double unigram_loss(const lm_windows *train, const lm_windows *held, int6
                         (total + (double)vocab));
     free(count);
     return n > 0 ? loss / (double)n : NAN;
+}
+
+/* The held-out poems as a fortune file (entries between lines of "%"), so
+ * that others can score the model on exactly them. */
+static int save_held_out(const char *dir, const lm_poems *held)
+{
+    strbuf sb = STRBUF_INIT;
+    for (int64_t p = 0; p < held->n; p++) {
+        for (int64_t c = held->start[p]; c < held->start[p + 1]; c++) {
+            char u[4];
+            strbuf_append(&sb, u, (size_t)lm_utf8_encode(held->text[c], u));
+        }
+        strbuf_puts(&sb, "\n%\n");
+    }
+    int rc = save_in(dir, "heldout.txt", &sb);
+    strbuf_free(&sb);
+    return rc;
 }
 
 typedef struct progress {
@@ -79,8 +109,7 @@ static int save_loss_curve(const char *dir, const lm_train_result *r, int64_t pe
                            top > 0.0 ? top * 1.05 : 1.0, series, 2};
     strbuf sb = STRBUF_INIT;
     svg_plot_render(&sb, &plot);
-    demo_env env = {NULL, dir};
-    int rc = demo_save(&env, "lm-training-loss.svg", &sb);
+    int rc = save_in(dir, "lm-training-loss.svg", &sb);
     strbuf_free(&sb);
     free(x), free(y), free(vx), free(vy);
     return rc;
@@ -108,7 +137,7 @@ static int read_corpus(const char *const *files, int n_files, uint64_t seed, lm_
 }
 
 int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
-                    const lm_train_config *tc, const char *dir)
+                    const lm_train_config *tc, lm_positions positions, const char *dir)
 {
     lm_poems train = {0}, held = {0};
     lm_vocab v = {0};
@@ -125,18 +154,24 @@ int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
         goto done;
     }
     c.vocab_size = v.size;
+    c.positions = positions;
     attn_status st = lm_model_create(&m, &c);
     if (st != ATTN_OK) {
         rc = cli_library_error(CMD, "lm", st);
         goto done;
     }
+    if (lm_model_set_vocab(&m, &v) != 0) {
+        rc = cli_refuse(CMD, "lm: out of memory");
+        goto done;
+    }
     printf("attn train lm: %lld poems (%lld characters) for training, %lld held out; "
            "vocabulary %lld; %lld layers, d_model %lld, %lld heads, dim_feedforward %lld, "
-           "context %lld: %lld parameters; AdamW lr %g, weight decay %g, dropout %g, batch "
+           "context %lld, positions in the %s: %lld parameters; AdamW lr %g, weight decay %g, dropout %g, batch "
            "%lld, %d epochs\n",
            (long long)train.n, (long long)train.chars, (long long)held.n, (long long)v.size,
            (long long)c.num_layers, (long long)c.d_model, (long long)c.nhead,
-           (long long)c.dim_feedforward, (long long)c.context, (long long)m.count, tc->lr,
+           (long long)c.dim_feedforward, (long long)c.context,
+           lm_positions_names[c.positions], (long long)m.count, tc->lr,
            tc->weight_decay, tc->dropout, (long long)tc->batch, tc->epochs);
     fflush(stdout);
     progress p = {0};
@@ -154,7 +189,9 @@ int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
         if (rc == CLI_OK)
             rc = save_loss_curve(dir, &r, (tw.n + tc->batch - 1) / tc->batch);
         if (rc == CLI_OK)
-            printf("checkpoint and lm-training-loss.svg written to %s\n", dir);
+            rc = save_held_out(dir, &held);
+        if (rc == CLI_OK)
+            printf("checkpoint written to %s\n", dir);
     }
     if (rc == CLI_OK)
         printf("validation loss: %.4f nats/char (add-one unigram: %.4f)\n", r.best_val_loss,

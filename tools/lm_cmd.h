@@ -13,10 +13,11 @@
 enum { LM_DEFAULT_CORPUS = 2 };
 extern const char *const lm_default_corpus[LM_DEFAULT_CORPUS];
 
-/* Trains on the poems of files with a progress line per epoch; writes the
+/* Trains on the poems of files with a progress line per epoch (positions
+ * in the line or in the window: lm_config); writes the
  * checkpoint and lm-training-loss.svg into dir (unless NULL). Returns an
  * exit status (cli.h), the reasons printed. */
 int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
-                    const lm_train_config *tc, const char *dir);
+                    const lm_train_config *tc, lm_positions positions, const char *dir);
 
 #endif

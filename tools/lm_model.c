@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lm_corpus.h"
 #include "lm_model.h"
 
 lm_config lm_config_default(int64_t vocab_size)
@@ -115,8 +116,26 @@ void lm_model_free(lm_model *m)
     for (int64_t l = 0; m->layers && l < m->c.num_layers; l++)
         attn_encoder_layer_destroy(m->layers[l]);
     free(m->layers), free(m->layer_offset), free(m->tensors), free(m->pe);
-    free(m->params), free(m->grads);
+    free(m->params), free(m->grads), free(m->restart);
     *m = (lm_model){0};
+}
+
+const char *const lm_positions_names[3] = {"window", "line", "clause"};
+
+int lm_model_set_vocab(lm_model *m, const lm_vocab *v)
+{
+    free(m->restart);
+    m->restart = calloc((size_t)m->c.vocab_size, 1);
+    if (!m->restart)
+        return -1;
+    m->restart[LM_EOS] = 1;
+    static const uint32_t clause_marks[5] = {0xFF0C, 0x3002, 0xFF1F, 0xFF01, 0xFF1B};
+    if (m->c.positions != LM_POSITIONS_WINDOW)
+        m->restart[lm_vocab_token(v, '\n')] = 1;
+    for (int k = 0; k < 5 && m->c.positions == LM_POSITIONS_CLAUSE; k++)
+        m->restart[lm_vocab_token(v, clause_marks[k])] = 1;
+    m->restart[LM_UNK] = 0;  /* a mark the vocabulary lacks maps to <unk>: no restart */
+    return 0;
 }
 
 void lm_model_init(lm_model *m, prng *g)
@@ -163,7 +182,9 @@ attn_status lm_batch_create(lm_batch *b, const lm_model *m, int64_t rows)
     b->dx = malloc(nd * sizeof(float)), b->dy = malloc(nd * sizeof(float));
     b->logits = malloc(nv * sizeof(float)), b->d_logits = malloc(nv * sizeof(float));
     b->acts = calloc((size_t)m->c.num_layers, sizeof *b->acts);
-    if (!b->x || !b->h || !b->dx || !b->dy || !b->logits || !b->d_logits || !b->acts) {
+    b->positions = malloc((size_t)(rows > 0 ? rows : 1) * sizeof *b->positions);
+    if (!b->x || !b->h || !b->dx || !b->dy || !b->logits || !b->d_logits || !b->acts ||
+        !b->positions) {
         lm_batch_free(b, m);
         return ATTN_ERR_OUT_OF_MEMORY;
     }
@@ -183,22 +204,41 @@ void lm_batch_free(lm_batch *b, const lm_model *m)
         attn_activations_destroy(b->acts[l]);
     free(b->acts);
     free(b->x), free(b->h), free(b->logits), free(b->d_logits);
-    free(b->dx), free(b->dy);
+    free(b->dx), free(b->dy), free(b->positions);
     *b = (lm_batch){0};
 }
 
 /* x[r] = tok_emb[tokens[r]] · √d + PE[positions[r]]. */
 static void embed(const lm_model *m, int64_t rows, const int *tokens, const int64_t *positions,
-                  int64_t len, float *x)
+                  float *x)
 {
     int64_t d = m->c.d_model;
     float scale = sqrtf((float)d);
     for (int64_t r = 0; r < rows; r++) {
         const float *e = m->tok_emb + (int64_t)tokens[r] * d;
-        const float *pe = m->pe + (positions ? positions[r] : r % len) * d;
+        const float *pe = m->pe + positions[r] * d;
         for (int64_t j = 0; j < d; j++)
             x[r * d + j] = e[j] * scale + pe[j];
     }
+}
+
+/* The column of the token after `token` at column `column`. */
+static int64_t next_column(const lm_model *m, int token, int64_t column)
+{
+    return m->restart[token] ? 0 : column + 1;
+}
+
+/* The positions of a batch of windows [batch, len], each from 0. */
+static void window_positions(const lm_model *m, int64_t batch, int64_t len, const int *tokens,
+                             int64_t *positions)
+{
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t i = 0; i < len; i++) {
+            int64_t r = b * len + i;
+            positions[r] = m->c.positions == LM_POSITIONS_WINDOW ? i
+                           : i == 0             ? 0
+                                                : next_column(m, tokens[r - 1], positions[r - 1]);
+        }
 }
 
 attn_status lm_model_forward(attn_context *ctx, lm_model *m, lm_batch *b, int64_t batch,
@@ -207,7 +247,8 @@ attn_status lm_model_forward(attn_context *ctx, lm_model *m, lm_batch *b, int64_
     int64_t rows = batch * len, d = m->c.d_model;
     if (rows > b->cap_rows || len > m->c.context)
         return ATTN_ERR_INVALID_ARGUMENT;
-    embed(m, rows, tokens, NULL, len, b->x);
+    window_positions(m, batch, len, tokens, b->positions);
+    embed(m, rows, tokens, b->positions, b->x);
     for (int64_t l = 0; l < m->c.num_layers; l++) {
         attn_status st = attn_encoder_layer_forward(ctx, m->layers[l], batch, len, b->x, NULL,
                                                     b->x, training ? b->acts[l] : NULL);
@@ -260,7 +301,8 @@ attn_status lm_decoder_create(lm_decoder *dec, const lm_model *m, int64_t max_se
     dec->x = malloc((size_t)(cap_rows * d) * sizeof(float));
     dec->h = malloc((size_t)(cap_rows * d) * sizeof(float));
     dec->logits = malloc((size_t)(max_seqs * m->c.vocab_size) * sizeof(float));
-    if (!dec->caches || !dec->x || !dec->h || !dec->logits) {
+    dec->next_column = calloc((size_t)(max_seqs > 0 ? max_seqs : 1), sizeof *dec->next_column);
+    if (!dec->caches || !dec->x || !dec->h || !dec->logits || !dec->next_column) {
         lm_decoder_free(dec, m);
         return ATTN_ERR_OUT_OF_MEMORY;
     }
@@ -280,7 +322,7 @@ void lm_decoder_free(lm_decoder *dec, const lm_model *m)
 {
     for (int64_t l = 0; dec->caches && l < m->c.num_layers; l++)
         attn_kv_cache_destroy(dec->caches[l]);
-    free(dec->caches), free(dec->x), free(dec->h), free(dec->logits);
+    free(dec->caches), free(dec->x), free(dec->h), free(dec->logits), free(dec->next_column);
     *dec = (lm_decoder){0};
 }
 
@@ -291,10 +333,11 @@ attn_status lm_decoder_open(lm_decoder *dec, const lm_model *m, int64_t *id)
         attn_status st = attn_kv_cache_seq_open(dec->caches[l], &got);
         if (st != ATTN_OK)
             return st;
-        if (l > 0 && got != *id)
+        if ((l > 0 && got != *id) || got >= dec->max_seqs)
             return ATTN_ERR_STATE;  /* the caches are used alike: cannot happen */
         *id = got;
     }
+    dec->next_column[*id] = 0;
     return ATTN_OK;
 }
 
@@ -314,15 +357,25 @@ attn_status lm_decoder_step(attn_context *ctx, lm_decoder *dec, const lm_model *
         st = attn_kv_cache_seq_len(dec->caches[0], seqs[s], &len);
         if (st == ATTN_OK && len + cu[s + 1] - cu[s] > m->c.context)
             st = ATTN_ERR_INVALID_ARGUMENT;
-        for (int64_t r = cu[s]; st == ATTN_OK && r < cu[s + 1]; r++)
-            positions[r] = len + r - cu[s];
+        for (int64_t r = cu[s]; st == ATTN_OK && r < cu[s + 1]; r++) {
+            if (m->c.positions == LM_POSITIONS_WINDOW) {
+                positions[r] = len + r - cu[s];
+                continue;
+            }
+            positions[r] = r == cu[s] ? dec->next_column[seqs[s]]
+                                      : next_column(m, tokens[r - 1], positions[r - 1]);
+        }
     }
     if (st == ATTN_OK)
-        embed(m, rows, tokens, positions, 0, dec->x);
-    free(positions);
+        embed(m, rows, tokens, positions, dec->x);
     for (int64_t l = 0; l < m->c.num_layers && st == ATTN_OK; l++)
         st = attn_encoder_layer_forward_cached(ctx, m->layers[l], dec->caches[l], n_seqs, seqs,
                                                cu, dec->x, dec->x);
+    for (int64_t s = 0; s < n_seqs && st == ATTN_OK; s++)  /* the tokens are in: advance */
+        if (cu[s + 1] > cu[s])
+            dec->next_column[seqs[s]] = next_column(m, tokens[cu[s + 1] - 1],
+                                                    positions[cu[s + 1] - 1]);
+    free(positions);
     if (st != ATTN_OK)
         return st;
     /* Only each sequence's last new row is predicted from. */

@@ -5,7 +5,9 @@
  *   x      = tok_emb[token] · √d_model + PE[position]     D2L §10.6 / §11.7's
  *                                                          TransformerEncoder input;
  *                                                          PE sinusoidal, positions
- *                                                          0-based in the window
+ *                                                          0-based in the window, or
+ *                                                          in the line or clause
+ *                                                          (lm_positions)
  *   x      = layers[l](x), l = 0 .. num_layers − 1         attn_encoder_layer, causal,
  *                                                          pre-norm (norm_first), GELU
  *   logits = lm_head(norm(x))                              final LayerNorm; untied
@@ -25,14 +27,28 @@
 
 #include <attn.h>
 
+#include "lm_corpus.h"
 #include "nn.h"
 #include "prng.h"
+
+/* The position a token's positional encoding encodes: its index in the
+ * window (D2L's), its column in the line (0 after "\n" or EOS), or its
+ * index in the clause (0 after "\n", EOS or one of ，。？！；). */
+typedef enum lm_positions {
+    LM_POSITIONS_WINDOW = 0,
+    LM_POSITIONS_LINE = 1,
+    LM_POSITIONS_CLAUSE = 2
+} lm_positions;
+
+/* The names of lm_positions in config.json and --positions. */
+extern const char *const lm_positions_names[3];
 
 typedef struct lm_config {
     int64_t vocab_size, d_model, nhead, dim_feedforward, num_layers, context;
     float layer_norm_eps;
     int norm_first;            /* 1: pre-norm (the default); 0: post-norm */
     attn_activation activation;
+    lm_positions positions;    /* what the positional encoding encodes */
 } lm_config;
 
 /* The defaults of the issue, sized for 2 cores: d_model 128, 4 heads,
@@ -60,6 +76,7 @@ typedef struct lm_model {
     float *norm_w, *norm_b, *d_norm_w, *d_norm_b;
     nn_linear head;
     float *pe;                        /* [context, d] */
+    unsigned char *restart;           /* [V]: the next token's position is 0 */
 } lm_model;
 
 /* Makes a model of config c with unset weights (lm_model_init or a
@@ -71,6 +88,9 @@ void lm_model_free(lm_model *m);
  * N(0, 1/d_model) so that tok_emb · √d_model has unit variance, the scale of
  * the positional encoding (nn.Embedding's N(0, 1) would bury it). */
 void lm_model_init(lm_model *m, prng *g);
+/* Marks the tokens after which positions restart (EOS, and "\n" or the
+ * clause marks of v as c.positions says). 0, or -1 out of memory. */
+int lm_model_set_vocab(lm_model *m, const lm_vocab *v);
 /* Copies the layers' blocks of params into the encoder layers (after an
  * optimizer step or a load), and sets their causal mask. */
 attn_status lm_model_sync(lm_model *m);
@@ -81,6 +101,7 @@ attn_status lm_model_set_dropout(lm_model *m, float p, uint64_t seed);
 typedef struct lm_batch {
     int64_t cap_rows;
     float *x, *h, *logits, *d_logits, *dx, *dy;  /* x: the layers, in place */
+    int64_t *positions;
     attn_activations **acts;          /* [num_layers] */
 } lm_batch;
 
@@ -100,6 +121,7 @@ attn_status lm_model_backward(attn_context *ctx, lm_model *m, lm_batch *b, int64
 typedef struct lm_decoder {
     attn_kv_cache **caches;           /* [num_layers] */
     int64_t max_seqs, cap_rows;
+    int64_t *next_column;             /* [max_seqs] by sequence id: the next position */
     float *x, *h, *logits;            /* [cap_rows, d], [cap_rows, d], [max_seqs, V] */
 } lm_decoder;
 

@@ -55,6 +55,10 @@ static const char usage[] =
     "  --seed S         the split, the initial weights, the batches and dropout\n"
     "                   (default 42)\n"
     "  --threads T      libattn threads (default 0: all cores)\n"
+    "  --positions P    what the positional encoding encodes: 'window' (D2L's:\n"
+    "                   the position in the window), 'line' (the column in the\n"
+    "                   line) or 'clause' (the place in the clause, restarting\n"
+    "                   after each of the marks of the clauses) (default window)\n"
     "  --out DIR        write the checkpoint (config.json, vocab.json, one .npy per\n"
     "                   tensor named by its PyTorch state_dict key) of the epoch\n"
     "                   with the lowest validation loss, and lm-training-loss.svg\n"
@@ -231,14 +235,16 @@ enum { MAX_CORPUS = 64 };
 static int train_lm(int argc, char **argv)
 {
     const char *epochs_s = NULL, *seed_s = NULL, *threads_s = NULL, *dir = NULL;
+    const char *positions = NULL;
     const char *files[MAX_CORPUS];
     int n_files = 0;
     const cli_option opts[] = {{"--epochs", NULL, &epochs_s},
                                {"--seed", NULL, &seed_s},
                                {"--threads", NULL, &threads_s},
-                               {"--out", "-o", &dir}};
+                               {"--out", "-o", &dir},
+                               {"--positions", NULL, &positions}};
     const cli_list lists[] = {{"--corpus", files, &n_files, MAX_CORPUS}};
-    const cli_options o = {opts, 4, NULL, 0, lists, 1};
+    const cli_options o = {opts, 5, NULL, 0, lists, 1};
     const char *positional[1];
     int n_positional, help;
     int rc = cli_parse_all(CMD, argc, argv, &o, positional, 0, &n_positional, &help);
@@ -262,6 +268,16 @@ static int train_lm(int argc, char **argv)
         return cli_usage_error(CMD, "--threads: %d is not in 0 .. 1024", threads);
     if (dir && dir[0] == '\0')
         return cli_usage_error(CMD, "--out: the directory name is empty");
+    lm_positions pos = LM_POSITIONS_WINDOW;
+    if (positions) {
+        int k = 0;
+        while (k < 3 && strcmp(positions, lm_positions_names[k]) != 0)
+            k++;
+        if (k == 3)
+            return cli_usage_error(CMD, "--positions: '%s' is not window, line or clause",
+                                   positions);
+        pos = (lm_positions)k;
+    }
     tc.seed = (uint64_t)seed;
     if (n_files == 0) {
         for (int f = 0; f < LM_DEFAULT_CORPUS; f++)
@@ -271,7 +287,7 @@ static int train_lm(int argc, char **argv)
     attn_status st = attn_context_create(&ctx);
     if (st == ATTN_OK)
         st = attn_context_set_num_threads(ctx, threads);
-    rc = st == ATTN_OK ? lm_train_report(ctx, files, n_files, &tc, dir)
+    rc = st == ATTN_OK ? lm_train_report(ctx, files, n_files, &tc, pos, dir)
                        : cli_library_error(CMD, "lm", st);
     attn_context_destroy(ctx);
     return rc;

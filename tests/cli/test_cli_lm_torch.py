@@ -1,0 +1,73 @@
+"""A checkpoint of `attn train lm` is the PyTorch model of
+examples/pytorch/lm_load.py: trained for one epoch (12 AdamW steps) on the
+Tang poems, with positions in the window, the line and the clause, it is loaded
+into torch.nn (nn.Embedding, nn.TransformerEncoderLayer, nn.LayerNorm,
+nn.Linear) and run over a poem's start and what `attn generate --greedy`
+continued it with; every logit row `attn generate --logits` wrote (cached
+decoding, one token at a time) must equal PyTorch's full causal forward at
+that position within 1e-4 relative to the row's largest magnitude, and
+PyTorch's own greedy choice must be the character attn chose.
+
+Needs Debian's python3-torch and fortunes-zh (installed by .ci/run); skipped
+with the reason when either is missing.
+
+Run by Meson as: python3 test_cli_lm_torch.py PATH-TO-attn
+"""
+import os
+import sys
+
+import numpy as np
+
+from clitest import SKIP, TempDir, attn_path, run_ok
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = "/usr/share/games/fortunes/tang300"
+PROMPT = "《静夜思》\n作者：李白\n床前明月光，"
+TOL = 1e-4
+
+
+def main():
+    attn = attn_path()
+    try:
+        import torch
+    except ImportError:
+        print("SKIP: python3-torch is not installed (apt-get install python3-torch)")
+        sys.exit(SKIP)
+    if not os.path.exists(CORPUS):
+        print("SKIP: %s is missing (apt-get install fortunes-zh)" % CORPUS)
+        sys.exit(SKIP)
+    sys.path.insert(0, os.path.join(HERE, "..", "..", "examples", "pytorch"))
+    import lm_load
+    torch.set_num_threads(2)
+    with TempDir() as t:
+        for positions in ("window", "line", "clause"):
+            model_dir = t.p("lm-" + positions)
+            run_ok(attn, "train", "lm", "--corpus", CORPUS, "--epochs", "1", "--seed", "3",
+                   "--positions", positions, "--out", model_dir)
+            model, vocab = lm_load.load(model_dir)
+            index = {ch: i for i, ch in enumerate(vocab)}
+            prompt = "".join(ch for ch in PROMPT if ch in index)  # a 12-step model's vocabulary
+            text = run_ok(attn, "generate", "--model", model_dir, "--prompt", prompt,
+                          "--greedy", "--max-new", "40", "--logits", t.p("logits.npy"))
+            text = text.rstrip("\n")
+            assert text.startswith(prompt), (prompt, text)
+            logits = np.load(t.p("logits.npy"))
+            tokens = [1] + [index[ch] for ch in text]
+            steps = len(tokens) - (1 + len(prompt))
+            assert logits.shape[0] in (steps, steps + 1), (logits.shape, steps)
+            with torch.no_grad():
+                ref = model(torch.tensor([tokens]))[0].numpy()
+            worst = 0.0
+            for k in range(logits.shape[0]):
+                row = ref[len(prompt) + k]  # the position of the last token fed
+                err = np.max(np.abs(logits[k] - row)) / np.max(np.abs(row))
+                worst = max(worst, err)
+                assert err <= TOL, "positions %s, step %d: error %.3g" % (positions, k, err)
+                if k < steps:  # PyTorch's greedy choice (never <unk>) is attn's
+                    assert int(np.argmax(row[1:])) + 1 == tokens[1 + len(prompt) + k], k
+            print("positions %s: %d steps, logits against PyTorch 1.13: worst relative error "
+                  "%.2g (bound %g)" % (positions, logits.shape[0], worst, TOL))
+
+
+if __name__ == "__main__":
+    main()
