@@ -49,6 +49,7 @@ attn_dropout attn_dropout_make(float p, uint64_t seed)
  * l. */
 #define GROUP 16
 
+ATTN_VECTOR_CLONES
 static void philox_group(const uint32_t counter[4], const uint32_t key[2],
                          uint32_t out[4][GROUP])
 {
@@ -81,60 +82,72 @@ void attn_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32
         out[w] = words[w][0];
 }
 
-/* keep[t] for the elements j0 + t, t < m <= 4 · GROUP, of the row whose
- * counters end in (c1, c2, c3): one group of counters (j0 / 4 + l, c1, c2,
- * c3), element j in word j mod 4. */
-static void keep_group_at(const attn_dropout *d, uint32_t c1, uint32_t c2, uint32_t c3,
-                          int64_t j0, int64_t m, uint8_t *keep)
+/* The 4 · GROUP words of the elements j0 .. j0 + 4·GROUP − 1 (j0 a
+ * multiple of 4) of the row whose counters end in (c1, c2, c3), in element
+ * order: one group of counters (j0 / 4 + l, c1, c2, c3), element j in word
+ * j mod 4. */
+static void group_words(const attn_dropout *d, uint32_t c1, uint32_t c2, uint32_t c3,
+                        int64_t j0, uint32_t flat[4 * GROUP])
 {
     const uint32_t counter[4] = {(uint32_t)(j0 / 4), c1, c2, c3};
     const uint32_t key[2] = {(uint32_t)d->seed, (uint32_t)(d->seed >> 32)};
     uint32_t words[4][GROUP];
     philox_group(counter, key, words);
-    for (int64_t t = 0; t < m; t++)
-        keep[t] = words[t % 4][t / 4] >= d->threshold;
+    for (int l = 0; l < GROUP; l++)
+        for (int w = 0; w < 4; w++)
+            flat[4 * l + w] = words[w][l];
 }
 
-/* The attention weights' row (bh, i): counters (j / 4, i, bh, 0). */
-static void keep_group(const attn_dropout *d, int64_t bh, int64_t i, int64_t j0, int64_t m,
-                       uint8_t *keep)
+/* x[t] = kept (words[t] >= threshold) ? x[t] · scale : 0 for t < n. */
+ATTN_VECTOR_CLONES
+static void apply_words(const uint32_t *words, uint32_t threshold, float scale, float *x,
+                        int64_t n)
 {
-    keep_group_at(d, (uint32_t)i, (uint32_t)bh, 0, j0, m, keep);
+#pragma omp simd
+    for (int64_t t = 0; t < n; t++)
+        x[t] = words[t] >= threshold ? x[t] * scale : 0.0f;
+}
+
+/* Applies the keep decisions of elements j0 .. j0 + n − 1 of a row (counters
+ * ending in c1, c2, c3) to x[0 .. n). Groups start at a multiple of 4 (a
+ * counter's first word), so a row that starts inside one (a window's first
+ * key) skips its first words. */
+static void apply_row(const attn_dropout *d, uint32_t c1, uint32_t c2, uint32_t c3, int64_t j0,
+                      float *x, int64_t n)
+{
+    uint32_t flat[4 * GROUP];
+    int64_t end = j0 + n;
+    for (int64_t g = j0 - j0 % 4; g < end; g += 4 * GROUP) {
+        int64_t m = end - g < 4 * GROUP ? end - g : 4 * GROUP;
+        int64_t skip = g < j0 ? j0 - g : 0;  /* words of elements before j0 */
+        group_words(d, c1, c2, c3, g, flat);
+        apply_words(flat + skip, d->threshold, d->scale, x + (g + skip - j0), m - skip);
+    }
 }
 
 void attn_dropout_apply(const attn_dropout *d, int64_t bh, int64_t i, int64_t j0, float *row,
                         int64_t n)
 {
-    /* Groups start at a multiple of 4 (a counter's first word), so a row
-     * that starts inside one (a window's first key) skips its first words. */
-    uint8_t keep[4 * GROUP];
-    int64_t end = j0 + n;
-    for (int64_t g = j0 - j0 % 4; g < end; g += 4 * GROUP) {
-        int64_t m = end - g < 4 * GROUP ? end - g : 4 * GROUP;
-        keep_group(d, bh, i, g, m, keep);
-        for (int64_t t = g < j0 ? j0 - g : 0; t < m; t++)
-            row[g + t - j0] = keep[t] ? row[g + t - j0] * d->scale : 0.0f;
-    }
+    /* The attention weights' row (bh, i): counters (j / 4, i, bh, 0). */
+    apply_row(d, (uint32_t)i, (uint32_t)bh, 0, j0, row, n);
 }
 
 void attn_dropout_keep_row(const attn_dropout *d, int64_t bh, int64_t i, uint8_t *keep,
                            int64_t n)
 {
-    for (int64_t j0 = 0; j0 < n; j0 += 4 * GROUP)
-        keep_group(d, bh, i, j0, n - j0 < 4 * GROUP ? n - j0 : 4 * GROUP, keep + j0);
+    uint32_t flat[4 * GROUP];
+    for (int64_t j0 = 0; j0 < n; j0 += 4 * GROUP) {
+        group_words(d, (uint32_t)i, (uint32_t)bh, 0, j0, flat);
+        int64_t m = n - j0 < 4 * GROUP ? n - j0 : 4 * GROUP;
+        for (int64_t t = 0; t < m; t++)
+            keep[j0 + t] = flat[t] >= d->threshold;
+    }
 }
 
 void attn_dropout_apply_elements(const attn_dropout *d, uint32_t site, int64_t r, float *row,
                                  int64_t n)
 {
-    uint8_t keep[4 * GROUP];
-    uint32_t r_lo = (uint32_t)r, r_hi = (uint32_t)((uint64_t)r >> 32);
-    for (int64_t j0 = 0; j0 < n; j0 += 4 * GROUP) {
-        int64_t m = n - j0 < 4 * GROUP ? n - j0 : 4 * GROUP;
-        keep_group_at(d, r_lo, r_hi, site, j0, m, keep);
-        for (int64_t t = 0; t < m; t++)
-            row[j0 + t] = keep[t] ? row[j0 + t] * d->scale : 0.0f;
-    }
+    apply_row(d, (uint32_t)r, (uint32_t)((uint64_t)r >> 32), site, 0, row, n);
 }
 
 attn_status attn_dropout_check_range(const attn_dropout *d, int64_t batch, int64_t heads,

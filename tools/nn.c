@@ -41,15 +41,63 @@ void nn_linear_backward(const nn_linear *l, int64_t rows, const float *x, const 
     if (rows > 0)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)l->out, (int)l->in, (int)rows,
                     1.0f, dy, (int)l->out, x, (int)l->in, 0.0f, l->dw, (int)l->in);
+    /* db = Σ_rows dy in double: row by row (contiguous), or column by
+     * column if there is no memory for the sums. */
+    double *sum = calloc((size_t)l->out, sizeof *sum);
+    for (int64_t r = 0; sum && r < rows; r++) {
+        const float *g = dy + r * l->out;
+#pragma omp simd
+        for (int64_t o = 0; o < l->out; o++)
+            sum[o] += g[o];
+    }
     for (int64_t o = 0; o < l->out; o++) {
         double s = 0.0;
-        for (int64_t r = 0; r < rows; r++)
+        for (int64_t r = 0; !sum && r < rows; r++)
             s += dy[r * l->out + o];
-        l->db[o] = (float)s;
+        l->db[o] = (float)(sum ? sum[o] : s);
     }
+    free(sum);
     if (dx && rows > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)l->in,
                     (int)l->out, 1.0f, dy, (int)l->out, l->w, (int)l->in, 0.0f, dx, (int)l->in);
+}
+
+/* glibc's math.h declares expf's vector forms (libmvec) only under
+ * -ffast-math; declared here, `#pragma omp simd` loops call them. */
+#pragma omp declare simd notinbranch
+float expf(float);
+
+/* The widest vector unit the CPU has, chosen at load time (GCC's function
+ * multi-versioning), as libattn's own loops do. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define NN_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define NN_VECTOR_CLONES
+#endif
+
+/* One row's max and Σ exp(z − max) over classes, vectorised: the exps go
+ * to e (may be NULL). */
+NN_VECTOR_CLONES
+static float row_exp_sum(const float *z, int64_t classes, float *e, float *max_out)
+{
+    float max = z[0];
+#pragma omp simd reduction(max : max)
+    for (int64_t c = 1; c < classes; c++)
+        max = z[c] > max ? z[c] : max;
+    float sum = 0.0f;
+    if (e) {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t c = 0; c < classes; c++) {
+            e[c] = expf(z[c] - max);
+            sum += e[c];
+        }
+    } else {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t c = 0; c < classes; c++)
+            sum += expf(z[c] - max);
+    }
+    *max_out = max;
+    return sum;
 }
 
 double nn_cross_entropy(int64_t rows, int64_t classes, const float *logits, const int *labels,
@@ -61,26 +109,27 @@ double nn_cross_entropy(int64_t rows, int64_t classes, const float *logits, cons
     double total = 0.0;
     for (int64_t r = 0; r < rows; r++) {
         const float *z = logits + r * classes;
+        float *d = d_logits ? d_logits + r * classes : NULL;
         if (labels[r] < 0) {  /* ignore_index: no loss, no gradient */
-            if (d_logits)
-                memset(d_logits + r * classes, 0, (size_t)classes * sizeof(float));
+            if (d)
+                memset(d, 0, (size_t)classes * sizeof(float));
             continue;
         }
+        float max;
+        float sum = row_exp_sum(z, classes, d, &max);
+        double lse = (double)max + log((double)sum);
+        total += lse - z[labels[r]];
         int64_t best = 0;
         for (int64_t c = 1; c < classes; c++)
             best = z[c] > z[best] ? c : best;
-        double sum = 0.0;
-        for (int64_t c = 0; c < classes; c++)
-            sum += exp((double)z[c] - z[best]);
-        double lse = z[best] + log(sum);
-        total += lse - z[labels[r]];
-        if (best == labels[r])
-            ++*correct;
-        if (!d_logits)
+        *correct += best == labels[r];
+        if (!d)
             continue;
+        float f = (float)(1.0 / ((double)sum * (double)counted));
+#pragma omp simd
         for (int64_t c = 0; c < classes; c++)
-            d_logits[r * classes + c] =
-                (float)((exp((double)z[c] - lse) - (c == labels[r])) / (double)counted);
+            d[c] *= f;  /* softmax / counted */
+        d[labels[r]] -= (float)(1.0 / (double)counted);
     }
     return counted > 0 ? total / (double)counted : 0.0;
 }
