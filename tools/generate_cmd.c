@@ -25,7 +25,7 @@ enum { MAX_PROMPTS = 64 };
 static const char usage[] =
     "Usage: attn generate --model DIR [--prompt TEXT]... [--max-new N]\n"
     "                     [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
-    "                     [--greedy] [--no-cache] [--threads T]\n"
+    "                     [--greedy] [--no-cache] [--ignore-eos] [--threads T]\n"
     "\n"
     "Generates text with a language model trained by `attn train lm`, one\n"
     "character at a time, each prompt's text (the prompt, then what follows)\n"
@@ -46,6 +46,8 @@ static const char usage[] =
     "  --greedy           always the likeliest character (no draw)\n"
     "  --no-cache         recompute the whole prefix for every character (no KV\n"
     "                     cache), for comparison\n"
+    "  --ignore-eos       go on past the end of a poem to --max-new characters\n"
+    "                     (for measuring speed)\n"
     "  --threads T        libattn threads (default 0: all cores)\n"
     "  --logits FILE      also write the logits each character of the first prompt\n"
     "                     was chosen from, float32 .npy [steps, vocab_size] (the\n"
@@ -69,6 +71,7 @@ typedef struct sequences {
     int **tokens;
     int64_t *len, *prompt_len, *max_new;
     int *done;
+    int ignore_eos;      /* an end of poem is a token like any other */
     prng *rng;
     float *logits0;      /* --logits: each step's logits of prompt 0 [steps0, V] */
     int64_t steps0;
@@ -148,7 +151,7 @@ static void take(sequences *s, int64_t i, const float *logits, const lm_model *m
         memcpy(s->logits0 + (s->steps0++) * m->c.vocab_size, logits,
                (size_t)m->c.vocab_size * sizeof(float));
     int t = lm_sample(logits, m->c.vocab_size, LM_EOS, how, &s->rng[i], scratch);
-    if (t == LM_EOS) {
+    if (t == LM_EOS && !s->ignore_eos) {
         s->done[i] = 1;
         return;
     }
@@ -237,7 +240,10 @@ static void print_text(const lm_vocab *v, const sequences *s)
             fputc('\n', stdout);
         for (int64_t k = 1; k < s->len[i]; k++) {
             char c[4];
-            fwrite(c, 1, (size_t)lm_utf8_encode(v->chars[s->tokens[i][k]], c), stdout);
+            if (s->tokens[i][k] == LM_EOS)  /* --ignore-eos: poems apart as in a fortune file */
+                fputs("\n%\n", stdout);
+            else
+                fwrite(c, 1, (size_t)lm_utf8_encode(v->chars[s->tokens[i][k]], c), stdout);
         }
         fputc('\n', stdout);
     }
@@ -247,7 +253,7 @@ static void print_text(const lm_vocab *v, const sequences *s)
 typedef struct gen_options {
     const char *model, *max_new, *temperature, *top_k, *top_p, *seed, *threads, *logits;
     const char *prompts[MAX_PROMPTS];
-    int n_prompts, greedy, no_cache;
+    int n_prompts, greedy, no_cache, ignore_eos;
 } gen_options;
 
 static int parse_options(int argc, char **argv, gen_options *o, lm_sampling *how, int *max_new,
@@ -258,9 +264,10 @@ static int parse_options(int argc, char **argv, gen_options *o, lm_sampling *how
                                {"--top-k", NULL, &o->top_k}, {"--top-p", NULL, &o->top_p},
                                {"--seed", NULL, &o->seed}, {"--threads", NULL, &o->threads},
                                {"--logits", NULL, &o->logits}};
-    const cli_flag flags[] = {{"--greedy", &o->greedy}, {"--no-cache", &o->no_cache}};
+    const cli_flag flags[] = {{"--greedy", &o->greedy}, {"--no-cache", &o->no_cache},
+                              {"--ignore-eos", &o->ignore_eos}};
     const cli_list lists[] = {{"--prompt", o->prompts, &o->n_prompts, MAX_PROMPTS}};
-    const cli_options all = {opts, 8, flags, 2, lists, 1};
+    const cli_options all = {opts, 8, flags, 3, lists, 1};
     const char *positional[1];
     int n_positional, top_k = 0, rc;
     if ((rc = cli_parse_all(CMD, argc, argv, &all, positional, 0, &n_positional, help)) ||
@@ -315,6 +322,7 @@ int cmd_generate(int argc, char **argv)
     attn_context *ctx = NULL;
     double *scratch = malloc((size_t)(2 * m.c.vocab_size) * sizeof *scratch);
     rc = encode_prompts(&m, &v, o.prompts, o.n_prompts, max_new, (uint64_t)seed, &s);
+    s.ignore_eos = o.ignore_eos;
     if (rc == CLI_OK && o.logits &&
         !(s.logits0 = malloc((size_t)((s.max_new[0] + 1) * m.c.vocab_size) * sizeof(float))))
         rc = cli_refuse(CMD, "out of memory");

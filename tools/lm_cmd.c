@@ -137,7 +137,8 @@ static int read_corpus(const char *const *files, int n_files, uint64_t seed, lm_
 }
 
 int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
-                    const lm_train_config *tc, lm_positions positions, const char *dir)
+                    const lm_train_config *tc, lm_positions positions, int64_t context,
+                    const char *dir)
 {
     lm_poems train = {0}, held = {0};
     lm_vocab v = {0};
@@ -148,6 +149,7 @@ int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
     if (rc != CLI_OK)
         return rc;
     lm_config c = lm_config_default(0);
+    c.context = context;
     if (lm_vocab_build(&v, &train) != 0 || lm_windows_make(&tw, &train, &v, c.context) != 0 ||
         lm_windows_make(&hw, &held, &v, c.context) != 0) {
         rc = cli_refuse(CMD, "lm: out of memory");

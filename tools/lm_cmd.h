@@ -18,6 +18,7 @@ extern const char *const lm_default_corpus[LM_DEFAULT_CORPUS];
  * checkpoint and lm-training-loss.svg into dir (unless NULL). Returns an
  * exit status (cli.h), the reasons printed. */
 int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
-                    const lm_train_config *tc, lm_positions positions, const char *dir);
+                    const lm_train_config *tc, lm_positions positions, int64_t context,
+                    const char *dir);
 
 #endif

@@ -22,7 +22,7 @@ static const char usage[] =
     "       attn train reverse [--epochs N] [--seed S] [--threads T] [--out DIR]\n"
     "                          [--train-size N] [--test-size N]\n"
     "       attn train lm [--corpus FILE]... [--epochs N] [--seed S] [--threads T]\n"
-    "                     [--out DIR]\n"
+    "                     [--context N] [--positions P] [--out DIR]\n"
     "\n"
     "Trains a model with libattn's gradients and prints one progress line per\n"
     "epoch.\n"
@@ -55,6 +55,8 @@ static const char usage[] =
     "  --seed S         the split, the initial weights, the batches and dropout\n"
     "                   (default 42)\n"
     "  --threads T      libattn threads (default 0: all cores)\n"
+    "  --context N      the longest window, in characters (default 128: a whole\n"
+    "                   poem; 8 to 8192)\n"
     "  --positions P    what the positional encoding encodes: 'window' (D2L's:\n"
     "                   the position in the window), 'line' (the column in the\n"
     "                   line) or 'clause' (the place in the clause, restarting\n"
@@ -235,16 +237,17 @@ enum { MAX_CORPUS = 64 };
 static int train_lm(int argc, char **argv)
 {
     const char *epochs_s = NULL, *seed_s = NULL, *threads_s = NULL, *dir = NULL;
-    const char *positions = NULL;
+    const char *positions = NULL, *context_s = NULL;
     const char *files[MAX_CORPUS];
     int n_files = 0;
     const cli_option opts[] = {{"--epochs", NULL, &epochs_s},
                                {"--seed", NULL, &seed_s},
                                {"--threads", NULL, &threads_s},
                                {"--out", "-o", &dir},
-                               {"--positions", NULL, &positions}};
+                               {"--positions", NULL, &positions},
+                               {"--context", NULL, &context_s}};
     const cli_list lists[] = {{"--corpus", files, &n_files, MAX_CORPUS}};
-    const cli_options o = {opts, 5, NULL, 0, lists, 1};
+    const cli_options o = {opts, 6, NULL, 0, lists, 1};
     const char *positional[1];
     int n_positional, help;
     int rc = cli_parse_all(CMD, argc, argv, &o, positional, 0, &n_positional, &help);
@@ -255,11 +258,14 @@ static int train_lm(int argc, char **argv)
         return CLI_OK;
     }
     lm_train_config tc = lm_train_config_default();
-    int seed = 42, threads = 0;
+    int seed = 42, threads = 0, context = 128;
     if ((epochs_s && (rc = cli_parse_int(CMD, "--epochs", epochs_s, &tc.epochs)) != CLI_OK) ||
         (seed_s && (rc = cli_parse_int(CMD, "--seed", seed_s, &seed)) != CLI_OK) ||
-        (threads_s && (rc = cli_parse_int(CMD, "--threads", threads_s, &threads)) != CLI_OK))
+        (threads_s && (rc = cli_parse_int(CMD, "--threads", threads_s, &threads)) != CLI_OK) ||
+        (context_s && (rc = cli_parse_int(CMD, "--context", context_s, &context)) != CLI_OK))
         return rc;
+    if (context < 8 || context > 8192)
+        return cli_usage_error(CMD, "--context: %d is not in 8 .. 8192", context);
     if (tc.epochs < 1 || tc.epochs > 10000)
         return cli_usage_error(CMD, "--epochs: %d is not in 1 .. 10000", tc.epochs);
     if (seed < 0)
@@ -287,7 +293,7 @@ static int train_lm(int argc, char **argv)
     attn_status st = attn_context_create(&ctx);
     if (st == ATTN_OK)
         st = attn_context_set_num_threads(ctx, threads);
-    rc = st == ATTN_OK ? lm_train_report(ctx, files, n_files, &tc, pos, dir)
+    rc = st == ATTN_OK ? lm_train_report(ctx, files, n_files, &tc, pos, context, dir)
                        : cli_library_error(CMD, "lm", st);
     attn_context_destroy(ctx);
     return rc;
