@@ -49,6 +49,9 @@ static const char usage[] =
     "  --ignore-eos       go on past the end of a poem to --max-new characters\n"
     "                     (for measuring speed)\n"
     "  --threads T        libattn threads (default 0: all cores)\n"
+    "  --attention FILE   also write the last layer's attention weights over the\n"
+    "                     first prompt's text, float32 .npy [heads, n, n] (n: its\n"
+    "                     characters and the poem's start token), for attn heatmap\n"
     "  --logits FILE      also write the logits each character of the first prompt\n"
     "                     was chosen from, float32 .npy [steps, vocab_size] (the\n"
     "                     last row chose the end of the poem, if it came)\n"
@@ -250,8 +253,28 @@ static void print_text(const lm_vocab *v, const sequences *s)
     fflush(stdout);
 }
 
+/* The last layer's attention weights over prompt 0's final text. */
+static int save_attention(attn_context *ctx, lm_model *m, const sequences *s, const char *path)
+{
+    int64_t n = s->len[0] < m->c.context ? s->len[0] : m->c.context, h = m->c.nhead;
+    float *w = malloc((size_t)(h * n * n) * sizeof *w);
+    lm_batch b;
+    attn_status st = lm_batch_create(&b, m, n);
+    if (st == ATTN_OK && !w)
+        st = ATTN_ERR_OUT_OF_MEMORY;
+    if (st == ATTN_OK)
+        st = lm_model_attention(ctx, m, &b, n, s->tokens[0], w);
+    const int64_t shape[3] = {h, n, n};
+    int rc = st != ATTN_OK ? cli_library_error(CMD, "the attention", st)
+                           : io_save_floats(CMD, path, w, 3, shape);
+    lm_batch_free(&b, m);
+    free(w);
+    return rc;
+}
+
 typedef struct gen_options {
     const char *model, *max_new, *temperature, *top_k, *top_p, *seed, *threads, *logits;
+    const char *attention;
     const char *prompts[MAX_PROMPTS];
     int n_prompts, greedy, no_cache, ignore_eos;
 } gen_options;
@@ -263,11 +286,12 @@ static int parse_options(int argc, char **argv, gen_options *o, lm_sampling *how
                                {"--temperature", NULL, &o->temperature},
                                {"--top-k", NULL, &o->top_k}, {"--top-p", NULL, &o->top_p},
                                {"--seed", NULL, &o->seed}, {"--threads", NULL, &o->threads},
-                               {"--logits", NULL, &o->logits}};
+                               {"--logits", NULL, &o->logits},
+                               {"--attention", NULL, &o->attention}};
     const cli_flag flags[] = {{"--greedy", &o->greedy}, {"--no-cache", &o->no_cache},
                               {"--ignore-eos", &o->ignore_eos}};
     const cli_list lists[] = {{"--prompt", o->prompts, &o->n_prompts, MAX_PROMPTS}};
-    const cli_options all = {opts, 8, flags, 3, lists, 1};
+    const cli_options all = {opts, 9, flags, 3, lists, 1};
     const char *positional[1];
     int n_positional, top_k = 0, rc;
     if ((rc = cli_parse_all(CMD, argc, argv, &all, positional, 0, &n_positional, help)) ||
@@ -342,6 +366,8 @@ int cmd_generate(int argc, char **argv)
         } else {
             const int64_t shape[2] = {s.steps0, m.c.vocab_size};
             if (o.logits && (rc = io_save_floats(CMD, o.logits, s.logits0, 2, shape)) != CLI_OK)
+                goto done;
+            if (o.attention && (rc = save_attention(ctx, &m, &s, o.attention)) != CLI_OK)
                 goto done;
             print_text(&v, &s);
             fprintf(stderr, "attn generate: %lld characters in %.3f s (%.1f per second, %s); "

@@ -254,12 +254,15 @@ static int parse_config(const char *cmd, json_object *o, lm_config *c)
     if (pe && !is_string(pe, "sinusoidal"))
         return cli_refuse(cmd, "config.json: only \"sinusoidal\" positional encoding is known");
     c->positions = LM_POSITIONS_WINDOW;  /* absent: D2L's */
-    for (int k = 0; pos && k < 3; k++)
+    for (int k = 0; pos && k < LM_POSITIONS_COUNT; k++)
         if (is_string(pos, lm_positions_names[k]))
             c->positions = (lm_positions)k, pos = NULL;
     if (pos)
-        return cli_refuse(cmd, "config.json: \"positions\" must be \"window\", \"line\" or "
-                          "\"clause\"");
+        return cli_refuse(cmd, "config.json: \"positions\" must be \"window\", \"line\", "
+                          "\"clause\" or \"grid\"");
+    if (c->positions == LM_POSITIONS_GRID && c->d_model % 4 != 0)
+        return cli_refuse(cmd, "config.json: \"grid\" positions need a d_model that is a "
+                          "multiple of 4");
     c->activation = is_string(act, "gelu") ? ATTN_ACTIVATION_GELU : ATTN_ACTIVATION_RELU;
     c->layer_norm_eps = (float)json_object_get_double(eps);
     c->norm_first = json_object_get_boolean(nf);

@@ -138,7 +138,7 @@ static int read_corpus(const char *const *files, int n_files, uint64_t seed, lm_
 
 int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
                     const lm_train_config *tc, lm_positions positions, int64_t context,
-                    const char *dir)
+                    int64_t layers, const char *dir)
 {
     lm_poems train = {0}, held = {0};
     lm_vocab v = {0};
@@ -150,6 +150,7 @@ int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
         return rc;
     lm_config c = lm_config_default(0);
     c.context = context;
+    c.num_layers = layers;
     if (lm_vocab_build(&v, &train) != 0 || lm_windows_make(&tw, &train, &v, c.context) != 0 ||
         lm_windows_make(&hw, &held, &v, c.context) != 0) {
         rc = cli_refuse(CMD, "lm: out of memory");
@@ -169,12 +170,12 @@ int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
     printf("attn train lm: %lld poems (%lld characters) for training, %lld held out; "
            "vocabulary %lld; %lld layers, d_model %lld, %lld heads, dim_feedforward %lld, "
            "context %lld, positions in the %s: %lld parameters; AdamW lr %g, weight decay %g, dropout %g, batch "
-           "%lld, %d epochs\n",
+           "%lld, input noise %g, %d epochs\n",
            (long long)train.n, (long long)train.chars, (long long)held.n, (long long)v.size,
            (long long)c.num_layers, (long long)c.d_model, (long long)c.nhead,
            (long long)c.dim_feedforward, (long long)c.context,
            lm_positions_names[c.positions], (long long)m.count, tc->lr,
-           tc->weight_decay, tc->dropout, (long long)tc->batch, tc->epochs);
+           tc->weight_decay, tc->dropout, (long long)tc->batch, tc->input_noise, tc->epochs);
     fflush(stdout);
     progress p = {0};
     for (int e = tc->epochs; e > 0; e /= 10)
@@ -185,7 +186,7 @@ int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
         goto done;
     }
     printf("trained in %.1f s: %lld steps; kept epoch %d\n", r.seconds, (long long)r.steps,
-           r.best_epoch);
+           tc->keep_last ? r.epochs_run : r.best_epoch);
     if (dir) {
         rc = lm_checkpoint_save(CMD, dir, &m, &v);
         if (rc == CLI_OK)
@@ -196,7 +197,8 @@ int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
             printf("checkpoint written to %s\n", dir);
     }
     if (rc == CLI_OK)
-        printf("validation loss: %.4f nats/char (add-one unigram: %.4f)\n", r.best_val_loss,
+        printf("validation loss: %.4f nats/char (add-one unigram: %.4f)\n",
+               tc->keep_last ? r.val_loss[r.epochs_run - 1] : r.best_val_loss,
                unigram_loss(&tw, &hw, v.size));
 done:
     lm_train_result_free(&r);

@@ -19,6 +19,6 @@ extern const char *const lm_default_corpus[LM_DEFAULT_CORPUS];
  * exit status (cli.h), the reasons printed. */
 int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
                     const lm_train_config *tc, lm_positions positions, int64_t context,
-                    const char *dir);
+                    int64_t layers, const char *dir);
 
 #endif

@@ -66,7 +66,8 @@ attn_status lm_model_create(lm_model *m, const lm_config *c)
     m->layer_offset = calloc((size_t)L, sizeof *m->layer_offset);
     m->tensors = calloc((size_t)(12 * L + 5), sizeof *m->tensors);
     m->pe = malloc((size_t)(c->context * d) * sizeof *m->pe);
-    if (!m->layers || !m->layer_offset || !m->tensors || !m->pe) {
+    m->pe_half = malloc((size_t)(c->context * (d / 2)) * sizeof *m->pe_half);
+    if (!m->layers || !m->layer_offset || !m->tensors || !m->pe || !m->pe_half) {
         lm_model_free(m);
         return ATTN_ERR_OUT_OF_MEMORY;
     }
@@ -81,6 +82,8 @@ attn_status lm_model_create(lm_model *m, const lm_config *c)
         st = attn_encoder_layer_param_count(m->layers[0], &m->layer_count);
     if (st == ATTN_OK)
         st = attn_positional_encoding(m->pe, c->context, d, 0, 10000.0f);
+    if (st == ATTN_OK && c->positions == LM_POSITIONS_GRID)
+        st = attn_positional_encoding(m->pe_half, c->context, d / 2, 0, 10000.0f);
     if (st != ATTN_OK) {
         lm_model_free(m);
         return st;
@@ -115,12 +118,16 @@ void lm_model_free(lm_model *m)
 {
     for (int64_t l = 0; m->layers && l < m->c.num_layers; l++)
         attn_encoder_layer_destroy(m->layers[l]);
-    free(m->layers), free(m->layer_offset), free(m->tensors), free(m->pe);
+    free(m->layers), free(m->layer_offset), free(m->tensors), free(m->pe), free(m->pe_half);
     free(m->params), free(m->grads), free(m->restart);
     *m = (lm_model){0};
 }
 
-const char *const lm_positions_names[3] = {"window", "line", "clause"};
+const char *const lm_positions_names[LM_POSITIONS_COUNT] = {"window", "line", "clause",
+                                                            "grid"};
+
+/* What a token does to the position of the next one (lm_model.restart). */
+enum { GOES_ON = 0, NEW_CLAUSE = 1, NEW_LINE = 2 };
 
 int lm_model_set_vocab(lm_model *m, const lm_vocab *v)
 {
@@ -128,13 +135,14 @@ int lm_model_set_vocab(lm_model *m, const lm_vocab *v)
     m->restart = calloc((size_t)m->c.vocab_size, 1);
     if (!m->restart)
         return -1;
-    m->restart[LM_EOS] = 1;
+    lm_positions p = m->c.positions;
+    m->restart[LM_EOS] = NEW_LINE;
     static const uint32_t clause_marks[5] = {0xFF0C, 0x3002, 0xFF1F, 0xFF01, 0xFF1B};
-    if (m->c.positions != LM_POSITIONS_WINDOW)
-        m->restart[lm_vocab_token(v, '\n')] = 1;
-    for (int k = 0; k < 5 && m->c.positions == LM_POSITIONS_CLAUSE; k++)
-        m->restart[lm_vocab_token(v, clause_marks[k])] = 1;
-    m->restart[LM_UNK] = 0;  /* a mark the vocabulary lacks maps to <unk>: no restart */
+    if (p != LM_POSITIONS_WINDOW)
+        m->restart[lm_vocab_token(v, '\n')] = NEW_LINE;
+    for (int k = 0; k < 5 && (p == LM_POSITIONS_CLAUSE || p == LM_POSITIONS_GRID); k++)
+        m->restart[lm_vocab_token(v, clause_marks[k])] = NEW_CLAUSE;
+    m->restart[LM_UNK] = GOES_ON;  /* a mark the vocabulary lacks maps to <unk> */
     return 0;
 }
 
@@ -208,24 +216,46 @@ void lm_batch_free(lm_batch *b, const lm_model *m)
     *b = (lm_batch){0};
 }
 
-/* x[r] = tok_emb[tokens[r]] · √d + PE[positions[r]]. */
+/* x[r] = tok_emb[tokens[r]] · √d + PE[positions[r]]; for the grid, the
+ * first d/2 features get the place in the clause's half-width encoding and
+ * the last d/2 the clause's index in the line (a 2-D sinusoidal encoding,
+ * as vision Transformers encode rows and columns). */
 static void embed(const lm_model *m, int64_t rows, const int *tokens, const int64_t *positions,
                   float *x)
 {
-    int64_t d = m->c.d_model;
+    int64_t d = m->c.d_model, h = d / 2, ctx = m->c.context;
     float scale = sqrtf((float)d);
     for (int64_t r = 0; r < rows; r++) {
         const float *e = m->tok_emb + (int64_t)tokens[r] * d;
-        const float *pe = m->pe + positions[r] * d;
-        for (int64_t j = 0; j < d; j++)
-            x[r * d + j] = e[j] * scale + pe[j];
+        float *y = x + r * d;
+        if (m->c.positions != LM_POSITIONS_GRID) {
+            const float *pe = m->pe + positions[r] * d;
+            for (int64_t j = 0; j < d; j++)
+                y[j] = e[j] * scale + pe[j];
+            continue;
+        }
+        const float *place = m->pe_half + (positions[r] % ctx) * h;
+        const float *clause = m->pe_half + (positions[r] / ctx) * h;
+        for (int64_t j = 0; j < h; j++)
+            y[j] = e[j] * scale + place[j], y[h + j] = e[h + j] * scale + clause[j];
     }
 }
 
-/* The column of the token after `token` at column `column`. */
-static int64_t next_column(const lm_model *m, int token, int64_t column)
+/* The position of the token after `token` at `position`: for the grid,
+ * clause index · context + place in the clause. */
+static int64_t next_column(const lm_model *m, int token, int64_t position)
 {
-    return m->restart[token] ? 0 : column + 1;
+    int64_t ctx = m->c.context, clause = position / ctx;
+    switch (m->restart[token]) {
+    case NEW_LINE:
+        return 0;
+    case NEW_CLAUSE:
+        if (m->c.positions != LM_POSITIONS_GRID)
+            return 0;
+        return (clause + 1 < ctx ? clause + 1 : ctx - 1) * ctx;
+    default:
+        return position % ctx + 1 < ctx ? position + 1 : position;
+    }
 }
 
 /* The positions of a batch of windows [batch, len], each from 0. */
@@ -286,6 +316,36 @@ attn_status lm_model_backward(attn_context *ctx, lm_model *m, lm_batch *b, int64
             g[j] += scale * b->dx[r * d + j];
     }
     return ATTN_OK;
+}
+
+attn_status lm_model_attention(attn_context *ctx, lm_model *m, lm_batch *b, int64_t len,
+                               const int *tokens, float *weights)
+{
+    int64_t d = m->c.d_model, ff = m->c.dim_feedforward, L = m->c.num_layers;
+    if (len > b->cap_rows || len > m->c.context)
+        return ATTN_ERR_INVALID_ARGUMENT;
+    window_positions(m, 1, len, tokens, b->positions);
+    embed(m, len, tokens, b->positions, b->x);
+    attn_status st = ATTN_OK;
+    for (int64_t l = 0; l + 1 < L && st == ATTN_OK; l++)
+        st = attn_encoder_layer_forward(ctx, m->layers[l], 1, len, b->x, NULL, b->x, NULL);
+    const float *p = m->params + m->layer_offset[L - 1];
+    /* The layer's norm1 follows its attention (4d² + 4d) and feed-forward
+     * (2·d·ff + ff + d) parameters (attn_encoder_layer_get_params). */
+    const float *norm1 = p + 4 * d * d + 4 * d + 2 * d * ff + ff + d;
+    if (st == ATTN_OK && m->c.norm_first)
+        st = attn_layer_norm(len, d, b->x, norm1, norm1 + d, m->c.layer_norm_eps, b->x);
+    attn_mha *mha = NULL;
+    if (st == ATTN_OK)
+        st = attn_mha_create(&mha, d, m->c.nhead, m->c.nhead, d, d, 1);
+    if (st == ATTN_OK)
+        st = attn_mha_set_params(mha, p);
+    if (st == ATTN_OK)
+        st = attn_mha_set_causal(mha, ATTN_CAUSAL_TOP_LEFT);
+    if (st == ATTN_OK)
+        st = attn_mha_forward(ctx, mha, 1, len, len, b->x, b->x, b->x, NULL, b->h, weights);
+    attn_mha_destroy(mha);
+    return st;
 }
 
 /* ---- decoding ---------------------------------------------------------------------- */

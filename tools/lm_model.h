@@ -37,11 +37,14 @@
 typedef enum lm_positions {
     LM_POSITIONS_WINDOW = 0,
     LM_POSITIONS_LINE = 1,
-    LM_POSITIONS_CLAUSE = 2
+    LM_POSITIONS_CLAUSE = 2,
+    LM_POSITIONS_GRID = 3,     /* (clause's index in the line, place in the clause), each
+                                  on half the features; d_model a multiple of 4 */
+    LM_POSITIONS_COUNT
 } lm_positions;
 
 /* The names of lm_positions in config.json and --positions. */
-extern const char *const lm_positions_names[3];
+extern const char *const lm_positions_names[LM_POSITIONS_COUNT];
 
 typedef struct lm_config {
     int64_t vocab_size, d_model, nhead, dim_feedforward, num_layers, context;
@@ -76,6 +79,7 @@ typedef struct lm_model {
     float *norm_w, *norm_b, *d_norm_w, *d_norm_b;
     nn_linear head;
     float *pe;                        /* [context, d] */
+    float *pe_half;                   /* [context, d/2] (the grid's) */
     unsigned char *restart;           /* [V]: the next token's position is 0 */
 } lm_model;
 
@@ -116,6 +120,14 @@ attn_status lm_model_forward(attn_context *ctx, lm_model *m, lm_batch *b, int64_
  * training forward. */
 attn_status lm_model_backward(attn_context *ctx, lm_model *m, lm_batch *b, int64_t batch,
                               int64_t len, const int *tokens);
+
+/* The attention weights [nhead, len, len] of the last layer over tokens
+ * [len] (inference, positions from 0): the first layers as
+ * lm_model_forward, then the last layer's self-attention (its input
+ * normalised by its norm1 when pre-norm) as an attn_mha with the layer's
+ * projections, which returns its weights. */
+attn_status lm_model_attention(attn_context *ctx, lm_model *m, lm_batch *b, int64_t len,
+                               const int *tokens, float *weights);
 
 /* Decoding with one KV cache per layer. */
 typedef struct lm_decoder {

@@ -21,7 +21,7 @@ lm_train_config lm_train_config_default(void)
 {
     return (lm_train_config){.epochs = 40, .seed = 42, .batch = 32, .lr = 1e-3,
                              .weight_decay = 0.1, .clip = 1.0, .dropout = 0.1, .warmup = 50,
-                             .patience = 0};
+                             .patience = 0, .input_noise = 0.5};
 }
 
 static double now(void)
@@ -164,6 +164,17 @@ static attn_status train_step(attn_context *ctx, lm_model *m, trainer *t, const 
                               double *loss, int64_t *counted)
 {
     int64_t len = load_batch(w, t->ids, n, t->tokens, t->labels, counted), correct = 0;
+    if (c->input_noise > 0.0) {
+        /* Input characters (never a line break, a clause mark or <eos>: the
+         * structure stays) replaced by random ones; the targets stay. */
+        prng g;
+        prng_seed(&g, seed ^ 0x6e6f697365ULL);
+        for (int64_t r = 0; r < n * len; r++)
+            if (t->tokens[r] >= LM_SPECIALS && !m->restart[t->tokens[r]] &&
+                prng_uniform(&g) < c->input_noise)
+                t->tokens[r] = LM_SPECIALS + (int)(prng_next(&g) %
+                                                   (uint64_t)(m->c.vocab_size - LM_SPECIALS));
+    }
     attn_status st = lm_model_set_dropout(m, (float)c->dropout, seed);
     if (st == ATTN_OK)
         st = lm_model_forward(ctx, m, &t->b, n, len, t->tokens, 1);
@@ -232,7 +243,7 @@ attn_status lm_train(attn_context *ctx, lm_model *m, const lm_windows *train,
             break;
     }
     r->seconds = now() - start;
-    if (st == ATTN_OK && r->best_epoch > 0) {
+    if (st == ATTN_OK && r->best_epoch > 0 && !c->keep_last) {
         memcpy(m->params, t.best, (size_t)m->count * sizeof *t.best);
         st = lm_model_sync(m);
     }

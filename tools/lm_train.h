@@ -4,7 +4,7 @@
  * warm-up and cosine decay, gradient-norm clipping, dropout in the layers,
  * and the validation loss on held-out poems after every epoch; the
  * parameters of the epoch with the lowest validation loss are the ones
- * kept (early stopping).
+ * kept (early stopping), unless keep_last.
  */
 #ifndef ATTN_TOOLS_LM_TRAIN_H
 #define ATTN_TOOLS_LM_TRAIN_H
@@ -22,6 +22,8 @@ typedef struct lm_train_config {
     int64_t warmup;          /* steps of linear warm-up */
     int patience;            /* stop after this many epochs without a better
                                 validation loss (0: never) */
+    int keep_last;           /* keep the last epoch's parameters, not the best */
+    double input_noise;      /* share of input characters replaced by random ones */
 } lm_train_config;
 
 lm_train_config lm_train_config_default(void);

@@ -17,7 +17,9 @@
 
 #define CMD "train"
 
-static const char usage[] =
+static void print_usage(FILE *to);
+
+static const char usage_models[] =
     "Usage: attn train nw [--epochs N] [--lr LR] [--seed S] [--out DIR]\n"
     "       attn train reverse [--epochs N] [--seed S] [--threads T] [--out DIR]\n"
     "                          [--train-size N] [--test-size N]\n"
@@ -39,16 +41,23 @@ static const char usage[] =
     "           gradient norm clipped to 5, batches of 128.\n"
     "\n"
     "  lm       a character-level GPT of Tang poems: token embedding times\n"
-    "           sqrt(d_model) plus sinusoidal positions, 4 causal pre-norm libattn\n"
-    "           encoder layers (d_model 128, 4 heads, dim_feedforward 512, GELU),\n"
-    "           a final layer norm and a linear head; context 128 characters.\n"
-    "           Next-character cross-entropy, AdamW (lr 1e-3, weight decay 0.1)\n"
-    "           with warm-up and cosine decay, gradient norm clipped to 1,\n"
-    "           dropout 0.1, batches of 32 windows that start where a poem (or,\n"
-    "           in a long poem, a line) starts; 5%% of the poems held out.\n"
+    "           sqrt(d_model) plus the sinusoidal encoding of each character's\n"
+    "           place in its clause, 4 causal pre-norm libattn encoder layers\n"
+    "           (d_model 128, 4 heads, dim_feedforward 512, GELU), a final layer\n"
+    "           norm and a linear head; context 128 characters. Next-character\n"
+    "           cross-entropy, AdamW (lr 1e-3, weight decay 0.1) with warm-up and\n"
+    "           cosine decay, gradient norm clipped to 1, dropout 0.1, half the\n"
+    "           input characters replaced by random ones, batches of 32 windows\n"
+    "           that start where a poem (or, in a long poem, a line) starts; 5%\n"
+    "           of the poems held out, the epoch with the lowest validation loss\n"
+    "           kept. See docs/text-generation.md.\n"
     "\n"
+    ;
+
+/* Split in parts: ISO C's string literal limit is 4095 characters. */
+static const char usage_lm[] =
     "Options of lm:\n"
-    "  --corpus FILE    a fortune file of poems (entries between lines of \"%%\";\n"
+    "  --corpus FILE    a fortune file of poems (entries between lines of \"%\";\n"
     "                   repeat for more). Default: fortunes-zh's tang300 and\n"
     "                   song100 in /usr/share/games/fortunes\n"
     "  --epochs N       epochs (default 40; 1 to 10000)\n"
@@ -57,15 +66,27 @@ static const char usage[] =
     "  --threads T      libattn threads (default 0: all cores)\n"
     "  --context N      the longest window, in characters (default 128: a whole\n"
     "                   poem; 8 to 8192)\n"
+    "  --dropout P      dropout in every layer, in training (default 0.1)\n"
+    "  --input-noise P  replace this share of the input characters by random ones\n"
+    "                   in training (not line breaks or clause marks; the targets\n"
+    "                   stay) (default 0.5)\n"
+    "  --layers N       encoder layers (default 4)\n"
+    "  --keep K         which epoch's parameters to keep: 'best' (the lowest\n"
+    "                   validation loss; the default) or 'last'\n"
     "  --positions P    what the positional encoding encodes: 'window' (D2L's:\n"
     "                   the position in the window), 'line' (the column in the\n"
-    "                   line) or 'clause' (the place in the clause, restarting\n"
-    "                   after each of the marks of the clauses) (default window)\n"
+    "                   line), 'clause' (the place in the clause, restarting\n"
+    "                   after each of the marks of the clauses) or 'grid' (the\n"
+    "                   clause's index in the line and the place in the clause,\n"
+    "                   each on half the features) (default clause)\n"
     "  --out DIR        write the checkpoint (config.json, vocab.json, one .npy per\n"
     "                   tensor named by its PyTorch state_dict key) of the epoch\n"
     "                   with the lowest validation loss, and lm-training-loss.svg\n"
     "The last line is \"validation loss: L nats/char (add-one unigram: U)\".\n"
     "\n"
+    ;
+
+static const char usage_rest[] =
     "Options of reverse:\n"
     "  --epochs N       epochs (default 10, as the tutorial; 1 to 1000)\n"
     "  --seed S         draws the data, the initial weights and the batches\n"
@@ -90,6 +111,13 @@ static const char usage[] =
     "The last line is \"learnt w: W\". Exit status: 0 on success, 1 if training\n"
     "fails or a picture cannot be written, 2 for a usage error.\n";
 
+static void print_usage(FILE *to)
+{
+    fputs(usage_models, to);
+    fputs(usage_lm, to);
+    fputs(usage_rest, to);
+}
+
 typedef struct progress {
     int width;  /* digits of the epoch count */
 } progress;
@@ -112,7 +140,7 @@ static int train_nw(int argc, char **argv)
     if (rc != CLI_OK)
         return rc;
     if (help) {
-        fputs(usage, stdout);
+        print_usage(stdout);
         return CLI_OK;
     }
     int epochs = 5, seed = 7;
@@ -193,7 +221,7 @@ static int train_reverse(int argc, char **argv)
     if (rc != CLI_OK)
         return rc;
     if (help) {
-        fputs(usage, stdout);
+        print_usage(stdout);
         return CLI_OK;
     }
     reverse_config c = {.epochs = 10, .seed = 42, .train_size = 50000, .test_size = 1000};
@@ -237,7 +265,8 @@ enum { MAX_CORPUS = 64 };
 static int train_lm(int argc, char **argv)
 {
     const char *epochs_s = NULL, *seed_s = NULL, *threads_s = NULL, *dir = NULL;
-    const char *positions = NULL, *context_s = NULL;
+    const char *positions = NULL, *context_s = NULL, *keep = NULL, *dropout_s = NULL;
+    const char *noise_s = NULL, *layers_s = NULL;
     const char *files[MAX_CORPUS];
     int n_files = 0;
     const cli_option opts[] = {{"--epochs", NULL, &epochs_s},
@@ -245,16 +274,20 @@ static int train_lm(int argc, char **argv)
                                {"--threads", NULL, &threads_s},
                                {"--out", "-o", &dir},
                                {"--positions", NULL, &positions},
-                               {"--context", NULL, &context_s}};
+                               {"--context", NULL, &context_s},
+                               {"--keep", NULL, &keep},
+                               {"--dropout", NULL, &dropout_s},
+                               {"--input-noise", NULL, &noise_s},
+                               {"--layers", NULL, &layers_s}};
     const cli_list lists[] = {{"--corpus", files, &n_files, MAX_CORPUS}};
-    const cli_options o = {opts, 6, NULL, 0, lists, 1};
+    const cli_options o = {opts, 10, NULL, 0, lists, 1};
     const char *positional[1];
     int n_positional, help;
     int rc = cli_parse_all(CMD, argc, argv, &o, positional, 0, &n_positional, &help);
     if (rc != CLI_OK)
         return rc;
     if (help) {
-        fputs(usage, stdout);
+        print_usage(stdout);
         return CLI_OK;
     }
     lm_train_config tc = lm_train_config_default();
@@ -264,6 +297,22 @@ static int train_lm(int argc, char **argv)
         (threads_s && (rc = cli_parse_int(CMD, "--threads", threads_s, &threads)) != CLI_OK) ||
         (context_s && (rc = cli_parse_int(CMD, "--context", context_s, &context)) != CLI_OK))
         return rc;
+    if (dropout_s && (rc = cli_parse_double(CMD, "--dropout", dropout_s, &tc.dropout)) != CLI_OK)
+        return rc;
+    if (!(tc.dropout >= 0.0 && tc.dropout < 1.0))
+        return cli_usage_error(CMD, "--dropout: %g is not in [0, 1)", tc.dropout);
+    if (noise_s && (rc = cli_parse_double(CMD, "--input-noise", noise_s, &tc.input_noise)))
+        return rc;
+    if (!(tc.input_noise >= 0.0 && tc.input_noise < 1.0))
+        return cli_usage_error(CMD, "--input-noise: %g is not in [0, 1)", tc.input_noise);
+    int layers = 4;
+    if (layers_s && (rc = cli_parse_int(CMD, "--layers", layers_s, &layers)) != CLI_OK)
+        return rc;
+    if (layers < 1 || layers > 64)
+        return cli_usage_error(CMD, "--layers: %d is not in 1 .. 64", layers);
+    if (keep && strcmp(keep, "best") != 0 && strcmp(keep, "last") != 0)
+        return cli_usage_error(CMD, "--keep: '%s' is not best or last", keep);
+    tc.keep_last = keep && strcmp(keep, "last") == 0;
     if (context < 8 || context > 8192)
         return cli_usage_error(CMD, "--context: %d is not in 8 .. 8192", context);
     if (tc.epochs < 1 || tc.epochs > 10000)
@@ -274,13 +323,13 @@ static int train_lm(int argc, char **argv)
         return cli_usage_error(CMD, "--threads: %d is not in 0 .. 1024", threads);
     if (dir && dir[0] == '\0')
         return cli_usage_error(CMD, "--out: the directory name is empty");
-    lm_positions pos = LM_POSITIONS_WINDOW;
+    lm_positions pos = LM_POSITIONS_CLAUSE;
     if (positions) {
         int k = 0;
-        while (k < 3 && strcmp(positions, lm_positions_names[k]) != 0)
+        while (k < LM_POSITIONS_COUNT && strcmp(positions, lm_positions_names[k]) != 0)
             k++;
-        if (k == 3)
-            return cli_usage_error(CMD, "--positions: '%s' is not window, line or clause",
+        if (k == LM_POSITIONS_COUNT)
+            return cli_usage_error(CMD, "--positions: '%s' is not window, line, clause or grid",
                                    positions);
         pos = (lm_positions)k;
     }
@@ -293,7 +342,7 @@ static int train_lm(int argc, char **argv)
     attn_status st = attn_context_create(&ctx);
     if (st == ATTN_OK)
         st = attn_context_set_num_threads(ctx, threads);
-    rc = st == ATTN_OK ? lm_train_report(ctx, files, n_files, &tc, pos, context, dir)
+    rc = st == ATTN_OK ? lm_train_report(ctx, files, n_files, &tc, pos, context, layers, dir)
                        : cli_library_error(CMD, "lm", st);
     attn_context_destroy(ctx);
     return rc;
@@ -302,7 +351,7 @@ static int train_lm(int argc, char **argv)
 int cmd_train(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-        fputs(usage, argc < 2 ? stderr : stdout);
+        print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? CLI_USAGE : CLI_OK;
     }
     if (strcmp(argv[1], "nw") == 0)

@@ -6,8 +6,8 @@ and continues a prompt greedily (see docs/text-generation.md).
 
 The model (PyTorch 1.13; Debian's python3-torch and python3-numpy):
 token embedding times sqrt(d_model) plus D2L's sinusoidal positional
-encoding (of the position in the window, or with "positions": "line" or
-"clause" of the place in the line or clause), num_layers causal nn.TransformerEncoderLayer (batch_first), a final
+encoding (of the position in the window, or with "positions": "line",
+"clause" or "grid" of the place in the line or clause), num_layers causal nn.TransformerEncoderLayer (batch_first), a final
 nn.LayerNorm and an nn.Linear head. Its state_dict keys are the checkpoint's
 file names, so loading is one loop.
 """
@@ -21,12 +21,25 @@ import torch
 from torch import nn
 
 
+def sinusoids(length, d):
+    pos = torch.arange(length, dtype=torch.float32).reshape(-1, 1)
+    angle = pos / torch.pow(10000.0, torch.arange(0, d, 2, dtype=torch.float32) / d)
+    pe = torch.zeros(length, d)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
+    return pe
+
+
 class CharLM(nn.Module):
     def __init__(self, c, vocab, dropout=0.0):
         super().__init__()
-        kind = c.get("positions", "window")
-        marks = {"window": "", "line": "\n", "clause": "\n，。？！；"}[kind]
-        self.restart = {1} | {vocab.index(m) for m in marks if m in vocab} if marks else set()
+        self.kind = c.get("positions", "window")
+        lines = {1} | ({vocab.index("\n")} if self.kind != "window" else set())
+        self.marks = {vocab.index(m) for m in "，。？！；" if m in vocab} \
+            if self.kind in ("clause", "grid") else set()
+        self.lines_mask = torch.zeros(len(vocab), dtype=torch.bool)
+        self.lines_mask[list(lines)] = True
+        self.marks_mask = torch.zeros(len(vocab), dtype=torch.bool)
+        self.marks_mask[list(self.marks)] = True
         d = c["d_model"]
         self.scale = math.sqrt(d)
         self.tok_emb = nn.Embedding(c["vocab_size"], d)
@@ -39,29 +52,39 @@ class CharLM(nn.Module):
         self.norm = nn.LayerNorm(d, eps=c["layer_norm_eps"])
         self.lm_head = nn.Linear(d, c["vocab_size"])
         # D2L 10.6.3: P[i, 2j] = sin(i / 10000^(2j/d)), P[i, 2j+1] = cos(...).
-        pos = torch.arange(c["context"], dtype=torch.float32).reshape(-1, 1)
-        angle = pos / torch.pow(10000.0, torch.arange(0, d, 2, dtype=torch.float32) / d)
-        pe = torch.zeros(c["context"], d)
-        pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
-        self.register_buffer("pe", pe, persistent=False)
+        self.register_buffer("pe", sinusoids(c["context"], d), persistent=False)
+        self.register_buffer("pe_half", sinusoids(c["context"], d // 2), persistent=False)
 
     def positions(self, tokens):
-        """Each token's position: in the window ("window"), or 0 after a
-        restart token (<eos>; "line": and a line break; "clause": and the
-        clause marks too), else the previous token's + 1."""
+        """Each token's position: its index in the window ("window"); or, after
+        each <eos> or line break restarting at 0, its place in the line
+        ("line"), in the clause (after each clause mark too: "clause"), or
+        for "grid" the pair (clause's index in the line, place in the clause)
+        as index * context + place."""
         b, t = tokens.shape
-        if not self.restart:
+        if self.kind == "window":
             return torch.arange(t).expand(b, t)
-        restart = torch.zeros(self.tok_emb.num_embeddings, dtype=torch.bool)
-        restart[list(self.restart)] = True
+        ctx = self.pe.shape[0]
         pos = torch.zeros(b, t, dtype=torch.long)
         for i in range(1, t):
-            pos[:, i] = torch.where(restart[tokens[:, i - 1]], 0, pos[:, i - 1] + 1)
+            prev, p = tokens[:, i - 1], pos[:, i - 1]
+            nxt = torch.where(p % ctx + 1 < ctx, p + 1, p)
+            if self.marks:
+                clause = torch.clamp(p // ctx + 1, max=ctx - 1) * ctx if self.kind == "grid" \
+                    else torch.zeros_like(p)
+                nxt = torch.where(self.marks_mask[prev], clause, nxt)
+            pos[:, i] = torch.where(self.lines_mask[prev], 0, nxt)
         return pos
+
+    def encoding(self, pos):
+        if self.kind != "grid":
+            return self.pe[pos]
+        ctx = self.pe.shape[0]
+        return torch.cat([self.pe_half[pos % ctx], self.pe_half[pos // ctx]], dim=-1)
 
     def forward(self, tokens):  # [B, T] -> logits [B, T, V]
         t = tokens.shape[1]
-        x = self.tok_emb(tokens) * self.scale + self.pe[self.positions(tokens)]
+        x = self.tok_emb(tokens) * self.scale + self.encoding(self.positions(tokens))
         causal = torch.triu(torch.full((t, t), float("-inf")), diagonal=1)
         for layer in self.layers:
             x = layer(x, src_mask=causal)

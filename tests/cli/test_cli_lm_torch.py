@@ -1,12 +1,14 @@
 """A checkpoint of `attn train lm` is the PyTorch model of
 examples/pytorch/lm_load.py: trained for one epoch (12 AdamW steps) on the
-Tang poems, with positions in the window, the line and the clause, it is loaded
+Tang poems, with every kind of positions (window, line, clause, grid), it is loaded
 into torch.nn (nn.Embedding, nn.TransformerEncoderLayer, nn.LayerNorm,
 nn.Linear) and run over a poem's start and what `attn generate --greedy`
 continued it with; every logit row `attn generate --logits` wrote (cached
 decoding, one token at a time) must equal PyTorch's full causal forward at
 that position within 1e-4 relative to the row's largest magnitude, and
-PyTorch's own greedy choice must be the character attn chose.
+PyTorch's own greedy choice must be the character attn chose; the last
+layer's attention weights `attn generate --attention` wrote must be
+PyTorch's within 1e-4.
 
 Needs Debian's python3-torch and fortunes-zh (installed by .ci/run); skipped
 with the reason when either is missing.
@@ -26,6 +28,23 @@ PROMPT = "《静夜思》\n作者：李白\n床前明月光，"
 TOL = 1e-4
 
 
+def last_layer_weights(model, tokens):
+    """PyTorch's attention weights [heads, n, n] of the model's last layer."""
+    import torch
+    t = torch.tensor([tokens])
+    n = t.shape[1]
+    causal = torch.triu(torch.full((n, n), float("-inf")), diagonal=1)
+    with torch.no_grad():
+        x = model.tok_emb(t) * model.scale + model.encoding(model.positions(t))
+        for layer in model.layers[:-1]:
+            x = layer(x, src_mask=causal)
+        last = model.layers[-1]
+        y = last.norm1(x) if last.norm_first else x
+        _, w = last.self_attn(y, y, y, attn_mask=causal, need_weights=True,
+                              average_attn_weights=False)
+    return w[0].numpy()
+
+
 def main():
     attn = attn_path()
     try:
@@ -40,7 +59,7 @@ def main():
     import lm_load
     torch.set_num_threads(2)
     with TempDir() as t:
-        for positions in ("window", "line", "clause"):
+        for positions in ("window", "line", "clause", "grid"):
             model_dir = t.p("lm-" + positions)
             run_ok(attn, "train", "lm", "--corpus", CORPUS, "--epochs", "1", "--seed", "3",
                    "--positions", positions, "--out", model_dir)
@@ -48,7 +67,8 @@ def main():
             index = {ch: i for i, ch in enumerate(vocab)}
             prompt = "".join(ch for ch in PROMPT if ch in index)  # a 12-step model's vocabulary
             text = run_ok(attn, "generate", "--model", model_dir, "--prompt", prompt,
-                          "--greedy", "--max-new", "40", "--logits", t.p("logits.npy"))
+                          "--greedy", "--max-new", "40", "--logits", t.p("logits.npy"),
+                          "--attention", t.p("attention.npy"))
             text = text.rstrip("\n")
             assert text.startswith(prompt), (prompt, text)
             logits = np.load(t.p("logits.npy"))
@@ -65,8 +85,14 @@ def main():
                 assert err <= TOL, "positions %s, step %d: error %.3g" % (positions, k, err)
                 if k < steps:  # PyTorch's greedy choice (never <unk>) is attn's
                     assert int(np.argmax(row[1:])) + 1 == tokens[1 + len(prompt) + k], k
+            weights = np.load(t.p("attention.npy"))
+            ref_w = last_layer_weights(model, tokens)
+            assert weights.shape == ref_w.shape, (weights.shape, ref_w.shape)
+            w_err = float(np.max(np.abs(weights - ref_w)))
+            assert w_err <= TOL, "positions %s: attention weights off by %.3g" % (positions, w_err)
             print("positions %s: %d steps, logits against PyTorch 1.13: worst relative error "
-                  "%.2g (bound %g)" % (positions, logits.shape[0], worst, TOL))
+                  "%.2g (bound %g); last layer's attention weights [%d, %d, %d]: max |diff| %.2g"
+                  % (positions, logits.shape[0], worst, TOL, *weights.shape, w_err))
 
 
 if __name__ == "__main__":
