@@ -176,8 +176,10 @@ static attn_status run_cached(attn_context *ctx, const lm_model *m, sequences *s
         total_prompt += s->prompt_len[i];
     lm_decoder dec;
     attn_status st = lm_decoder_create(&dec, m, s->n, total_prompt > s->n ? total_prompt : s->n);
-    int64_t *ids = malloc((size_t)s->n * sizeof *ids), *seqs = malloc((size_t)s->n * sizeof *seqs);
-    int64_t *cu = malloc((size_t)(s->n + 1) * sizeof *cu), *who = malloc((size_t)s->n * sizeof *who);
+    int64_t *ids = malloc((size_t)s->n * sizeof *ids);
+    int64_t *seqs = malloc((size_t)s->n * sizeof *seqs);
+    int64_t *cu = malloc((size_t)(s->n + 1) * sizeof *cu);
+    int64_t *who = malloc((size_t)s->n * sizeof *who);
     int *step = malloc((size_t)(total_prompt + s->n) * sizeof *step);
     if (st == ATTN_OK && (!ids || !seqs || !cu || !who || !step))
         st = ATTN_ERR_OUT_OF_MEMORY;

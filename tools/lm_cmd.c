@@ -169,8 +169,8 @@ int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
     }
     printf("attn train lm: %lld poems (%lld characters) for training, %lld held out; "
            "vocabulary %lld; %lld layers, d_model %lld, %lld heads, dim_feedforward %lld, "
-           "context %lld, positions in the %s: %lld parameters; AdamW lr %g, weight decay %g, dropout %g, batch "
-           "%lld, input noise %g, %d epochs\n",
+           "context %lld, positions in the %s: %lld parameters; AdamW lr %g, weight decay "
+           "%g, dropout %g, batch %lld, input noise %g, %d epochs\n",
            (long long)train.n, (long long)train.chars, (long long)held.n, (long long)v.size,
            (long long)c.num_layers, (long long)c.d_model, (long long)c.nhead,
            (long long)c.dim_feedforward, (long long)c.context,

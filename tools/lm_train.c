@@ -96,7 +96,8 @@ attn_status lm_evaluate(attn_context *ctx, lm_model *m, lm_batch *b, const lm_wi
                         int64_t batch, double *loss)
 {
     int64_t rows = batch * m->c.context;
-    int *tokens = malloc((size_t)rows * sizeof *tokens), *labels = malloc((size_t)rows * sizeof *labels);
+    int *tokens = malloc((size_t)rows * sizeof *tokens);
+    int *labels = malloc((size_t)rows * sizeof *labels);
     int64_t *ids = malloc((size_t)batch * sizeof *ids);
     attn_status st = tokens && labels && ids ? ATTN_OK : ATTN_ERR_OUT_OF_MEMORY;
     double total = 0.0;

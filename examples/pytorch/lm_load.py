@@ -4,12 +4,13 @@ and continues a prompt greedily (see docs/text-generation.md).
 
     /usr/bin/python3 examples/pytorch/lm_load.py DIR [PROMPT]
 
-The model (PyTorch 1.13; Debian's python3-torch and python3-numpy):
-token embedding times sqrt(d_model) plus D2L's sinusoidal positional
-encoding (of the position in the window, or with "positions": "line",
-"clause" or "grid" of the place in the line or clause), num_layers causal nn.TransformerEncoderLayer (batch_first), a final
-nn.LayerNorm and an nn.Linear head. Its state_dict keys are the checkpoint's
-file names, so loading is one loop.
+The model (PyTorch 1.13; Debian's python3-torch and python3-numpy): token
+embedding times sqrt(d_model) plus D2L's sinusoidal positional encoding (of
+the position in the window, or with "positions": "line", "clause" or "grid"
+of the place in the line or clause), num_layers causal
+nn.TransformerEncoderLayer (batch_first), a final nn.LayerNorm and an
+nn.Linear head. Its state_dict keys are the checkpoint's file names, so
+loading is one loop.
 """
 import json
 import math
