@@ -194,14 +194,33 @@ numeric_edges() {
 
 # short_training WRAPPER DIR: a two-step `attn train reverse` with --out (the
 # training tool's whole path: data, model, encoder layer forward and
-# backward, Adam, pictures, weights) under WRAPPER, for the runs that leave
-# out the suite 'training'.
+# backward, Adam, pictures, weights) and a one-epoch `attn train lm` with
+# `attn generate` on three poems, under WRAPPER, for the runs that leave out
+# the suite 'training'.
 short_training() {
-    local out="$root/$2/short-training"
-    rm -rf "$out"
-    $1 "$root/$2/tools/attn" train reverse --epochs 1 --train-size 256 --test-size 4 \
+    local out="$root/$2/short-training" attn="$root/$2/tools/attn"
+    rm -rf "$out" "$out-lm"
+    $1 "$attn" train reverse --epochs 1 --train-size 256 --test-size 4 \
         --out "$out" >"$out.log" 2>&1 || { cat "$out.log"; return 1; }
-    grep -q "^test accuracy: " "$out.log" && [ -s "$out/reverse-attention.npy" ]
+    grep -q "^test accuracy: " "$out.log" && [ -s "$out/reverse-attention.npy" ] || return 1
+    # The language model's whole path on three short poems: the corpus (its
+    # last line without a newline), training, the checkpoint, generation with
+    # and without the cache, the last layer's weights, a refused prompt.
+    mkdir -p "$out-lm"
+    printf '《一》\n作者：甲\n白日依山尽，黄河入海流。\n%%\n《二》\n作者：乙\n' >"$out-lm/poems"
+    printf '床前明月光，疑是地上霜。\n%%\n《三》\n作者：丙\n春眠不觉晓，处处闻啼鸟。' \
+        >>"$out-lm/poems"
+    $1 "$attn" train lm --corpus "$out-lm/poems" --epochs 1 --context 32 --layers 2 \
+        --out "$out-lm/model" >"$out.log" 2>&1 || { cat "$out.log"; return 1; }
+    for cache in "" --no-cache; do
+        $1 "$attn" generate --model "$out-lm/model" --prompt '《' --max-new 20 --greedy \
+            --attention "$out-lm/attention.npy" $cache >"$out.log" 2>&1 ||
+            { cat "$out.log"; return 1; }
+    done
+    if $1 "$attn" generate --model "$out-lm/model" --prompt '《龘' >"$out.log" 2>&1; then
+        echo "short_training: a prompt with an unknown character was not refused"; return 1
+    fi
+    grep -q "not in the model's vocabulary" "$out.log" && [ -s "$out-lm/attention.npy" ]
 }
 
 # ---- 5. Valgrind memcheck, whole suite -------------------------------------------------
@@ -212,8 +231,9 @@ short_training() {
 # test_concurrency and test_determinism (valgrind serializes threads, ~50x
 # slower); they run in full in every other build. The suite 'training' (the
 # CLI tests that train: the demo, attn train) is left out — seconds of
-# training become many minutes — and one short `attn train reverse` (two
-# steps, its pictures and weights) runs under valgrind instead.
+# training become many minutes — and short_training (a two-step `attn train
+# reverse`, a one-epoch `attn train lm` on three poems and `attn generate`)
+# runs under valgrind instead.
 valgrind_suite() {
     setup build-vg || return 1
     local vglogs="$root/build-vg/valgrind-logs"

@@ -11,7 +11,9 @@
  *     row), with 1 and 2 threads;
  *  2. a layer whose self-attention has RoPE (through the internal handle,
  *     as a model with rotary positions would) gives the same equality;
- *  3. every error: its status and message, with the cache's lengths and
+ *  3. one sequence of 1,100 tokens decoded one at a time: the attention
+ *     splits the cached keys into blocks and merges their partial results;
+ *  4. every error: its status and message, with the cache's lengths and
  *     out unchanged.
  * The full forward itself is checked against PyTorch in
  * test_encoder_torch.c and against float64 in test_encoder.c; the float64
@@ -105,13 +107,13 @@ static void full_forward(attn_context *ctx, const stack *s, int64_t len, const f
  * input. */
 static void decode(attn_context *ctx, const stack *s, const int64_t *lens,
                    const int64_t *prompts, int64_t chunk, int in_place, float *const *x,
-                   float *const *out)
+                   float *const *out, int64_t page, int64_t pages)
 {
     attn_kv_cache *cache[LAYERS];
     int64_t ids[LAYERS][NSEQ];
     for (int l = 0; l < LAYERS; l++) {
-        /* Pages of 4 tokens: most steps cross or fill one. */
-        assert_int_equal(attn_kv_cache_create(&cache[l], NHEAD, D / NHEAD, D / NHEAD, 4, 64),
+        assert_int_equal(attn_kv_cache_create(&cache[l], NHEAD, D / NHEAD, D / NHEAD, page,
+                                              pages),
                          ATTN_OK);
         for (int i = 0; i < NSEQ; i++)
             assert_int_equal(attn_kv_cache_seq_open(cache[l], &ids[l][i]), ATTN_OK);
@@ -204,7 +206,8 @@ static void run_equivalence(const stack *s, const char *name, uint64_t seed)
             for (int in_place = 0; in_place <= 1; in_place++) {
                 if (quick && (c == 1 || in_place != (c == 2)))
                     continue;
-                decode(ctx, s, lens, prompts, chunks[c], in_place, x, got);
+                /* Pages of 4 tokens: most steps cross or fill one. */
+                decode(ctx, s, lens, prompts, chunks[c], in_place, x, got, 4, 64);
                 for (int i = 0; i < NSEQ; i++) {
                     char what[128];
                     snprintf(what, sizeof what,
@@ -254,7 +257,37 @@ static void test_rope_in_self_attention(void **state)
     free_stack(&s);
 }
 
-/* ---- 3. errors -------------------------------------------------------------------- */
+/* ---- 3. a long sequence: keys split into blocks ------------------------------------- */
+
+/* One sequence of 1,100 tokens decoded one at a time: past 512 cached keys
+ * the attention splits them into blocks whose partial results it merges. */
+static void test_long_sequence(void **state)
+{
+    (void)state;
+    enum { LONG = 1100 };
+    stack s = make_stack(13, ATTN_CAUSAL_TOP_LEFT);
+    tu_rng rng;
+    tu_rng_seed(&rng, 300);
+    const int64_t lens[NSEQ] = {LONG, 0, 0}, prompts[NSEQ] = {1, 0, 0};
+    float *x[NSEQ], *full[NSEQ], *got[NSEQ];
+    for (int i = 0; i < NSEQ; i++) {
+        x[i] = floats(lens[i] * D), full[i] = floats(lens[i] * D), got[i] = floats(lens[i] * D);
+        tu_fill_normal(&rng, x[i], (size_t)(lens[i] * D), 0.0f, 1.0f);
+    }
+    attn_context *ctx = context(2);
+    full_forward(ctx, &s, LONG, x[0], full[0]);
+    decode(ctx, &s, lens, prompts, 1, 0, x, got, 16, LONG / 16 + 8);
+    check_equal("1,100 tokens one at a time", got[0], full[0], LONG);
+    print_message("encoder cached, 1,100 tokens (split keys): worst row-normalised error %.2g\n",
+                  worst);
+    worst = 0.0;
+    for (int i = 0; i < NSEQ; i++)
+        free(x[i]), free(full[i]), free(got[i]);
+    attn_context_destroy(ctx);
+    free_stack(&s);
+}
+
+/* ---- 4. errors -------------------------------------------------------------------- */
 
 static void assert_untouched(const attn_kv_cache *cache, int64_t seq, int64_t len,
                              const float *out, int64_t n)
@@ -329,9 +362,11 @@ static void test_errors(void **state)
     assert_non_null(strstr(attn_last_error(), "src"));
     assert_int_equal(attn_encoder_layer_forward_cached(ctx, layer, cache, 1, seqs, cu, src, NULL),
                      ATTN_ERR_NULL_POINTER);
-    assert_int_equal(attn_encoder_layer_forward_cached(ctx, layer, cache, 2, seqs + 1, cu, src,
+    int64_t both[2] = {s0, s1};
+    assert_int_equal(attn_encoder_layer_forward_cached(ctx, layer, cache, 2, both, cu, src,
                                                        src + 1),
                      ATTN_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(attn_last_error(), "overlaps"));
     assert_int_equal(attn_encoder_layer_forward_cached(ctx, layer, wrong, 1, &w0, cu, src, out),
                      ATTN_ERR_SHAPE_MISMATCH);
     /* 6 tokens need 2 pages of 4; the small cache has 1. */
@@ -368,6 +403,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stack_equals_full_forward),
         cmocka_unit_test(test_rope_in_self_attention),
+        cmocka_unit_test(test_long_sequence),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests_name("encoder_cached", tests, NULL, NULL);

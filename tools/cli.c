@@ -41,6 +41,13 @@ int cli_library_error(const char *cmd, const char *what, attn_status status)
     return cli_refuse(cmd, "%s: %s (%s)", what, attn_last_error(), attn_status_string(status));
 }
 
+int cli_status_error(const char *cmd, const char *what, attn_status status)
+{
+    if (status == ATTN_ERR_OUT_OF_MEMORY)
+        return cli_refuse(cmd, "%s: out of memory", what);
+    return cli_library_error(cmd, what, status);
+}
+
 /* The option that arg names, and its value if arg is "--name=VALUE".
  * Returns NULL if arg names no option. */
 static const cli_option *match(const cli_option *opts, size_t n_opts, const char *arg,

@@ -53,6 +53,12 @@ int cli_usage_error(const char *cmd, const char *fmt, ...);
  * <attn_last_error()> (<attn_status_string(status)>)"; returns CLI_REFUSED. */
 int cli_library_error(const char *cmd, const char *what, attn_status status);
 
+/* For a status that may come from the program's own code as well as from
+ * libattn: "out of memory" for ATTN_ERR_OUT_OF_MEMORY (whose libattn text
+ * may be stale when the program's own allocation failed), otherwise
+ * cli_library_error. */
+int cli_status_error(const char *cmd, const char *what, attn_status status);
+
 /* One option that takes a value: "--name VALUE", "--name=VALUE", or
  * "ALIAS VALUE" (alias may be NULL). *value starts as NULL (not given). */
 typedef struct cli_option {

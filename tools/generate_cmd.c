@@ -130,11 +130,12 @@ static int encode_prompts(const lm_model *m, const lm_vocab *v, const char *cons
             int t = lm_vocab_token(v, cp[k]);
             if (t == LM_UNK) {
                 char c[5] = {0};
-                lm_utf8_encode(cp[k], c);
+                uint32_t unknown = cp[k];
+                lm_utf8_encode(unknown, c);
                 free(cp);
                 return cli_refuse(CMD, "--prompt %d: the character '%s' (U+%04X, position %lld) "
                                   "is not in the model's vocabulary", i + 1, c,
-                                  (unsigned)cp[k], (long long)(k + 1));
+                                  (unsigned)unknown, (long long)(k + 1));
             }
             s->tokens[i][1 + k] = t;
         }
@@ -267,7 +268,7 @@ static int save_attention(attn_context *ctx, lm_model *m, const sequences *s, co
     if (st == ATTN_OK)
         st = lm_model_attention(ctx, m, &b, n, s->tokens[0], w);
     const int64_t shape[3] = {h, n, n};
-    int rc = st != ATTN_OK ? cli_library_error(CMD, "the attention", st)
+    int rc = st != ATTN_OK ? cli_status_error(CMD, "the attention", st)
                            : io_save_floats(CMD, path, w, 3, shape);
     lm_batch_free(&b, m);
     free(w);
@@ -314,7 +315,7 @@ static int parse_options(int argc, char **argv, gen_options *o, lm_sampling *how
     if (o->max_new && *max_new < 1)
         return cli_usage_error(CMD, "--max-new: %d is not at least 1", *max_new);
     if (!(how->temperature > 0.0 && how->temperature < 1e6))
-        return cli_usage_error(CMD, "--temperature: %g is not > 0", how->temperature);
+        return cli_usage_error(CMD, "--temperature: %g is not in (0, 1e6)", how->temperature);
     if (top_k < 0)
         return cli_usage_error(CMD, "--top-k: %d is negative", top_k);
     if (!(how->top_p > 0.0 && how->top_p <= 1.0))
@@ -364,7 +365,7 @@ int cmd_generate(int argc, char **argv)
             st = o.no_cache ? run_uncached(ctx, &m, &s, &how, scratch, &tm)
                             : run_cached(ctx, &m, &s, &how, scratch, &tm);
         if (st != ATTN_OK) {
-            rc = cli_library_error(CMD, "the model", st);
+            rc = cli_status_error(CMD, "the model", st);
         } else {
             const int64_t shape[2] = {s.steps0, m.c.vocab_size};
             if (o.logits && (rc = io_save_floats(CMD, o.logits, s.logits0, 2, shape)) != CLI_OK)

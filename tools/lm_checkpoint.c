@@ -285,8 +285,12 @@ static int parse_vocab(const char *cmd, json_object *a, int64_t size, lm_vocab *
         json_object *item = json_object_array_get_idx(a, (size_t)t);
         const char *s = json_object_is_type(item, json_type_string) ? json_object_get_string(item)
                                                                    : NULL;
-        uint32_t c[2];
-        int64_t k = s ? lm_utf8_decode((const unsigned char *)s, (int64_t)strlen(s), c) : -1;
+        /* Counted first: only a one-character string is decoded into c. */
+        uint32_t c[1];
+        int64_t bytes = s ? (int64_t)strlen(s) : 0;
+        int64_t k = s ? lm_utf8_decode((const unsigned char *)s, bytes, NULL) : -1;
+        if (k == 1)
+            lm_utf8_decode((const unsigned char *)s, bytes, c);
         if (t == LM_UNK || t == LM_EOS) {
             if (!s || strcmp(s, t == LM_UNK ? "<unk>" : "<eos>") != 0)
                 return cli_refuse(cmd, "vocab.json: token %lld must be \"%s\"", (long long)t,
@@ -350,7 +354,7 @@ int lm_checkpoint_load(const char *cmd, const char *dir, lm_model *m, lm_vocab *
     if (rc == CLI_OK) {
         attn_status st = lm_model_create(m, &c);
         if (st != ATTN_OK)
-            rc = cli_library_error(cmd, "the model", st);
+            rc = cli_status_error(cmd, "the model", st);
     }
     if (rc == CLI_OK && lm_model_set_vocab(m, v) != 0)
         rc = cli_refuse(cmd, "out of memory");
@@ -359,7 +363,7 @@ int lm_checkpoint_load(const char *cmd, const char *dir, lm_model *m, lm_vocab *
     if (rc == CLI_OK) {
         attn_status st = lm_model_sync(m);
         if (st != ATTN_OK)
-            rc = cli_library_error(cmd, "the model", st);
+            rc = cli_status_error(cmd, "the model", st);
     }
     if (rc != CLI_OK) {
         lm_model_free(m);

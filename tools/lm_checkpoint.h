@@ -6,7 +6,7 @@
  *                 context, activation ("gelu" or "relu"), layer_norm_eps,
  *                 norm_first, and how the input is formed (embedding_scale
  *                 √d_model, positional_encoding "sinusoidal", pe_base,
- *                 positions "window", "line" or "clause": lm_model.h)
+ *                 positions "window", "line", "clause" or "grid": lm_model.h)
  *   vocab.json    the tokens in order: "<unk>", "<eos>", then one character
  *                 per token in code-point order
  *   NAME.npy      one float32 array per tensor, NAME its state_dict key

@@ -160,7 +160,7 @@ int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
     c.positions = positions;
     attn_status st = lm_model_create(&m, &c);
     if (st != ATTN_OK) {
-        rc = cli_library_error(CMD, "lm", st);
+        rc = cli_status_error(CMD, "lm", st);
         goto done;
     }
     if (lm_model_set_vocab(&m, &v) != 0) {
@@ -182,7 +182,7 @@ int lm_train_report(attn_context *ctx, const char *const *files, int n_files,
         p.width++;
     st = lm_train(ctx, &m, &tw, &hw, tc, &r, print_progress, &p);
     if (st != ATTN_OK) {
-        rc = cli_library_error(CMD, "lm", st);
+        rc = cli_status_error(CMD, "lm", st);
         goto done;
     }
     printf("trained in %.1f s: %lld steps; kept epoch %d\n", r.seconds, (long long)r.steps,

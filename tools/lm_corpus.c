@@ -164,8 +164,11 @@ const char *lm_poems_read(lm_poems *p, const char *path, char err[LM_ERROR_SIZE]
     for (int64_t i = 0, line = 0; i <= n && !failed; i++) {
         if (i < n && c[i] != '\n')
             continue;
-        if (i == n || is_separator_line(c, line, i)) {
-            failed = add_poem(p, c, entry, line, &cap_text, &cap_poems) != 0;
+        int separator = is_separator_line(c, line, i);
+        if (i == n || separator) {
+            /* The entry ends before its separator line, or with the file
+             * (whose last line may lack its newline). */
+            failed = add_poem(p, c, entry, separator ? line : n, &cap_text, &cap_poems) != 0;
             entry = i + 1;
         }
         line = i + 1;

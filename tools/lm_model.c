@@ -119,7 +119,7 @@ void lm_model_free(lm_model *m)
     for (int64_t l = 0; m->layers && l < m->c.num_layers; l++)
         attn_encoder_layer_destroy(m->layers[l]);
     free(m->layers), free(m->layer_offset), free(m->tensors), free(m->pe), free(m->pe_half);
-    free(m->params), free(m->grads), free(m->restart);
+    free(m->params), free(m->grads), free(m->restart), free(m->structure);
     *m = (lm_model){0};
 }
 
@@ -131,18 +131,26 @@ enum { GOES_ON = 0, NEW_CLAUSE = 1, NEW_LINE = 2 };
 
 int lm_model_set_vocab(lm_model *m, const lm_vocab *v)
 {
-    free(m->restart);
+    free(m->restart), free(m->structure);
     m->restart = calloc((size_t)m->c.vocab_size, 1);
-    if (!m->restart)
+    m->structure = calloc((size_t)m->c.vocab_size, 1);
+    if (!m->restart || !m->structure)
         return -1;
     lm_positions p = m->c.positions;
+    int newline = lm_vocab_token(v, '\n');
     m->restart[LM_EOS] = NEW_LINE;
+    m->structure[LM_EOS] = m->structure[newline] = 1;
     static const uint32_t clause_marks[5] = {0xFF0C, 0x3002, 0xFF1F, 0xFF01, 0xFF1B};
     if (p != LM_POSITIONS_WINDOW)
-        m->restart[lm_vocab_token(v, '\n')] = NEW_LINE;
-    for (int k = 0; k < 5 && (p == LM_POSITIONS_CLAUSE || p == LM_POSITIONS_GRID); k++)
-        m->restart[lm_vocab_token(v, clause_marks[k])] = NEW_CLAUSE;
-    m->restart[LM_UNK] = GOES_ON;  /* a mark the vocabulary lacks maps to <unk> */
+        m->restart[newline] = NEW_LINE;
+    for (int k = 0; k < 5; k++) {
+        int mark = lm_vocab_token(v, clause_marks[k]);
+        m->structure[mark] = 1;
+        if (p == LM_POSITIONS_CLAUSE || p == LM_POSITIONS_GRID)
+            m->restart[mark] = NEW_CLAUSE;
+    }
+    /* A mark the vocabulary lacks maps to <unk>, which is neither. */
+    m->restart[LM_UNK] = GOES_ON, m->structure[LM_UNK] = 0;
     return 0;
 }
 

@@ -80,7 +80,9 @@ typedef struct lm_model {
     nn_linear head;
     float *pe;                        /* [context, d] */
     float *pe_half;                   /* [context, d/2] (the grid's) */
-    unsigned char *restart;           /* [V]: the next token's position is 0 */
+    unsigned char *restart;           /* [V]: what the token does to the next position */
+    unsigned char *structure;         /* [V]: <eos>, "\n" or a clause mark, whatever the
+                                         positions (what --input-noise never touches) */
 } lm_model;
 
 /* Makes a model of config c with unset weights (lm_model_init or a
@@ -93,7 +95,8 @@ void lm_model_free(lm_model *m);
  * the positional encoding (nn.Embedding's N(0, 1) would bury it). */
 void lm_model_init(lm_model *m, prng *g);
 /* Marks the tokens after which positions restart (EOS, and "\n" or the
- * clause marks of v as c.positions says). 0, or -1 out of memory. */
+ * clause marks of v as c.positions says) and the structure tokens (all of
+ * those). 0, or -1 out of memory. */
 int lm_model_set_vocab(lm_model *m, const lm_vocab *v);
 /* Copies the layers' blocks of params into the encoder layers (after an
  * optimizer step or a load), and sets their causal mask. */
@@ -145,8 +148,11 @@ void lm_decoder_free(lm_decoder *dec, const lm_model *m);
 /* Opens a sequence in every layer's cache: *id. */
 attn_status lm_decoder_open(lm_decoder *dec, const lm_model *m, int64_t *id);
 /* Appends the new tokens of n_seqs sequences (rows as cu says) and writes
- * the logits of each sequence's last new token to dec->logits [s, V].
- * ATTN_ERR_INVALID_ARGUMENT if a sequence would outgrow the context. */
+ * the logits of each sequence's last new token to dec->logits, one row per
+ * sequence that has new tokens, in order. ATTN_ERR_INVALID_ARGUMENT if a
+ * sequence would outgrow the context (nothing appended). After any other
+ * failure some layers' caches may hold the new tokens: the decoder must
+ * not be used further. */
 attn_status lm_decoder_step(attn_context *ctx, lm_decoder *dec, const lm_model *m,
                             int64_t n_seqs, const int64_t *seqs, const int64_t *cu,
                             const int *tokens);

@@ -12,7 +12,7 @@ static int by_probability_desc(const void *a, const void *b)
     const double *x = a, *y = b;  /* pairs (probability, token) */
     if (x[0] != y[0])
         return x[0] < y[0] ? 1 : -1;
-    return x[1] > y[1] ? 1 : -1;  /* ties: the lower token first, so draws are reproducible */
+    return (x[1] > y[1]) - (x[1] < y[1]);  /* ties: the lower token first (reproducible) */
 }
 
 int lm_sample(const float *logits, int64_t vocab, int64_t first, const lm_sampling *s, prng *g,

@@ -123,6 +123,8 @@ attn_status lm_evaluate(attn_context *ctx, lm_model *m, lm_batch *b, const lm_wi
 
 typedef struct trainer {
     int *tokens, *labels;
+    int *plain;              /* the characters that are not structure tokens */
+    int64_t n_plain;
     int64_t *order, *starts, *ids;
     unsigned char *decay;
     float *best;
@@ -133,6 +135,7 @@ typedef struct trainer {
 static void trainer_free(trainer *t, const lm_model *m)
 {
     free(t->tokens), free(t->labels), free(t->order), free(t->starts), free(t->ids);
+    free(t->plain);
     free(t->decay), free(t->best);
     nn_adam_free(&t->adam);
     lm_batch_free(&t->b, m);
@@ -150,9 +153,13 @@ static attn_status trainer_init(trainer *t, const lm_model *m, const lm_windows 
     t->ids = malloc((size_t)batch * sizeof *t->ids);
     t->decay = calloc((size_t)m->count, 1);
     t->best = malloc((size_t)m->count * sizeof *t->best);
+    t->plain = malloc((size_t)m->c.vocab_size * sizeof *t->plain);
     if (!t->tokens || !t->labels || !t->order || !t->starts || !t->ids || !t->decay ||
-        !t->best || nn_adam_init(&t->adam, m->count) != 0)
+        !t->best || !t->plain || nn_adam_init(&t->adam, m->count) != 0)
         return ATTN_ERR_OUT_OF_MEMORY;
+    for (int tok = LM_SPECIALS; tok < m->c.vocab_size; tok++)
+        if (!m->structure[tok])
+            t->plain[t->n_plain++] = tok;
     for (int k = 0; k < m->n_tensors; k++)
         if (m->tensors[k].decay)
             memset(t->decay + m->tensors[k].offset, 1, (size_t)m->tensors[k].count);
@@ -165,16 +172,16 @@ static attn_status train_step(attn_context *ctx, lm_model *m, trainer *t, const 
                               double *loss, int64_t *counted)
 {
     int64_t len = load_batch(w, t->ids, n, t->tokens, t->labels, counted), correct = 0;
-    if (c->input_noise > 0.0) {
-        /* Input characters (never a line break, a clause mark or <eos>: the
-         * structure stays) replaced by random ones; the targets stay. */
+    if (c->input_noise > 0.0 && t->n_plain > 0) {
+        /* Input characters replaced by random characters; never a line
+         * break, a clause mark or <eos> either way, so the structure (and
+         * the positions computed from it) stays. The targets stay. */
         prng g;
         prng_seed(&g, seed ^ 0x6e6f697365ULL);
         for (int64_t r = 0; r < n * len; r++)
-            if (t->tokens[r] >= LM_SPECIALS && !m->restart[t->tokens[r]] &&
+            if (t->tokens[r] >= LM_SPECIALS && !m->structure[t->tokens[r]] &&
                 prng_uniform(&g) < c->input_noise)
-                t->tokens[r] = LM_SPECIALS + (int)(prng_next(&g) %
-                                                   (uint64_t)(m->c.vocab_size - LM_SPECIALS));
+                t->tokens[r] = t->plain[prng_next(&g) % (uint64_t)t->n_plain];
     }
     attn_status st = lm_model_set_dropout(m, (float)c->dropout, seed);
     if (st == ATTN_OK)

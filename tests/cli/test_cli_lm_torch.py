@@ -69,12 +69,13 @@ def main():
             text = run_ok(attn, "generate", "--model", model_dir, "--prompt", prompt,
                           "--greedy", "--max-new", "40", "--logits", t.p("logits.npy"),
                           "--attention", t.p("attention.npy"))
-            text = text.rstrip("\n")
+            assert text.endswith("\n"), text
+            text = text[:-1]  # the one line break attn generate ends its text with
             assert text.startswith(prompt), (prompt, text)
             logits = np.load(t.p("logits.npy"))
             tokens = [1] + [index[ch] for ch in text]
             steps = len(tokens) - (1 + len(prompt))
-            assert logits.shape[0] in (steps, steps + 1), (logits.shape, steps)
+            assert steps > 0 and logits.shape[0] in (steps, steps + 1), (logits.shape, steps)
             with torch.no_grad():
                 ref = model(torch.tensor([tokens]))[0].numpy()
             worst = 0.0
