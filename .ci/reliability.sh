@@ -9,8 +9,9 @@
 # and exits non-zero if any check failed. A failed check's log is printed
 # (its tail) just above its line.
 #
-# Environment: FUZZ_SECONDS (default 60) for fuzz-api, FUZZ_NPY_SECONDS (default
-# 30: its coverage stops growing within seconds) for fuzz-npy; RELIABILITY_CHECKS,
+# Environment: FUZZ_SECONDS (default 45: CI's 20 minutes) for fuzz-api,
+# FUZZ_NPY_SECONDS (default 20: its coverage stops growing within seconds)
+# for fuzz-npy; RELIABILITY_CHECKS,
 # a space-separated subset of the check names below (default: all), e.g.
 # RELIABILITY_CHECKS="asan alloc-failure" (later checks may need the builds
 # of earlier ones: alloc-failure, size-overflow and numeric-edges use
@@ -18,8 +19,8 @@
 set -uo pipefail
 
 root=$(pwd)
-fuzz_seconds=${FUZZ_SECONDS:-60}
-fuzz_npy_seconds=${FUZZ_NPY_SECONDS:-30}
+fuzz_seconds=${FUZZ_SECONDS:-45}
+fuzz_npy_seconds=${FUZZ_NPY_SECONDS:-20}
 logs="$root/build-reliability-logs"
 rm -rf "$logs"
 mkdir -p "$logs"

@@ -131,7 +131,10 @@ def torch_train(epochs, threads):
 
 
 def attn_train(attn, epochs, threads):
-    cmd = [attn, "train", "lm", "--epochs", str(epochs)]
+    # The PyTorch side's model: D2L's window positions, no input noise (their
+    # cost is the same as the defaults', a loop over the batch's tokens).
+    cmd = [attn, "train", "lm", "--epochs", str(epochs), "--positions", "window",
+           "--input-noise", "0"]
     if threads:
         cmd += ["--threads", str(threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout

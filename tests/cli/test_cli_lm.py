@@ -1,6 +1,6 @@
 """`attn train lm` and `attn generate`:
 
- 1. a reduced run (6 epochs, about 75 AdamW steps) on the Tang and Song poems
+ 1. a reduced run (6 epochs, 90 AdamW steps) on the Tang and Song poems
     of fortunes-zh learns: its validation loss (per character of the
     held-out poems of heldout.txt) is below the add-one unigram model's
     (computed here from the training poems: all poems minus the held-out
