@@ -1722,7 +1722,9 @@ ATTN_API attn_status attn_mha_forward_cached(attn_context *ctx, const attn_mha *
  * rounding (the sums of the attention run in another order). The layer's
  * self-attention keeps any RoPE or score modifiers given to it before
  * (none can be set through the encoder layer's calls). No dropout: this is
- * inference.
+ * inference. Formula: the layer's (attn_encoder_layer_forward; Vaswani et
+ * al. 2017 §3.1, D2L §10.7) on each new row, its attention restricted to
+ * the keys before it (the decoder's masked self-attention, §3.2.3).
  *
  * Returns ATTN_ERR_NULL_POINTER (ctx, layer, cache; seqs or cu_q with
  * n_seqs > 0; src or out with rows), ATTN_ERR_INVALID_ARGUMENT (n_seqs

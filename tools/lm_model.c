@@ -65,9 +65,10 @@ attn_status lm_model_create(lm_model *m, const lm_config *c)
     m->layers = calloc((size_t)L, sizeof *m->layers);
     m->layer_offset = calloc((size_t)L, sizeof *m->layer_offset);
     m->tensors = calloc((size_t)(12 * L + 5), sizeof *m->tensors);
-    m->pe = malloc((size_t)(c->context * d) * sizeof *m->pe);
-    m->pe_half = malloc((size_t)(c->context * (d / 2)) * sizeof *m->pe_half);
-    if (!m->layers || !m->layer_offset || !m->tensors || !m->pe || !m->pe_half) {
+    /* The grid encodes each of its two coordinates on half the features. */
+    int64_t pe_width = c->positions == LM_POSITIONS_GRID ? d / 2 : d;
+    m->pe = malloc((size_t)(c->context * pe_width) * sizeof *m->pe);
+    if (!m->layers || !m->layer_offset || !m->tensors || !m->pe) {
         lm_model_free(m);
         return ATTN_ERR_OUT_OF_MEMORY;
     }
@@ -81,9 +82,7 @@ attn_status lm_model_create(lm_model *m, const lm_config *c)
     if (st == ATTN_OK && L > 0)
         st = attn_encoder_layer_param_count(m->layers[0], &m->layer_count);
     if (st == ATTN_OK)
-        st = attn_positional_encoding(m->pe, c->context, d, 0, 10000.0f);
-    if (st == ATTN_OK && c->positions == LM_POSITIONS_GRID)
-        st = attn_positional_encoding(m->pe_half, c->context, d / 2, 0, 10000.0f);
+        st = attn_positional_encoding(m->pe, c->context, pe_width, 0, 10000.0f);
     if (st != ATTN_OK) {
         lm_model_free(m);
         return st;
@@ -118,7 +117,7 @@ void lm_model_free(lm_model *m)
 {
     for (int64_t l = 0; m->layers && l < m->c.num_layers; l++)
         attn_encoder_layer_destroy(m->layers[l]);
-    free(m->layers), free(m->layer_offset), free(m->tensors), free(m->pe), free(m->pe_half);
+    free(m->layers), free(m->layer_offset), free(m->tensors), free(m->pe);
     free(m->params), free(m->grads), free(m->restart), free(m->structure);
     *m = (lm_model){0};
 }
@@ -242,8 +241,8 @@ static void embed(const lm_model *m, int64_t rows, const int *tokens, const int6
                 y[j] = e[j] * scale + pe[j];
             continue;
         }
-        const float *place = m->pe_half + (positions[r] % ctx) * h;
-        const float *clause = m->pe_half + (positions[r] / ctx) * h;
+        const float *place = m->pe + (positions[r] % ctx) * h;
+        const float *clause = m->pe + (positions[r] / ctx) * h;
         for (int64_t j = 0; j < h; j++)
             y[j] = e[j] * scale + place[j], y[h + j] = e[h + j] * scale + clause[j];
     }
@@ -251,7 +250,7 @@ static void embed(const lm_model *m, int64_t rows, const int *tokens, const int6
 
 /* The position of the token after `token` at `position`: for the grid,
  * clause index · context + place in the clause. */
-static int64_t next_column(const lm_model *m, int token, int64_t position)
+static int64_t next_position(const lm_model *m, int token, int64_t position)
 {
     int64_t ctx = m->c.context, clause = position / ctx;
     switch (m->restart[token]) {
@@ -275,7 +274,7 @@ static void window_positions(const lm_model *m, int64_t batch, int64_t len, cons
             int64_t r = b * len + i;
             positions[r] = m->c.positions == LM_POSITIONS_WINDOW ? i
                            : i == 0             ? 0
-                                                : next_column(m, tokens[r - 1], positions[r - 1]);
+                                                : next_position(m, tokens[r - 1], positions[r - 1]);
         }
 }
 
@@ -369,8 +368,11 @@ attn_status lm_decoder_create(lm_decoder *dec, const lm_model *m, int64_t max_se
     dec->x = malloc((size_t)(cap_rows * d) * sizeof(float));
     dec->h = malloc((size_t)(cap_rows * d) * sizeof(float));
     dec->logits = malloc((size_t)(max_seqs * m->c.vocab_size) * sizeof(float));
-    dec->next_column = calloc((size_t)(max_seqs > 0 ? max_seqs : 1), sizeof *dec->next_column);
-    if (!dec->caches || !dec->x || !dec->h || !dec->logits || !dec->next_column) {
+    dec->next_position = calloc((size_t)(max_seqs > 0 ? max_seqs : 1),
+                                sizeof *dec->next_position);
+    dec->positions = malloc((size_t)(cap_rows > 0 ? cap_rows : 1) * sizeof *dec->positions);
+    if (!dec->caches || !dec->x || !dec->h || !dec->logits || !dec->next_position ||
+        !dec->positions) {
         lm_decoder_free(dec, m);
         return ATTN_ERR_OUT_OF_MEMORY;
     }
@@ -390,7 +392,8 @@ void lm_decoder_free(lm_decoder *dec, const lm_model *m)
 {
     for (int64_t l = 0; dec->caches && l < m->c.num_layers; l++)
         attn_kv_cache_destroy(dec->caches[l]);
-    free(dec->caches), free(dec->x), free(dec->h), free(dec->logits), free(dec->next_column);
+    free(dec->caches), free(dec->x), free(dec->h), free(dec->logits), free(dec->next_position);
+    free(dec->positions);
     *dec = (lm_decoder){0};
 }
 
@@ -405,7 +408,7 @@ attn_status lm_decoder_open(lm_decoder *dec, const lm_model *m, int64_t *id)
             return ATTN_ERR_STATE;  /* the caches are used alike: cannot happen */
         *id = got;
     }
-    dec->next_column[*id] = 0;
+    dec->next_position[*id] = 0;
     return ATTN_OK;
 }
 
@@ -416,9 +419,7 @@ attn_status lm_decoder_step(attn_context *ctx, lm_decoder *dec, const lm_model *
     int64_t d = m->c.d_model, rows = n_seqs > 0 ? cu[n_seqs] : 0;
     if (rows > dec->cap_rows || n_seqs > dec->max_seqs)
         return ATTN_ERR_INVALID_ARGUMENT;
-    int64_t *positions = malloc((size_t)(rows > 0 ? rows : 1) * sizeof *positions);
-    if (!positions)
-        return ATTN_ERR_OUT_OF_MEMORY;
+    int64_t *positions = dec->positions;
     attn_status st = ATTN_OK;
     for (int64_t s = 0; s < n_seqs && st == ATTN_OK; s++) {
         int64_t len;
@@ -430,8 +431,8 @@ attn_status lm_decoder_step(attn_context *ctx, lm_decoder *dec, const lm_model *
                 positions[r] = len + r - cu[s];
                 continue;
             }
-            positions[r] = r == cu[s] ? dec->next_column[seqs[s]]
-                                      : next_column(m, tokens[r - 1], positions[r - 1]);
+            positions[r] = r == cu[s] ? dec->next_position[seqs[s]]
+                                      : next_position(m, tokens[r - 1], positions[r - 1]);
         }
     }
     if (st == ATTN_OK)
@@ -441,9 +442,8 @@ attn_status lm_decoder_step(attn_context *ctx, lm_decoder *dec, const lm_model *
                                                cu, dec->x, dec->x);
     for (int64_t s = 0; s < n_seqs && st == ATTN_OK; s++)  /* the tokens are in: advance */
         if (cu[s + 1] > cu[s])
-            dec->next_column[seqs[s]] = next_column(m, tokens[cu[s + 1] - 1],
-                                                    positions[cu[s + 1] - 1]);
-    free(positions);
+            dec->next_position[seqs[s]] = next_position(m, tokens[cu[s + 1] - 1],
+                                                        positions[cu[s + 1] - 1]);
     if (st != ATTN_OK)
         return st;
     /* Only each sequence's last new row is predicted from. */

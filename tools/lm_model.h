@@ -78,8 +78,7 @@ typedef struct lm_model {
     int64_t layer_count, *layer_offset;
     float *norm_w, *norm_b, *d_norm_w, *d_norm_b;
     nn_linear head;
-    float *pe;                        /* [context, d] */
-    float *pe_half;                   /* [context, d/2] (the grid's) */
+    float *pe;                        /* [context, d], or [context, d/2] for the grid */
     unsigned char *restart;           /* [V]: what the token does to the next position */
     unsigned char *structure;         /* [V]: <eos>, "\n" or a clause mark, whatever the
                                          positions (what --input-noise never touches) */
@@ -136,7 +135,8 @@ attn_status lm_model_attention(attn_context *ctx, lm_model *m, lm_batch *b, int6
 typedef struct lm_decoder {
     attn_kv_cache **caches;           /* [num_layers] */
     int64_t max_seqs, cap_rows;
-    int64_t *next_column;             /* [max_seqs] by sequence id: the next position */
+    int64_t *next_position;           /* [max_seqs] by sequence id: the next position */
+    int64_t *positions;               /* [cap_rows]: a step's positions */
     float *x, *h, *logits;            /* [cap_rows, d], [cap_rows, d], [max_seqs, V] */
 } lm_decoder;
 
