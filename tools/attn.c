@@ -1,6 +1,6 @@
 /*
  * attn.c — the attn program: `attn demo`, `attn run`, `attn heatmap`,
- * `attn info`, `attn train`, `attn generate`.
+ * `attn info`, `attn train`, `attn generate`, `attn explore`.
  *
  * main only dispatches: each subcommand lives in its own file, parses its
  * own options and returns an exit status (cli.h). The library never prints;
@@ -25,6 +25,8 @@ static const char usage[] =
     "  run                scaled dot-product attention on NumPy .npy files, with\n"
     "                     masks, valid lengths, bias, causal modes and GQA\n"
     "  heatmap            draw saved attention weights (.npy) as SVG heatmaps\n"
+    "  explore            write saved attention weights (.npy) as an interactive\n"
+    "                     page for the browser: head view, matrix view, selectors\n"
     "  info               print what libattn runs on here (BLAS, its kernels and\n"
     "                     threads, the CPU's vector extensions) and any advice\n"
     "  train nw           train D2L 10.2.4's Nadaraya-Watson width by SGD with\n"
@@ -52,6 +54,7 @@ static const command commands[] = {
     {"info", cmd_info},
     {"train", cmd_train},
     {"generate", cmd_generate},
+    {"explore", cmd_explore},
 };
 
 int main(int argc, char **argv)

@@ -27,6 +27,7 @@ int cmd_heatmap(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_explore(int argc, char **argv);
 
 /* attn_runtime_info()'s whole text in a malloc'd string (the caller frees
  * it), or NULL when memory runs out. */

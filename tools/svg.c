@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "utf8.h"
+
 void svg_begin(strbuf *sb, double width, double height)
 {
     strbuf_printf(sb,
@@ -25,40 +27,11 @@ void svg_end(strbuf *sb)
     strbuf_puts(sb, "</g>\n</svg>\n");
 }
 
-/* The length of the valid UTF-8 sequence at s (1 to 4), or 0 if the bytes
- * there are not one (overlong forms and surrogates included, RFC 3629). */
-static size_t utf8_length(const unsigned char *s)
-{
-    unsigned c = s[0];
-    size_t n;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else
-        return 0;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)  /* stops at the NUL: 0 is no continuation byte */
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return n;
-}
-
 void svg_escape(strbuf *sb, const char *text)
 {
     const unsigned char *s = (const unsigned char *)text;
     while (*s) {
-        size_t n = utf8_length(s);
+        size_t n = utf8_sequence_length(s);
         if (n == 0) {
             strbuf_puts(sb, "\xEF\xBF\xBD");  /* U+FFFD REPLACEMENT CHARACTER */
             s++;
