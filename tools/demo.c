@@ -34,12 +34,13 @@ static const char usage[] =
     "     each training input attending to the other 49; loss per epoch, learnt w\n"
     "     -> nw-training-loss.svg, nw-trained-fit.svg\n"
     "  5. causal multi-head self-attention (4 heads) over a sequence with\n"
-    "     sinusoidal positional encoding -> mha-causal.svg\n"
+    "     sinusoidal positional encoding -> mha-causal.svg, and mha-causal.html:\n"
+    "     the same weights in the browser (attn explore's page)\n"
     "  6. UvA tutorial 6: a Transformer trained to reverse sequences of 16\n"
     "     digits (4 epochs of attn train reverse; about 8 s on 2 cores): loss\n"
     "     per epoch, test accuracy, the trained attention map (the\n"
     "     anti-diagonal) -> reverse-training-loss.svg, reverse-attention.svg,\n"
-    "     reverse-attention.npy\n"
+    "     reverse-attention.npy, reverse-attention.html\n"
     "\n"
     "Options:\n"
     "  --out DIR    where the pictures go (default: attn-demo; created if needed)\n"
@@ -76,6 +77,26 @@ int demo_save_heatmap(const demo_env *env, const char *name, const svg_heatmap *
     svg_heatmap_render(&sb, h);
     int rc = demo_save(env, name, &sb);
     strbuf_free(&sb);
+    return rc;
+}
+
+int demo_save_explorer(const demo_env *env, const char *name, const explorer_page *p)
+{
+    char err[EXPLORER_ERROR_SIZE];
+    if (explorer_page_check(p, err))
+        return cli_refuse(CMD, "%s: %s", name, err);
+    size_t n = strlen(env->dir) + strlen(name) + 2;
+    char *path = malloc(n);
+    if (!path)
+        return cli_refuse(CMD, "%s: out of memory", name);
+    snprintf(path, n, "%s/%s", env->dir, name);
+    strbuf sb = STRBUF_INIT;
+    explorer_page_render(&sb, p);
+    int rc = io_save_text(CMD, path, &sb);
+    if (rc == CLI_OK)
+        printf("explorer: %s (open it in a browser)\n", path);
+    strbuf_free(&sb);
+    free(path);
     return rc;
 }
 

@@ -10,6 +10,7 @@
 
 #include <attn.h>
 
+#include "explorer_page.h"
 #include "strbuf.h"
 #include "svg_heatmap.h"
 
@@ -59,5 +60,9 @@ int demo_save(const demo_env *env, const char *name, const strbuf *sb);
 
 /* Draws h and saves it as <dir>/<name>. */
 int demo_save_heatmap(const demo_env *env, const char *name, const svg_heatmap *h);
+
+/* Writes the explorer's page for p as <dir>/<name> and prints
+ * "explorer: <dir>/<name>". */
+int demo_save_explorer(const demo_env *env, const char *name, const explorer_page *p);
 
 #endif

@@ -97,5 +97,15 @@ int demo_mha(const demo_env *env)
     static const char *const titles[HEADS] = {"head 1", "head 2", "head 3", "head 4"};
     svg_heatmap h = {.rows = 1, .cols = HEADS, .n_q = LEN, .n_k = LEN, .values = weights,
                      .titles = titles, .n_titles = HEADS};
-    return demo_save_heatmap(env, "mha-causal.svg", &h);
+    int rc = demo_save_heatmap(env, "mha-causal.svg", &h);
+    static const char *const tokens[LEN] = {"token 0", "token 1", "token 2", "token 3",
+                                            "token 4", "token 5", "token 6", "token 7",
+                                            "token 8", "token 9"};
+    const explorer_page page = {
+        .title = "attn demo: causal multi-head self-attention, 4 heads",
+        .source = "the demo's 10 random tokens with sinusoidal positions",
+        .shape = {1, 1, HEADS, LEN, LEN}, .weights = weights,
+        .query_tokens = tokens, .n_query_tokens = LEN,
+    };
+    return rc == CLI_OK ? demo_save_explorer(env, "mha-causal.html", &page) : rc;
 }

@@ -54,6 +54,25 @@ static int save_loss_curve(const demo_env *env, const reverse_result *r)
     return rc;
 }
 
+/* The trained map in the browser, the test sequence's digits as tokens:
+ * each output position's line goes to the input digit it copies. */
+static int save_explorer(const demo_env *env, const reverse_result *r)
+{
+    char digits[REVERSE_LEN][4];
+    const char *tokens[REVERSE_LEN];
+    for (int i = 0; i < REVERSE_LEN; i++) {
+        snprintf(digits[i], sizeof digits[i], "%d", r->test_tokens[i]);
+        tokens[i] = digits[i];
+    }
+    const explorer_page page = {
+        .title = "attn train reverse: the trained attention of UvA tutorial 6's reversal model",
+        .source = "a test sequence of digits, whose position i outputs the digit at 15 - i",
+        .shape = {1, 1, 1, REVERSE_LEN, REVERSE_LEN}, .weights = r->attention,
+        .query_tokens = tokens, .n_query_tokens = REVERSE_LEN,
+    };
+    return demo_save_explorer(env, "reverse-attention.html", &page);
+}
+
 /* The map as the seeds' heatmap, titled with the input digits, and as
  * [heads, Lq, Lkv] weights for other programs (attn heatmap). */
 static int save_attention(const demo_env *env, const reverse_result *r)
@@ -78,7 +97,7 @@ static int save_attention(const demo_env *env, const reverse_result *r)
     if ((rc = io_save_floats(CMD, path, r->attention, 3, shape)) == CLI_OK)
         printf("weights: %s\n", path);
     free(path);
-    return rc;
+    return rc == CLI_OK ? save_explorer(env, r) : rc;
 }
 
 int reverse_report(const demo_env *env, const reverse_config *c, const char *who)

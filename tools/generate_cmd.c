@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "explorer_page.h"
 #include "lm_checkpoint.h"
 #include "lm_corpus.h"
 #include "lm_model.h"
@@ -52,6 +53,8 @@ static const char usage[] =
     "  --attention FILE   also write the last layer's attention weights over the\n"
     "                     first prompt's text, float32 .npy [heads, n, n] (n: its\n"
     "                     characters and the poem's start token), for attn heatmap\n"
+    "  --explore PAGE     also write every layer's attention weights over that text\n"
+    "                     as an explorer page for the browser (see attn explore)\n"
     "  --logits FILE      also write the logits each character of the first prompt\n"
     "                     was chosen from, float32 .npy [steps, vocab_size] (the\n"
     "                     last row chose the end of the poem, if it came)\n"
@@ -256,11 +259,70 @@ static void print_text(const lm_vocab *v, const sequences *s)
     fflush(stdout);
 }
 
-/* The last layer's attention weights over prompt 0's final text. */
-static int save_attention(attn_context *ctx, lm_model *m, const sequences *s, const char *path)
+typedef struct gen_options {
+    const char *model, *max_new, *temperature, *top_k, *top_p, *seed, *threads, *logits;
+    const char *attention, *explore;
+    const char *prompts[MAX_PROMPTS];
+    int n_prompts, greedy, no_cache, ignore_eos;
+} gen_options;
+
+/* A label for token t in the explorer: the character, "↵" for a line break,
+ * or the special's name. */
+static void token_label(const lm_vocab *v, int t, char out[8])
+{
+    if (t == LM_EOS || t == LM_UNK) {
+        strcpy(out, t == LM_EOS ? "<eos>" : "<unk>");
+    } else if (v->chars[t] == '\n') {
+        strcpy(out, "\xE2\x86\xB5");  /* U+21B5 DOWNWARDS ARROW WITH CORNER LEFTWARDS */
+    } else {
+        int n = lm_utf8_encode(v->chars[t], out);
+        out[n] = '\0';
+    }
+}
+
+/* The explorer's page of every layer's weights over tokens [n]. */
+static int save_explorer(const lm_vocab *v, const lm_model *m, const char *model_dir,
+                         const int *tokens, int64_t n, const float *w, const char *path)
+{
+    char (*text)[8] = malloc((size_t)n * sizeof *text);
+    const char **labels = malloc((size_t)n * sizeof *labels);
+    int rc = CLI_OK;
+    if (!text || !labels)
+        rc = cli_refuse(CMD, "%s: out of memory", path);
+    for (int64_t i = 0; rc == CLI_OK && i < n; i++) {
+        token_label(v, tokens[i], text[i]);
+        labels[i] = text[i];
+    }
+    const explorer_page page = {
+        .title = "attn generate: every layer's attention over the first prompt's text",
+        .source = model_dir,
+        .shape = {m->c.num_layers, 1, m->c.nhead, n, n},
+        .weights = w,
+        .query_tokens = labels,
+        .n_query_tokens = n,
+    };
+    char err[EXPLORER_ERROR_SIZE];
+    if (rc == CLI_OK && explorer_page_check(&page, err))
+        rc = cli_refuse(CMD, "%s: %s", path, err);
+    if (rc == CLI_OK) {
+        strbuf sb = STRBUF_INIT;
+        explorer_page_render(&sb, &page);
+        rc = io_save_text(CMD, path, &sb);
+        strbuf_free(&sb);
+    }
+    free(text);
+    free(labels);
+    return rc;
+}
+
+/* Every layer's attention weights over prompt 0's final text: the last
+ * layer's as .npy (--attention), all of them as the explorer (--explore). */
+static int save_attention(attn_context *ctx, lm_model *m, const lm_vocab *v, const sequences *s,
+                          const gen_options *o)
 {
     int64_t n = s->len[0] < m->c.context ? s->len[0] : m->c.context, h = m->c.nhead;
-    float *w = malloc((size_t)(h * n * n) * sizeof *w);
+    int64_t L = m->c.num_layers;
+    float *w = malloc((size_t)(L * h * n * n) * sizeof *w);
     lm_batch b;
     attn_status st = lm_batch_create(&b, m, n);
     if (st == ATTN_OK && !w)
@@ -268,19 +330,15 @@ static int save_attention(attn_context *ctx, lm_model *m, const sequences *s, co
     if (st == ATTN_OK)
         st = lm_model_attention(ctx, m, &b, n, s->tokens[0], w);
     const int64_t shape[3] = {h, n, n};
-    int rc = st != ATTN_OK ? cli_status_error(CMD, "the attention", st)
-                           : io_save_floats(CMD, path, w, 3, shape);
+    int rc = st != ATTN_OK ? cli_status_error(CMD, "the attention", st) : CLI_OK;
+    if (rc == CLI_OK && o->attention)
+        rc = io_save_floats(CMD, o->attention, w + (L - 1) * h * n * n, 3, shape);
+    if (rc == CLI_OK && o->explore)
+        rc = save_explorer(v, m, o->model, s->tokens[0], n, w, o->explore);
     lm_batch_free(&b, m);
     free(w);
     return rc;
 }
-
-typedef struct gen_options {
-    const char *model, *max_new, *temperature, *top_k, *top_p, *seed, *threads, *logits;
-    const char *attention;
-    const char *prompts[MAX_PROMPTS];
-    int n_prompts, greedy, no_cache, ignore_eos;
-} gen_options;
 
 static int parse_options(int argc, char **argv, gen_options *o, lm_sampling *how, int *max_new,
                          int *seed, int *threads, int *help)
@@ -290,11 +348,12 @@ static int parse_options(int argc, char **argv, gen_options *o, lm_sampling *how
                                {"--top-k", NULL, &o->top_k}, {"--top-p", NULL, &o->top_p},
                                {"--seed", NULL, &o->seed}, {"--threads", NULL, &o->threads},
                                {"--logits", NULL, &o->logits},
-                               {"--attention", NULL, &o->attention}};
+                               {"--attention", NULL, &o->attention},
+                               {"--explore", NULL, &o->explore}};
     const cli_flag flags[] = {{"--greedy", &o->greedy}, {"--no-cache", &o->no_cache},
                               {"--ignore-eos", &o->ignore_eos}};
     const cli_list lists[] = {{"--prompt", o->prompts, &o->n_prompts, MAX_PROMPTS}};
-    const cli_options all = {opts, 9, flags, 3, lists, 1};
+    const cli_options all = {opts, sizeof opts / sizeof opts[0], flags, 3, lists, 1};
     const char *positional[1];
     int n_positional, top_k = 0, rc;
     if ((rc = cli_parse_all(CMD, argc, argv, &all, positional, 0, &n_positional, help)) ||
@@ -370,7 +429,8 @@ int cmd_generate(int argc, char **argv)
             const int64_t shape[2] = {s.steps0, m.c.vocab_size};
             if (o.logits && (rc = io_save_floats(CMD, o.logits, s.logits0, 2, shape)) != CLI_OK)
                 goto done;
-            if (o.attention && (rc = save_attention(ctx, &m, &s, o.attention)) != CLI_OK)
+            if ((o.attention || o.explore) &&
+                (rc = save_attention(ctx, &m, &v, &s, &o)) != CLI_OK)
                 goto done;
             print_text(&v, &s);
             fprintf(stderr, "attn generate: %lld characters in %.3f s (%.1f per second, %s); "

@@ -325,23 +325,24 @@ attn_status lm_model_backward(attn_context *ctx, lm_model *m, lm_batch *b, int64
     return ATTN_OK;
 }
 
-attn_status lm_model_attention(attn_context *ctx, lm_model *m, lm_batch *b, int64_t len,
-                               const int *tokens, float *weights)
+/* Layer l's self-attention weights [nhead, len, len] for its input x [len,
+ * d]: x normalised by the layer's norm1 first when pre-norm (into normed),
+ * then an attn_mha with the layer's projections, which returns its weights
+ * (its output goes to out). */
+static attn_status layer_attention(attn_context *ctx, const lm_model *m, int64_t l, int64_t len,
+                                   const float *x, float *normed, float *out, float *weights)
 {
-    int64_t d = m->c.d_model, ff = m->c.dim_feedforward, L = m->c.num_layers;
-    if (len > b->cap_rows || len > m->c.context)
-        return ATTN_ERR_INVALID_ARGUMENT;
-    window_positions(m, 1, len, tokens, b->positions);
-    embed(m, len, tokens, b->positions, b->x);
-    attn_status st = ATTN_OK;
-    for (int64_t l = 0; l + 1 < L && st == ATTN_OK; l++)
-        st = attn_encoder_layer_forward(ctx, m->layers[l], 1, len, b->x, NULL, b->x, NULL);
-    const float *p = m->params + m->layer_offset[L - 1];
+    int64_t d = m->c.d_model, ff = m->c.dim_feedforward;
+    const float *p = m->params + m->layer_offset[l];
     /* The layer's norm1 follows its attention (4d² + 4d) and feed-forward
      * (2·d·ff + ff + d) parameters (attn_encoder_layer_get_params). */
     const float *norm1 = p + 4 * d * d + 4 * d + 2 * d * ff + ff + d;
-    if (st == ATTN_OK && m->c.norm_first)
-        st = attn_layer_norm(len, d, b->x, norm1, norm1 + d, m->c.layer_norm_eps, b->x);
+    const float *in = x;
+    attn_status st = ATTN_OK;
+    if (m->c.norm_first) {
+        st = attn_layer_norm(len, d, x, norm1, norm1 + d, m->c.layer_norm_eps, normed);
+        in = normed;
+    }
     attn_mha *mha = NULL;
     if (st == ATTN_OK)
         st = attn_mha_create(&mha, d, m->c.nhead, m->c.nhead, d, d, 1);
@@ -350,8 +351,25 @@ attn_status lm_model_attention(attn_context *ctx, lm_model *m, lm_batch *b, int6
     if (st == ATTN_OK)
         st = attn_mha_set_causal(mha, ATTN_CAUSAL_TOP_LEFT);
     if (st == ATTN_OK)
-        st = attn_mha_forward(ctx, mha, 1, len, len, b->x, b->x, b->x, NULL, b->h, weights);
+        st = attn_mha_forward(ctx, mha, 1, len, len, in, in, in, NULL, out, weights);
     attn_mha_destroy(mha);
+    return st;
+}
+
+attn_status lm_model_attention(attn_context *ctx, lm_model *m, lm_batch *b, int64_t len,
+                               const int *tokens, float *weights)
+{
+    int64_t L = m->c.num_layers, per_layer = m->c.nhead * len * len;
+    if (len > b->cap_rows || len > m->c.context)
+        return ATTN_ERR_INVALID_ARGUMENT;
+    window_positions(m, 1, len, tokens, b->positions);
+    embed(m, len, tokens, b->positions, b->x);
+    attn_status st = ATTN_OK;
+    for (int64_t l = 0; l < L && st == ATTN_OK; l++) {
+        st = layer_attention(ctx, m, l, len, b->x, b->dx, b->h, weights + l * per_layer);
+        if (st == ATTN_OK && l + 1 < L)
+            st = attn_encoder_layer_forward(ctx, m->layers[l], 1, len, b->x, NULL, b->x, NULL);
+    }
     return st;
 }
 

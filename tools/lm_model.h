@@ -123,11 +123,11 @@ attn_status lm_model_forward(attn_context *ctx, lm_model *m, lm_batch *b, int64_
 attn_status lm_model_backward(attn_context *ctx, lm_model *m, lm_batch *b, int64_t batch,
                               int64_t len, const int *tokens);
 
-/* The attention weights [nhead, len, len] of the last layer over tokens
- * [len] (inference, positions from 0): the first layers as
- * lm_model_forward, then the last layer's self-attention (its input
- * normalised by its norm1 when pre-norm) as an attn_mha with the layer's
- * projections, which returns its weights. */
+/* The attention weights [num_layers, nhead, len, len] of every layer over
+ * tokens [len] (inference, positions from 0): the layers run as in
+ * lm_model_forward, and before each, its self-attention (its input
+ * normalised by its norm1 when pre-norm) runs again as an attn_mha with the
+ * layer's projections, which returns its weights. */
 attn_status lm_model_attention(attn_context *ctx, lm_model *m, lm_batch *b, int64_t len,
                                const int *tokens, float *weights);
 

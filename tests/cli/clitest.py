@@ -5,7 +5,10 @@ the built program; it exits 0 on success, 77 to be skipped, anything else
 (an uncaught AssertionError) on failure. Only the standard library, NumPy and
 the external programs xmllint and rsvg-convert are used.
 """
+import base64
+import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -59,6 +62,20 @@ def need_program(name, package):
         print("SKIP: %s not found (Debian package %s)" % (name, package))
         sys.exit(SKIP)
     return path
+
+
+def explorer_data(path):
+    """The data of a page of `attn explore`: (meta, weights), the JSON of its
+    attn-meta element and its attn-weights decoded (base64 of little-endian
+    float32) into the array meta["shape"], [layers, sequences, heads,
+    queries, keys]."""
+    text = open(path, encoding="utf-8").read()
+    meta = re.search(r'<script type="application/json" id="attn-meta">(.*?)</script>', text, re.S)
+    data = re.search(r'<script type="application/octet-stream" id="attn-weights">(.*?)</script>',
+                     text, re.S)
+    assert meta and data, "%s: no attn-meta or attn-weights element" % path
+    meta = json.loads(meta.group(1))
+    return meta, np.frombuffer(base64.b64decode(data.group(1)), dtype="<f4").reshape(meta["shape"])
 
 
 def rel_err(got, want):

@@ -6,7 +6,9 @@ Run by Meson as: python3 test_cli_demo.py PATH-TO-attn
 import os
 import re
 
-from clitest import TempDir, attn_path, run_ok
+import numpy as np
+
+from clitest import TempDir, attn_path, explorer_data, run_ok
 
 # UvA tutorial 6 (seed 004) prints these blocks; Values[0][0] is 0.5697 where
 # the tutorial printed 0.5698, because its inputs are published rounded to 4
@@ -69,6 +71,18 @@ def main():
             assert os.path.getsize(path) > 0, path
             said = "weights: " if name.endswith(".npy") else "picture: "
             assert "%s%s\n" % (said, path) in out, "the demo does not say it wrote " + path
+        # The explorer's pages: the causal example's 4 heads (lower triangular,
+        # rows summing to 1) and the trained reversal map (its .npy's weights).
+        for name in ["mha-causal.html", "reverse-attention.html"]:
+            assert "explorer: %s (open it in a browser)\n" % t.p(os.path.join("pictures", name)) \
+                in out, "the demo does not say it wrote " + name
+        meta, mha = explorer_data(t.p(os.path.join("pictures", "mha-causal.html")))
+        assert mha.shape == (1, 1, 4, 10, 10), mha.shape
+        assert np.all(np.triu(mha[0, 0], 1) == 0) and np.allclose(mha.sum(-1), 1, atol=1e-5)
+        assert meta["queryTokens"] == [["token %d" % i for i in range(10)]], meta
+        _, rev = explorer_data(t.p(os.path.join("pictures", "reverse-attention.html")))
+        assert np.array_equal(rev[0, 0], np.load(t.p(os.path.join("pictures",
+                                                                  "reverse-attention.npy"))))
         leftovers = [f for f in os.listdir(t.p("pictures")) if ".tmp" in f]
         assert not leftovers, "temporary files left: %s" % leftovers
 

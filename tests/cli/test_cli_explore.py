@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from clitest import SKIP, TempDir, attn_path, run, run_ok
+from clitest import SKIP, TempDir, attn_path, explorer_data, run, run_ok
 
 rng = np.random.default_rng(14)
 TOKENS = ["</script><b>x", "a&b", '"q"', "诗", "line", "🙂", "it's"] + \
@@ -54,10 +54,7 @@ def page_parts(path):
     assert csp, "no Content-Security-Policy"
     scripts = re.findall(r"<script>(.*?)</script>", text, re.S)
     styles = re.findall(r"<style>(.*?)</style>", text, re.S)
-    meta = re.search(r'<script type="application/json" id="attn-meta">(.*?)</script>', text, re.S)
-    data = re.search(r'<script type="application/octet-stream" id="attn-weights">(.*?)</script>',
-                     text, re.S)
-    return text, csp.group(1), scripts, styles, json.loads(meta.group(1)), data.group(1)
+    return text, csp.group(1), scripts, styles
 
 
 def sha256(text):
@@ -66,7 +63,7 @@ def sha256(text):
 
 def check_page_offline(path, w5):
     """The policy, the inline code it allows, and the data, read as text."""
-    text, csp, scripts, styles, meta, data = page_parts(path)
+    text, csp, scripts, styles = page_parts(path)
     rules = dict(r.strip().split(" ", 1) for r in csp.split(";"))
     assert rules["default-src"] == "'none'", csp
     assert len(scripts) == 1 and len(styles) == 1, (len(scripts), len(styles))
@@ -75,8 +72,8 @@ def check_page_offline(path, w5):
     # Nothing on the page refers to another file or host.
     assert not re.search(r'\s(src|href|action|srcset)\s*=', text, re.I), "a reference in the page"
     assert not re.search(r"https?:|url\(", scripts[0] + styles[0]), "a URL in the code"
-    # The weights: exactly the .npy's float32 values, little-endian.
-    got = np.frombuffer(base64.b64decode(data), dtype="<f4").reshape(meta["shape"])
+    # The weights: exactly the .npy's float32 values.
+    meta, got = explorer_data(path)
     assert np.array_equal(got, w5), "the page's weights differ from the file's"
     return meta
 

@@ -7,8 +7,9 @@ continued it with; every logit row `attn generate --logits` wrote (cached
 decoding, one token at a time) must equal PyTorch's full causal forward at
 that position within 1e-4 relative to the row's largest magnitude, and
 PyTorch's own greedy choice must be the character attn chose; the last
-layer's attention weights `attn generate --attention` wrote must be
-PyTorch's within 1e-4.
+layer's attention weights `attn generate --attention` wrote, and every
+layer's in the page `attn generate --explore` wrote, must be PyTorch's
+within 1e-4.
 
 Needs Debian's python3-torch and fortunes-zh (installed by .ci/run); skipped
 with the reason when either is missing.
@@ -20,7 +21,7 @@ import sys
 
 import numpy as np
 
-from clitest import SKIP, TempDir, attn_path, run_ok
+from clitest import SKIP, TempDir, attn_path, explorer_data, run_ok
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = "/usr/share/games/fortunes/tang300"
@@ -28,21 +29,22 @@ PROMPT = "《静夜思》\n作者：李白\n床前明月光，"
 TOL = 1e-4
 
 
-def last_layer_weights(model, tokens):
-    """PyTorch's attention weights [heads, n, n] of the model's last layer."""
+def layer_weights(model, tokens):
+    """PyTorch's attention weights [layers, heads, n, n] of every layer."""
     import torch
     t = torch.tensor([tokens])
     n = t.shape[1]
     causal = torch.triu(torch.full((n, n), float("-inf")), diagonal=1)
+    weights = []
     with torch.no_grad():
         x = model.tok_emb(t) * model.scale + model.encoding(model.positions(t))
-        for layer in model.layers[:-1]:
+        for layer in model.layers:
+            y = layer.norm1(x) if layer.norm_first else x
+            _, w = layer.self_attn(y, y, y, attn_mask=causal, need_weights=True,
+                                   average_attn_weights=False)
+            weights.append(w[0].numpy())
             x = layer(x, src_mask=causal)
-        last = model.layers[-1]
-        y = last.norm1(x) if last.norm_first else x
-        _, w = last.self_attn(y, y, y, attn_mask=causal, need_weights=True,
-                              average_attn_weights=False)
-    return w[0].numpy()
+    return np.stack(weights)
 
 
 def main():
@@ -68,7 +70,7 @@ def main():
             prompt = "".join(ch for ch in PROMPT if ch in index)  # a 12-step model's vocabulary
             text = run_ok(attn, "generate", "--model", model_dir, "--prompt", prompt,
                           "--greedy", "--max-new", "40", "--logits", t.p("logits.npy"),
-                          "--attention", t.p("attention.npy"))
+                          "--attention", t.p("attention.npy"), "--explore", t.p("page.html"))
             assert text.endswith("\n"), text
             text = text[:-1]  # the one line break attn generate ends its text with
             assert text.startswith(prompt), (prompt, text)
@@ -86,14 +88,25 @@ def main():
                 assert err <= TOL, "positions %s, step %d: error %.3g" % (positions, k, err)
                 if k < steps:  # PyTorch's greedy choice (never <unk>) is attn's
                     assert int(np.argmax(row[1:])) + 1 == tokens[1 + len(prompt) + k], k
-            weights = np.load(t.p("attention.npy"))
-            ref_w = last_layer_weights(model, tokens)
-            assert weights.shape == ref_w.shape, (weights.shape, ref_w.shape)
-            w_err = float(np.max(np.abs(weights - ref_w)))
+            ref_w = layer_weights(model, tokens)
+            weights = np.load(t.p("attention.npy"))  # the last layer's
+            assert weights.shape == ref_w.shape[1:], (weights.shape, ref_w.shape)
+            w_err = float(np.max(np.abs(weights - ref_w[-1])))
             assert w_err <= TOL, "positions %s: attention weights off by %.3g" % (positions, w_err)
+            # The explorer's page: every layer's weights, the characters as tokens.
+            meta, page = explorer_data(t.p("page.html"))
+            assert page.shape == (ref_w.shape[0], 1) + ref_w.shape[1:], page.shape
+            assert np.array_equal(page[-1, 0], weights), "the page's last layer differs"
+            page_err = float(np.max(np.abs(page[:, 0] - ref_w)))
+            assert page_err <= TOL, "positions %s: the page's weights off by %.3g" % (
+                positions, page_err)
+            labels = meta["queryTokens"][0]
+            assert labels[0] == "<eos>" and "".join(
+                "\n" if c == "\u21b5" else c for c in labels[1:]) == text, labels
             print("positions %s: %d steps, logits against PyTorch 1.13: worst relative error "
-                  "%.2g (bound %g); last layer's attention weights [%d, %d, %d]: max |diff| %.2g"
-                  % (positions, logits.shape[0], worst, TOL, *weights.shape, w_err))
+                  "%.2g (bound %g); every layer's attention weights %s: max |diff| %.2g (the "
+                  "last layer's %.2g)" % (positions, logits.shape[0], worst, TOL,
+                                          list(ref_w.shape), page_err, w_err))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from clitest import TempDir, attn_path, run, run_ok
+from clitest import TempDir, attn_path, explorer_data, run, run_ok
 
 PROGRESS = re.compile(r"^epoch +(\d+)/(\d+): loss ([0-9.]+), accuracy ([0-9.]+)%, ([0-9.]+) s$",
                       re.M)
@@ -31,7 +31,8 @@ PROGRESS = re.compile(r"^epoch +(\d+)/(\d+): loss ([0-9.]+), accuracy ([0-9.]+)%
 
 def without_times(out):
     """The output without the times and the lines naming --out's files."""
-    lines = [l for l in out.split("\n") if not l.startswith(("picture: ", "weights: "))]
+    named = ("picture: ", "weights: ", "explorer: ")
+    lines = [l for l in out.split("\n") if not l.startswith(named)]
     return re.sub(r"[0-9.]+ s\b|[0-9]+ sequences/s", "", "\n".join(lines))
 
 
@@ -63,6 +64,13 @@ def main():
         on_anti_diagonal = sum(int(np.argmax(weights[0, i]) == 15 - i) for i in range(16))
         print("queries whose largest weight is on the anti-diagonal: %d of 16" % on_anti_diagonal)
         assert on_anti_diagonal >= 12, weights[0]
+        # The same weights in the explorer's page, the test digits as tokens.
+        page = t.p(os.path.join("pics", "reverse-attention.html"))
+        assert "explorer: %s (open it in a browser)\n" % page in out, out
+        meta, page_weights = explorer_data(page)
+        assert np.array_equal(page_weights[0, 0], weights), "the page's weights differ"
+        digits = meta["queryTokens"][0]
+        assert len(digits) == 16 and all(d in "0123456789" for d in digits), digits
 
         # The same seed gives the same run (libattn's bits do not depend on the
         # thread count; only the times differ).

@@ -19,7 +19,7 @@ HEATMAP_OPTIONS = ["-o", "--xlabel", "--ylabel", "--titles", "--help"]
 
 def check_help(attn):
     out = run_ok(attn, "--help")
-    for word in ["demo", "run", "heatmap", "--version", "Exit status"]:
+    for word in ["demo", "run", "heatmap", "explore", "--version", "Exit status"]:
         assert word in out, "attn --help does not mention " + word
     out = run_ok(attn, "run", "--help")
     for word in RUN_OPTIONS:
@@ -27,6 +27,9 @@ def check_help(attn):
     out = run_ok(attn, "heatmap", "--help")
     for word in HEATMAP_OPTIONS:
         assert word in out, "attn heatmap --help does not mention " + word
+    out = run_ok(attn, "explore", "--help")
+    for word in ["--out", "--tokens", "--key-tokens", "--layers", "--title", "Exit status"]:
+        assert word in out, "attn explore --help does not mention " + word
     assert "--out DIR" in run_ok(attn, "demo", "--help")
     assert "libattn" in run_ok(attn, "--version")
 

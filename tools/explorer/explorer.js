@@ -19,7 +19,8 @@
  * Controls: layer, sequence and head selectors, a toggle between one head and
  * all heads of the layer, and a threshold slider that hides every weight
  * below it (zero weights, the masked ones, are always hidden). The arrow keys,
- * Home and End move the focused query; Escape shows all queries again.
+ * Home and End move the focused query; Escape shows all queries again. The
+ * address may name a view: page.html#layer=1&head=2&query=5 (readAddress).
  *
  * Other programs may rely on: each query token is an element with
  * data-query="i" (0-based), each key token data-key="j" (../shared/API.md).
@@ -352,11 +353,35 @@
             marker.style.height = cell + 'px';
             marker.hidden = true;
             frame.append(canvas, marker);
-            figure.append(caption, frame);
+            figure.append(caption, withAxisLabels(frame, cell));
             box.appendChild(figure);
             drawMatrix(canvas, h);
         }
         placeRowMarkers();
+    }
+
+    /* The heatmap with its query tokens to the left and its key tokens below,
+     * when the cells are tall enough to read them. */
+    function withAxisLabels(frame, cell) {
+        if (cell < 12)
+            return frame;
+        const grid = document.createElement('div');
+        grid.className = 'matrix-grid';
+        const rows = document.createElement('div'), cols = document.createElement('div');
+        rows.className = 'row-labels';
+        cols.className = 'col-labels';
+        const qt = labels(meta.queryTokens, nQ), kt = labels(meta.keyTokens, nK);
+        const label = (text, box, size) => {
+            const el = document.createElement('div');
+            el.textContent = text;
+            el.title = text;
+            el.style[box === rows ? 'height' : 'width'] = size + 'px';
+            box.appendChild(el);
+        };
+        qt.forEach((t) => label(t, rows, cell));
+        kt.forEach((t) => label(t, cols, cell));
+        grid.append(rows, frame, document.createElement('div'), cols);
+        return grid;
     }
 
     function placeRowMarkers() {
@@ -429,8 +454,43 @@
             '; the largest weight ' + scaleMax.toFixed(4);
     }
 
+    /* A view named in the address, as #layer=1&seq=0&head=2&query=5&all&threshold=0.1
+     * (indices into the page's lists), for links and screenshots. Unknown
+     * names and values out of range are ignored. */
+    function readAddress() {
+        const at = (name, n) => {
+            const v = params.get(name);
+            const k = v === null || v === '' ? NaN : Number(v);
+            return Number.isInteger(k) && k >= 0 && k < n ? k : -1;
+        };
+        const params = new URLSearchParams(window.location.hash.slice(1));
+        const choose = (id, key, n) => {
+            const k = at(id, n);
+            if (k >= 0) {
+                state[key] = k;
+                byId(id).value = String(k);
+            }
+        };
+        choose('layer', 'layer', nLayers);
+        choose('seq', 'seq', nSeqs);
+        choose('head', 'head', nHeads);
+        if (params.has('all') && nHeads > 1) {
+            state.allHeads = true;
+            byId('all-heads').checked = true;
+            byId('head').disabled = true;
+        }
+        const t = Number(params.get('threshold'));
+        if (params.has('threshold') && t >= 0 && t <= 1) {
+            state.threshold = t;
+            byId('threshold').value = String(t);
+            byId('threshold-value').textContent = t.toFixed(3);
+        }
+        state.active = at('query', nQ);
+    }
+
     describe();
     buildControls();
+    readAddress();
     buildHeadView();
     bindHeadView();
     drawColourBar();
