@@ -15,7 +15,7 @@ selector, the layer and sequence selectors and the all-heads toggle switch
 what is shown; the threshold slider hides the weights below it in both
 views (the matrix view's pixels are read back); the matrix view's tooltip
 names the cell and its weight; the arrow keys, Home, End and Escape move
-the focused query. The test is skipped, with the reason, only when the
+the focused query; the address can name a view. The test is skipped, with the reason, only when the
 browser cannot start.
 
 Run by Meson as: python3 test_cli_explore.py PATH-TO-attn
@@ -351,6 +351,25 @@ def check_layers_option(attn, d, browser, w5):
         assert console == [], console
 
 
+def check_address(browser, path, w5):
+    """A view named in the address: page.html#layer=1&seq=1&head=2&query=3."""
+    page = Page(browser, path)
+    page.b.get(page.url + "#layer=1&seq=1&head=2&query=3")
+    page.b.refresh()  # a new fragment alone does not reload the page
+    assert page.highlighted() == [3]
+    assert one_head(page.shown_weights()) == expected(w5[1, 1, 2, 3])
+    page.b.get(page.url + "#all&threshold=0.25&query=1")
+    page.b.refresh()
+    assert len(page.css("canvas.matrix")) == w5.shape[2]
+    got = page.shown_weights()
+    want = {j: [(h, f"{float(w5[0, 0, h, 1, j]):.4f}") for h in range(w5.shape[2])
+                if w5[0, 0, h, 1, j] != 0 and float(w5[0, 0, h, 1, j]) >= 0.25]
+            for j in range(w5.shape[4])}
+    assert got == {j: v for j, v in want.items() if v}, (got, want)
+    console = page.console()
+    assert console == [], console
+
+
 def main():
     attn = attn_path()
     with TempDir() as d:
@@ -379,9 +398,10 @@ def main():
         try:
             check_in_browser(Page(browser, path), w5, meta)
             check_layers_option(attn, d, browser, w5)
+            check_address(browser, path, w5)
         finally:
             browser.quit()
-        print("browser: hover, selectors, all heads, threshold, tooltip, keyboard: ok")
+        print("browser: hover, selectors, all heads, threshold, tooltip, keyboard, address: ok")
 
 
 if __name__ == "__main__":
