@@ -157,8 +157,10 @@ asan() {
     # are these strict ones all the same.
     make_wrapper build-asan "" "env -u LD_PRELOAD ASAN_OPTIONS=$ASAN_OPTIONS" \
         "env LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=$ASAN_OPTIONS:detect_leaks=0"
+    # The suite 'browser' (the explorer's script in Chromium) runs in .ci/run
+    # only: it runs no libattn code; test_cli_explore checks the page's writer.
     meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --no-suite training \
-        --wrapper "$root/build-asan/rel-wrap"
+        --no-suite browser --wrapper "$root/build-asan/rel-wrap"
     local rc=$? reports
     short_training "" build-asan || rc=1  # the suite training, shortened (see valgrind_suite)
     reports=$(sanitizer_reports build-asan)
@@ -243,7 +245,7 @@ valgrind_suite() {
     local vg="valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect,possible --show-leak-kinds=definite,indirect,possible --log-file=$vglogs/%p.log"
     make_wrapper build-vg "$vg --error-exitcode=1" "$vg --error-exitcode=99" ""
     ATTN_TEST_QUICK=1 meson test -C build-vg --print-errorlogs --timeout-multiplier 20 \
-        --no-suite training --wrapper "$root/build-vg/rel-wrap"
+        --no-suite training --no-suite browser --wrapper "$root/build-vg/rel-wrap"
     local rc=$?
     short_training "$vg --error-exitcode=1" build-vg || rc=1
     local procs errors lost
@@ -270,7 +272,7 @@ tsan() {
     OPENBLAS_NUM_THREADS=1 build-tsan/tests/test_concurrency || return 1
     make_wrapper build-tsan "" "env -u LD_PRELOAD" "env LD_PRELOAD=$(gcc -print-file-name=libtsan.so)"
     OPENBLAS_NUM_THREADS=1 meson test -C build-tsan --print-errorlogs --timeout-multiplier 10 \
-        --no-suite training --wrapper "$root/build-tsan/rel-wrap"
+        --no-suite training --no-suite browser --wrapper "$root/build-tsan/rel-wrap"
     local rc=$? reports
     OPENBLAS_NUM_THREADS=1 short_training \
         "env LD_PRELOAD=$(gcc -print-file-name=libtsan.so)" build-tsan || rc=1
@@ -297,7 +299,7 @@ determinism() {
 # the C tests already exercise clang's build of every training call.
 clang_suite() {
     CC=clang CXX=clang++ setup build-clang || return 1
-    meson test -C build-clang --print-errorlogs --no-suite training
+    meson test -C build-clang --print-errorlogs --no-suite training --no-suite browser
     local rc=$?
     SUMMARY="$(meson_counts build-clang) tests passed with libattn built by clang"
     [ $rc -eq 0 ]

@@ -242,8 +242,11 @@ static int explore(const char *in, const explore_options *o)
         page.layer_numbers = numbers;
         page.weights = w.data;
         char err[EXPLORER_ERROR_SIZE];
-        if (explorer_page_check(&page, err)) {
-            rc = cli_refuse(CMD, "%s: %s", in, err);
+        int bad = explorer_page_check(&page, err);
+        if (bad) {
+            rc = cli_refuse(CMD, "%s: %s%s", in, err,
+                            bad == EXPLORER_TOO_LARGE
+                                ? " (keep fewer layers with --layers, or slice the array)" : "");
         } else {
             strbuf sb = STRBUF_INIT;
             explorer_page_render(&sb, &page);

@@ -22,13 +22,16 @@ static int64_t cell_count(const int64_t shape[5])
     return n;
 }
 
-/* The (layer, sequence, head, query) of row r, for messages. */
+/* The (layer, sequence, head, query) of row r, for messages: the layer by
+ * its own number (the input's, when --layers kept some). */
 static void row_position(const explorer_page *p, int64_t r, int64_t pos[4])
 {
     for (int a = 3; a >= 0; a--) {
         pos[a] = r % p->shape[a];
         r /= p->shape[a];
     }
+    if (p->layer_numbers)
+        pos[0] = p->layer_numbers[pos[0]];
 }
 
 static int check_shape(const explorer_page *p, char *err)
@@ -44,17 +47,15 @@ static int check_shape(const explorer_page *p, char *err)
         snprintf(err, EXPLORER_ERROR_SIZE,
                  "%lld queries and %lld keys: a page shows at most %d of each",
                  (long long)p->shape[3], (long long)p->shape[4], EXPLORER_MAX_TOKENS);
-        return 1;
+        return EXPLORER_TOO_LARGE;
     }
     int64_t cells = 1;  /* the product, stopped before it can overflow */
     for (int a = 0; a < 5 && cells <= EXPLORER_MAX_CELLS; a++)
         cells = p->shape[a] > EXPLORER_MAX_CELLS ? EXPLORER_MAX_CELLS + 1 : cells * p->shape[a];
     if (cells > EXPLORER_MAX_CELLS) {
-        snprintf(err, EXPLORER_ERROR_SIZE,
-                 "more than %lld weights, the most a page holds (choose layers with "
-                 "--layers, or slice the array)",
+        snprintf(err, EXPLORER_ERROR_SIZE, "more than %lld weights, the most a page holds",
                  (long long)EXPLORER_MAX_CELLS);
-        return 1;
+        return EXPLORER_TOO_LARGE;
     }
     return 0;
 }
@@ -112,9 +113,18 @@ static int check_labels(const char *what, const char *const *labels, int64_t n, 
     return 1;
 }
 
+int explorer_page_check_shape(const int64_t shape[5], char err[EXPLORER_ERROR_SIZE])
+{
+    const explorer_page p = {.shape = {shape[0], shape[1], shape[2], shape[3], shape[4]}};
+    return check_shape(&p, err);
+}
+
 int explorer_page_check(const explorer_page *p, char err[EXPLORER_ERROR_SIZE])
 {
-    return check_shape(p, err) || check_weights(p, err) ||
+    int rc = check_shape(p, err);
+    if (rc)
+        return rc;
+    return check_weights(p, err) ||
            check_labels("query", p->query_tokens, p->n_query_tokens, p->shape[3], p->shape[1],
                         err) ||
            check_labels("key", p->key_tokens, p->n_key_tokens, p->shape[4], p->shape[1], err);

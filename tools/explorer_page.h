@@ -54,11 +54,19 @@ typedef struct explorer_page {
     int64_t n_key_tokens;
 } explorer_page;
 
-/* 0 when p can be drawn; otherwise 1 with a message naming what is wrong
- * (an empty axis, too many tokens or cells, a NaN, infinite, negative or
- * too large weight and where, a row that is not a softmax, a wrong number
- * of labels) in err. */
+/* What explorer_page_check returns when the shape is beyond the limits
+ * above (the caller may say how to cut the input down). */
+#define EXPLORER_TOO_LARGE 2
+
+/* 0 when p can be drawn; otherwise, with a message in err naming what is
+ * wrong, EXPLORER_TOO_LARGE (too many tokens or weights) or 1 (an empty
+ * axis, a NaN, infinite, negative or too large weight and where, a row that
+ * is not a softmax, a wrong number of labels). */
 int explorer_page_check(const explorer_page *p, char err[EXPLORER_ERROR_SIZE]);
+
+/* The shape checks alone, for a caller that knows the shape before it has
+ * the weights: 0, 1 (an empty axis) or EXPLORER_TOO_LARGE, with err. */
+int explorer_page_check_shape(const int64_t shape[5], char err[EXPLORER_ERROR_SIZE]);
 
 /* Appends the whole HTML page for p, which explorer_page_check accepted. */
 void explorer_page_render(strbuf *sb, const explorer_page *p);

@@ -315,24 +315,40 @@ static int save_explorer(const lm_vocab *v, const lm_model *m, const char *model
     return rc;
 }
 
-/* Every layer's attention weights over prompt 0's final text: the last
- * layer's as .npy (--attention), all of them as the explorer (--explore). */
+/* Before generating: the page of --explore can hold every layer's weights
+ * over the longest text prompt 0 may reach, or the request is refused now,
+ * not after the work. */
+static int check_page_room(const lm_model *m, const sequences *s)
+{
+    int64_t n = s->len[0] + s->max_new[0];
+    n = n < m->c.context ? n : m->c.context;
+    const int64_t shape[5] = {m->c.num_layers, 1, m->c.nhead, n, n};
+    char err[EXPLORER_ERROR_SIZE];
+    if (explorer_page_check_shape(shape, err))
+        return cli_refuse(CMD, "--explore: %lld layers of %lld heads over up to %lld "
+                          "characters: %s (ask for fewer characters with --max-new)",
+                          (long long)shape[0], (long long)shape[2], (long long)n, err);
+    return CLI_OK;
+}
+
+/* The attention weights over prompt 0's final text: the last layer's as
+ * .npy (--attention), every layer's as the explorer (--explore). */
 static int save_attention(attn_context *ctx, lm_model *m, const lm_vocab *v, const sequences *s,
                           const gen_options *o)
 {
     int64_t n = s->len[0] < m->c.context ? s->len[0] : m->c.context, h = m->c.nhead;
-    int64_t L = m->c.num_layers;
-    float *w = malloc((size_t)(L * h * n * n) * sizeof *w);
+    int64_t L = m->c.num_layers, first = o->explore ? 0 : L - 1;
+    float *w = malloc((size_t)((L - first) * h * n * n) * sizeof *w);
     lm_batch b;
     attn_status st = lm_batch_create(&b, m, n);
     if (st == ATTN_OK && !w)
         st = ATTN_ERR_OUT_OF_MEMORY;
     if (st == ATTN_OK)
-        st = lm_model_attention(ctx, m, &b, n, s->tokens[0], w);
+        st = lm_model_attention(ctx, m, &b, n, s->tokens[0], first, w);
     const int64_t shape[3] = {h, n, n};
     int rc = st != ATTN_OK ? cli_status_error(CMD, "the attention", st) : CLI_OK;
     if (rc == CLI_OK && o->attention)
-        rc = io_save_floats(CMD, o->attention, w + (L - 1) * h * n * n, 3, shape);
+        rc = io_save_floats(CMD, o->attention, w + (L - 1 - first) * h * n * n, 3, shape);
     if (rc == CLI_OK && o->explore)
         rc = save_explorer(v, m, o->model, s->tokens[0], n, w, o->explore);
     lm_batch_free(&b, m);
@@ -414,6 +430,8 @@ int cmd_generate(int argc, char **argv)
         rc = cli_refuse(CMD, "out of memory");
     if (rc == CLI_OK && !scratch)
         rc = cli_refuse(CMD, "out of memory");
+    if (rc == CLI_OK && o.explore)
+        rc = check_page_room(&m, &s);
     attn_status st = ATTN_OK;
     if (rc == CLI_OK) {
         st = attn_context_create(&ctx);
@@ -426,21 +444,21 @@ int cmd_generate(int argc, char **argv)
         if (st != ATTN_OK) {
             rc = cli_status_error(CMD, "the model", st);
         } else {
-            const int64_t shape[2] = {s.steps0, m.c.vocab_size};
-            if (o.logits && (rc = io_save_floats(CMD, o.logits, s.logits0, 2, shape)) != CLI_OK)
-                goto done;
-            if ((o.attention || o.explore) &&
-                (rc = save_attention(ctx, &m, &v, &s, &o)) != CLI_OK)
-                goto done;
+            /* The text first: an output that cannot be written does not
+             * lose it. */
             print_text(&v, &s);
             fprintf(stderr, "attn generate: %lld characters in %.3f s (%.1f per second, %s); "
                     "time to first character %.1f ms\n", (long long)tm.generated, tm.total,
                     tm.total > 0.0 ? (double)tm.generated / tm.total : 0.0,
                     o.no_cache ? "no cache: the whole prefix each time" : "KV cache",
                     1e3 * tm.first_token);
+            const int64_t shape[2] = {s.steps0, m.c.vocab_size};
+            if (o.logits)
+                rc = io_save_floats(CMD, o.logits, s.logits0, 2, shape);
+            if (rc == CLI_OK && (o.attention || o.explore))
+                rc = save_attention(ctx, &m, &v, &s, &o);
         }
     }
-done:
     attn_context_destroy(ctx);
     free(scratch);
     sequences_free(&s);

@@ -357,16 +357,18 @@ static attn_status layer_attention(attn_context *ctx, const lm_model *m, int64_t
 }
 
 attn_status lm_model_attention(attn_context *ctx, lm_model *m, lm_batch *b, int64_t len,
-                               const int *tokens, float *weights)
+                               const int *tokens, int64_t first_layer, float *weights)
 {
     int64_t L = m->c.num_layers, per_layer = m->c.nhead * len * len;
-    if (len > b->cap_rows || len > m->c.context)
+    if (len > b->cap_rows || len > m->c.context || first_layer < 0 || first_layer >= L)
         return ATTN_ERR_INVALID_ARGUMENT;
     window_positions(m, 1, len, tokens, b->positions);
     embed(m, len, tokens, b->positions, b->x);
     attn_status st = ATTN_OK;
     for (int64_t l = 0; l < L && st == ATTN_OK; l++) {
-        st = layer_attention(ctx, m, l, len, b->x, b->dx, b->h, weights + l * per_layer);
+        if (l >= first_layer)
+            st = layer_attention(ctx, m, l, len, b->x, b->dx, b->h,
+                                 weights + (l - first_layer) * per_layer);
         if (st == ATTN_OK && l + 1 < L)
             st = attn_encoder_layer_forward(ctx, m->layers[l], 1, len, b->x, NULL, b->x, NULL);
     }

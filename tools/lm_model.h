@@ -123,13 +123,14 @@ attn_status lm_model_forward(attn_context *ctx, lm_model *m, lm_batch *b, int64_
 attn_status lm_model_backward(attn_context *ctx, lm_model *m, lm_batch *b, int64_t batch,
                               int64_t len, const int *tokens);
 
-/* The attention weights [num_layers, nhead, len, len] of every layer over
- * tokens [len] (inference, positions from 0): the layers run as in
- * lm_model_forward, and before each, its self-attention (its input
- * normalised by its norm1 when pre-norm) runs again as an attn_mha with the
- * layer's projections, which returns its weights. */
+/* The attention weights [num_layers - first_layer, nhead, len, len] of the
+ * layers from first_layer on, over tokens [len] (inference, positions from
+ * 0): the layers run as in lm_model_forward, and before each of those, its
+ * self-attention (its input normalised by its norm1 when pre-norm) runs
+ * again as an attn_mha with the layer's projections, which returns its
+ * weights. */
 attn_status lm_model_attention(attn_context *ctx, lm_model *m, lm_batch *b, int64_t len,
-                               const int *tokens, float *weights);
+                               const int *tokens, int64_t first_layer, float *weights);
 
 /* Decoding with one KV cache per layer. */
 typedef struct lm_decoder {

@@ -185,6 +185,21 @@ def check_errors(attn, t, model, vocab):
 
     refused(["generate", "--model", broken("config", no_layers)], "num_layers")
     refused(["generate", "--model", t.p("nowhere")], "config.json")
+
+    def long_context(d):  # the sinusoidal positions extend to any context
+        c = json.load(open(os.path.join(d, "config.json")))
+        c["context"] = 2048
+        json.dump(c, open(os.path.join(d, "config.json"), "w"))
+
+    # --explore's page would outgrow its limits: refused before any character
+    # is generated (nothing on stdout), with what to change.
+    page = t.p("page.html")
+    rc, text, err = run(attn, "generate", "--model", broken("long", long_context), "--explore",
+                        page)
+    assert rc == 1 and text == "" and not os.path.exists(page), (rc, text, err)
+    assert "--explore: 4 layers of 4 heads over up to 2048 characters: 2048 queries and 2048 " \
+           "keys: a page shows at most 1024 of each (ask for fewer characters with --max-new)" \
+        in err, err
     unknown = next(chr(c) for c in range(0x4E00, 0x9FFF) if chr(c) not in vocab)
     refused(["generate", "--model", model, "--prompt", "《" + unknown], "not in the model's "
             "vocabulary")

@@ -179,8 +179,12 @@
             el.append(label, ws);
             keys.appendChild(el);
         }
-        const canvas = byId('lines'), dpr = window.devicePixelRatio || 1;
+        /* Sharp on HiDPI screens, but never taller than the 32767 pixels
+         * every browser draws in one canvas (1024 rows of 20 px at a ratio
+         * of 2 would be 40960). */
         const height = Math.max(nQ, nK) * ROW;
+        const canvas = byId('lines');
+        const dpr = Math.min(window.devicePixelRatio || 1, 32767 / height);
         canvas.width = Math.round(LINES_WIDTH * dpr);
         canvas.height = Math.round(height * dpr);
         canvas.style.width = LINES_WIDTH + 'px';
@@ -199,8 +203,9 @@
             for (const i of rows) {
                 const row = weightRow(h, i), y0 = (i + 0.5) * ROW;
                 for (let j = 0; j < nK; j++) {
-                    /* Below 1/256 a line is invisible anyway: skipping those
-                     * keeps long sequences quick to draw. */
+                    /* A line below 1/256 is invisible on its own (many of
+                     * them at one token could show faintly together):
+                     * skipping them keeps long sequences quick to draw. */
                     if (!isShown(row[j]) || row[j] < 1 / 256)
                         continue;
                     ctx.globalAlpha = Math.min(row[j], 1);
@@ -231,7 +236,7 @@
                 span.dataset.head = String(h);
                 span.textContent = w.toFixed(4);
                 if (state.allHeads)
-                    span.style.color = headColour(h);
+                    span.style.borderBottomColor = headColour(h);
                 box.appendChild(span);
             }
         }
@@ -451,7 +456,7 @@
                        ['query', 'queries'], ['key', 'keys']];
         byId('shape').textContent =
             meta.shape.map((n, k) => n + ' ' + names[k][n === 1 ? 0 : 1]).join(' × ') +
-            '; the largest weight ' + scaleMax.toFixed(4);
+            '; the largest weight ' + meta.max.toFixed(4);
     }
 
     /* A view named in the address, as #layer=1&seq=0&head=2&query=5&all&threshold=0.1
@@ -481,9 +486,12 @@
         }
         const t = Number(params.get('threshold'));
         if (params.has('threshold') && t >= 0 && t <= 1) {
-            state.threshold = t;
-            byId('threshold').value = String(t);
-            byId('threshold-value').textContent = t.toFixed(3);
+            /* The slider rounds to its step and clamps to its range: the state
+             * takes the value it shows. */
+            const slider = byId('threshold');
+            slider.value = String(t);
+            state.threshold = Number(slider.value);
+            byId('threshold-value').textContent = state.threshold.toFixed(3);
         }
         state.active = at('query', nQ);
     }
