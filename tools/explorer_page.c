@@ -276,6 +276,7 @@ static const char views[] =
     "weight. Hover over a query, or focus one (Tab, then \xE2\x86\x91 \xE2\x86\x93 Home End; "
     "Esc shows all again), to see only its weights, written beside the keys.</p>\n"
     "<div class=\"legend\" id=\"legend\" hidden></div>\n"
+    "<p class=\"hint\" id=\"lines-note\" hidden></p>\n"
     "<div id=\"head-grid\"><div class=\"tokens\" id=\"queries\"></div>"
     "<canvas id=\"lines\"></canvas><div class=\"tokens\" id=\"keys\"></div></div>\n"
     "</section>\n"

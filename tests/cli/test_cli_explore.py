@@ -403,6 +403,24 @@ def check_layers_option(attn, d, browser, w5):
         assert console == [], console
 
 
+def check_long_sequence(attn, d, browser):
+    """400 tokens: with no query chosen the head view draws only the strongest
+    2.5e6 / 400 = 6250 lines of those >= 1/256, and says so."""
+    x = rng.standard_normal((1, 400, 400)) * 0.5
+    w = np.exp(x) / np.exp(x).sum(axis=-1, keepdims=True)
+    np.save(d.p("long.npy"), w.astype(np.float32))
+    run_ok(attn, "explore", d.p("long.npy"), "-o", d.p("long.html"))
+    total = int((w.astype(np.float32) >= np.float32(1 / 256)).sum())
+    assert total > 6250, total
+    page = Page(browser, d.p("long.html"))
+    note = page.b.find_element(page.By.ID, "lines-note")
+    assert note.is_displayed() and note.text.startswith(
+        "Drawing the 6250 strongest of %d lines" % total), (note.text, total)
+    page.hover_query(7)
+    assert not note.is_displayed()
+    assert len(page.shown_weights()) == 400
+
+
 def check_address(browser, path, w5):
     """A view named in the address: page.html#layer=1&seq=1&head=2&query=3."""
     page = Page(browser, path)
@@ -462,6 +480,7 @@ def main():
             check_in_browser(Page(browser, path), w5, meta)
             check_layers_option(attn, d, browser, w5)
             check_address(browser, path, w5)
+            check_long_sequence(attn, d, browser)
         finally:
             browser.quit()
         print("browser: hover, selectors, all heads, threshold, tooltip, keyboard, address: ok")

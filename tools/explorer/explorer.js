@@ -54,16 +54,19 @@
 
     const state = {layer: 0, seq: 0, head: 0, allHeads: false, threshold: 0, active: -1};
 
-    /* base64 of little-endian float32s into a Float32Array (DataView reads
-     * little-endian whatever the machine's order). */
+    /* base64 of little-endian float32s into a Float32Array: the bytes as they
+     * are on a little-endian machine (every browser's, in practice), read
+     * through a DataView otherwise. */
     function decodeFloat32(text, count) {
-        const bytes = atob(text.replace(/\s+/g, ''));
-        if (bytes.length !== 4 * count)
-            throw new Error('attn-weights holds ' + bytes.length + ' bytes, not ' + 4 * count);
-        const view = new DataView(new ArrayBuffer(bytes.length));
-        for (let i = 0; i < bytes.length; i++)
-            view.setUint8(i, bytes.charCodeAt(i));
-        const out = new Float32Array(count);
+        const chars = atob(text.replace(/\s+/g, ''));
+        if (chars.length !== 4 * count)
+            throw new Error('attn-weights holds ' + chars.length + ' bytes, not ' + 4 * count);
+        const bytes = new Uint8Array(chars.length);
+        for (let i = 0; i < chars.length; i++)
+            bytes[i] = chars.charCodeAt(i);
+        if (new Uint8Array(new Uint32Array([1]).buffer)[0] === 1)
+            return new Float32Array(bytes.buffer);
+        const view = new DataView(bytes.buffer), out = new Float32Array(count);
         for (let i = 0; i < count; i++)
             out[i] = view.getFloat32(4 * i, true);
         return out;
@@ -101,6 +104,16 @@
         const k = Math.min(Math.floor(x), VIRIDIS.length - 2), f = x - k;
         return VIRIDIS[k].map((c, m) => Math.round(c + f * (VIRIDIS[k + 1][m] - c)));
     }
+
+    /* viridis at 1024 levels, for the heatmaps' million cells: within half
+     * a level of viridis(t) before rounding. */
+    const VIRIDIS_LEVELS = 1024;
+    const viridisTable = (() => {
+        const table = new Uint8Array(3 * VIRIDIS_LEVELS);
+        for (let k = 0; k < VIRIDIS_LEVELS; k++)
+            table.set(viridis(k / (VIRIDIS_LEVELS - 1)), 3 * k);
+        return table;
+    })();
 
     /* ---- controls ---- */
 
@@ -191,32 +204,54 @@
         canvas.style.height = height + 'px';
     }
 
+    /* The lines of head h as [query, key, weight]: the active query's, or
+     * with none active the strongest maxLines of all. A browser rasterises
+     * each line on its own, at a cost that grows with its length: 10,000
+     * lines between 1024 tokens took 5.5 s to appear (bench/explorer_load.py),
+     * so long sequences get fewer, about 2.5 million pixels of height in
+     * all. A line below 1/256 is left out: it is invisible on its own. */
+    const maxLines = Math.round(2.5e6 / Math.max(nQ, nK, 250));
+    function linesToDraw(h) {
+        const rows = state.active >= 0 ? [state.active] : range(nQ), lines = [];
+        for (const i of rows) {
+            const row = weightRow(h, i);
+            for (let j = 0; j < nK; j++)
+                if (isShown(row[j]) && row[j] >= 1 / 256)
+                    lines.push([i, j, row[j]]);
+        }
+        lines.total = lines.length;
+        if (lines.length <= maxLines)
+            return lines;
+        const strongest = lines.sort((a, b) => b[2] - a[2]).slice(0, maxLines);
+        strongest.total = lines.length;
+        return strongest;
+    }
+
     function drawLines() {
         const canvas = byId('lines'), ctx = canvas.getContext('2d');
         const dpr = canvas.width / LINES_WIDTH;
         ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
         ctx.clearRect(0, 0, LINES_WIDTH, canvas.height / dpr);
         ctx.lineWidth = state.active >= 0 ? 2 : 1.5;
-        const rows = state.active >= 0 ? [state.active] : range(nQ);
+        let drawn = 0, total = 0;
         for (const h of shownHeads()) {
             ctx.strokeStyle = headColour(h);
-            for (const i of rows) {
-                const row = weightRow(h, i), y0 = (i + 0.5) * ROW;
-                for (let j = 0; j < nK; j++) {
-                    /* A line below 1/256 is invisible on its own (many of
-                     * them at one token could show faintly together):
-                     * skipping them keeps long sequences quick to draw. */
-                    if (!isShown(row[j]) || row[j] < 1 / 256)
-                        continue;
-                    ctx.globalAlpha = Math.min(row[j], 1);
-                    ctx.beginPath();
-                    ctx.moveTo(0, y0);
-                    ctx.lineTo(LINES_WIDTH, (j + 0.5) * ROW);
-                    ctx.stroke();
-                }
+            const lines = linesToDraw(h);
+            drawn += lines.length;
+            total += lines.total;
+            for (const [i, j, w] of lines) {
+                ctx.globalAlpha = Math.min(w, 1);
+                ctx.beginPath();
+                ctx.moveTo(0, (i + 0.5) * ROW);
+                ctx.lineTo(LINES_WIDTH, (j + 0.5) * ROW);
+                ctx.stroke();
             }
         }
         ctx.globalAlpha = 1;
+        const note = byId('lines-note');
+        note.hidden = drawn === total;
+        note.textContent = 'Drawing the ' + drawn + ' strongest of ' + total + ' lines: hover ' +
+                           'over a query for all of its own.';
     }
 
     /* The active query's shown weights as numbers beside the keys. */
@@ -316,17 +351,19 @@
 
     function drawMatrix(canvas, h) {
         const ctx = canvas.getContext('2d');
-        const img = ctx.createImageData(nK, nQ);
+        const img = ctx.createImageData(nK, nQ), px = img.data;
+        const levels = (VIRIDIS_LEVELS - 1) / scaleMax;
         for (let i = 0; i < nQ; i++) {
             const row = weightRow(h, i);
             for (let j = 0; j < nK; j++) {
                 if (!isShown(row[j]))
                     continue; /* transparent: the hatched background shows */
-                const [r, g, b] = viridis(row[j] / scaleMax), p = 4 * (i * nK + j);
-                img.data[p] = r;
-                img.data[p + 1] = g;
-                img.data[p + 2] = b;
-                img.data[p + 3] = 255;
+                const c = 3 * Math.min(Math.round(row[j] * levels), VIRIDIS_LEVELS - 1);
+                const p = 4 * (i * nK + j);
+                px[p] = viridisTable[c];
+                px[p + 1] = viridisTable[c + 1];
+                px[p + 2] = viridisTable[c + 2];
+                px[p + 3] = 255;
             }
         }
         ctx.putImageData(img, 0, 0);
