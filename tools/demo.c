@@ -82,20 +82,14 @@ int demo_save_heatmap(const demo_env *env, const char *name, const svg_heatmap *
 
 int demo_save_explorer(const demo_env *env, const char *name, const explorer_page *p)
 {
-    char err[EXPLORER_ERROR_SIZE];
-    if (explorer_page_check(p, err))
-        return cli_refuse(CMD, "%s: %s", name, err);
     size_t n = strlen(env->dir) + strlen(name) + 2;
     char *path = malloc(n);
     if (!path)
         return cli_refuse(CMD, "%s: out of memory", name);
     snprintf(path, n, "%s/%s", env->dir, name);
-    strbuf sb = STRBUF_INIT;
-    explorer_page_render(&sb, p);
-    int rc = io_save_text(CMD, path, &sb);
+    int rc = io_save_explorer(CMD, path, name, p, NULL);
     if (rc == CLI_OK)
         printf("explorer: %s (open it in a browser)\n", path);
-    strbuf_free(&sb);
     free(path);
     return rc;
 }

@@ -241,18 +241,8 @@ static int explore(const char *in, const explore_options *o)
         memcpy(page.shape, shape, sizeof shape);
         page.layer_numbers = numbers;
         page.weights = w.data;
-        char err[EXPLORER_ERROR_SIZE];
-        int bad = explorer_page_check(&page, err);
-        if (bad) {
-            rc = cli_refuse(CMD, "%s: %s%s", in, err,
-                            bad == EXPLORER_TOO_LARGE
-                                ? " (keep fewer layers with --layers, or slice the array)" : "");
-        } else {
-            strbuf sb = STRBUF_INIT;
-            explorer_page_render(&sb, &page);
-            rc = io_save_text(CMD, o->out, &sb);
-            strbuf_free(&sb);
-        }
+        rc = io_save_explorer(CMD, o->out, in, &page,
+                              "(keep fewer layers with --layers, or slice the array)");
     }
     token_list_free(&qt);
     token_list_free(&kt);

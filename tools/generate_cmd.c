@@ -301,15 +301,8 @@ static int save_explorer(const lm_vocab *v, const lm_model *m, const char *model
         .query_tokens = labels,
         .n_query_tokens = n,
     };
-    char err[EXPLORER_ERROR_SIZE];
-    if (rc == CLI_OK && explorer_page_check(&page, err))
-        rc = cli_refuse(CMD, "%s: %s", path, err);
-    if (rc == CLI_OK) {
-        strbuf sb = STRBUF_INIT;
-        explorer_page_render(&sb, &page);
-        rc = io_save_text(CMD, path, &sb);
-        strbuf_free(&sb);
-    }
+    if (rc == CLI_OK)
+        rc = io_save_explorer(CMD, path, path, &page, NULL);
     free(text);
     free(labels);
     return rc;

@@ -9,6 +9,7 @@
 
 #include "atomic_file.h"
 #include "cli.h"
+#include "explorer_page.h"
 
 static int load(const char *cmd, const char *path, npy_array *arr)
 {
@@ -134,4 +135,20 @@ int io_save_text(const char *cmd, const char *path, const strbuf *sb)
     char err[FILE_ERROR_SIZE];
     const char *e = atomic_write(path, sb->data, sb->len, err);
     return e ? cli_refuse(cmd, "%s: %s", path, e) : CLI_OK;
+}
+
+int io_save_explorer(const char *cmd, const char *path, const char *subject,
+                     const explorer_page *p, const char *too_large_hint)
+{
+    char err[EXPLORER_ERROR_SIZE];
+    int bad = explorer_page_check(p, err);
+    if (bad)
+        return cli_refuse(cmd, "%s: %s%s%s", subject, err,
+                          bad == EXPLORER_TOO_LARGE && too_large_hint ? " " : "",
+                          bad == EXPLORER_TOO_LARGE && too_large_hint ? too_large_hint : "");
+    strbuf sb = STRBUF_INIT;
+    explorer_page_render(&sb, p);
+    int rc = io_save_text(cmd, path, &sb);
+    strbuf_free(&sb);
+    return rc;
 }

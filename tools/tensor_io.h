@@ -36,4 +36,11 @@ int io_save_floats(const char *cmd, const char *path, const float *data, int ndi
  * memory while it was built. */
 int io_save_text(const char *cmd, const char *path, const strbuf *sb);
 
+/* Checks the explorer's page p (explorer_page.h), refusing it as
+ * "<subject>: <problem>[ <hint>]" (hint: what to do when it is too large,
+ * or NULL), then writes it to path. */
+struct explorer_page;
+int io_save_explorer(const char *cmd, const char *path, const char *subject,
+                     const struct explorer_page *p, const char *too_large_hint);
+
 #endif
