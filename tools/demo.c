@@ -54,13 +54,22 @@ int demo_fail(const char *what, attn_status status)
     return cli_library_error(CMD, what, status);
 }
 
-int demo_save(const demo_env *env, const char *name, const strbuf *sb)
+char *demo_path(const demo_env *env, const char *name)
 {
     size_t n = strlen(env->dir) + strlen(name) + 2;
     char *path = malloc(n);
+    if (path)
+        snprintf(path, n, "%s/%s", env->dir, name);
+    else
+        cli_refuse(CMD, "%s: out of memory", name);
+    return path;
+}
+
+int demo_save(const demo_env *env, const char *name, const strbuf *sb)
+{
+    char *path = demo_path(env, name);
     if (!path)
-        return cli_refuse(CMD, "%s: out of memory", name);
-    snprintf(path, n, "%s/%s", env->dir, name);
+        return CLI_REFUSED;
     int rc = io_save_text(CMD, path, sb);
     if (rc == CLI_OK)
         printf("picture: %s\n", path);
@@ -82,11 +91,9 @@ int demo_save_heatmap(const demo_env *env, const char *name, const svg_heatmap *
 
 int demo_save_explorer(const demo_env *env, const char *name, const explorer_page *p)
 {
-    size_t n = strlen(env->dir) + strlen(name) + 2;
-    char *path = malloc(n);
+    char *path = demo_path(env, name);
     if (!path)
-        return cli_refuse(CMD, "%s: out of memory", name);
-    snprintf(path, n, "%s/%s", env->dir, name);
+        return CLI_REFUSED;
     int rc = io_save_explorer(CMD, path, name, p, NULL);
     if (rc == CLI_OK)
         printf("explorer: %s (open it in a browser)\n", path);

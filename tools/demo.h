@@ -55,6 +55,10 @@ int demo_make_directories(const char *dir);
 /* Reports a libattn failure of an example; returns CLI_REFUSED. */
 int demo_fail(const char *what, attn_status status);
 
+/* "<dir>/<name>" in a malloc'd string (the caller frees it), or NULL after
+ * printing that memory ran out. */
+char *demo_path(const demo_env *env, const char *name);
+
 /* Writes sb as <dir>/<name> and prints "picture: <dir>/<name>". */
 int demo_save(const demo_env *env, const char *name, const strbuf *sb);
 

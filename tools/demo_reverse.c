@@ -88,11 +88,9 @@ static int save_attention(const demo_env *env, const reverse_result *r)
     int rc = demo_save_heatmap(env, "reverse-attention.svg", &h);
     if (rc != CLI_OK)
         return rc;
-    size_t n = strlen(env->dir) + sizeof "/reverse-attention.npy";
-    char *path = malloc(n);
+    char *path = demo_path(env, "reverse-attention.npy");
     if (!path)
-        return cli_refuse(CMD, "out of memory");
-    snprintf(path, n, "%s/reverse-attention.npy", env->dir);
+        return CLI_REFUSED;
     const int64_t shape[3] = {1, REVERSE_LEN, REVERSE_LEN};
     if ((rc = io_save_floats(CMD, path, r->attention, 3, shape)) == CLI_OK)
         printf("weights: %s\n", path);
