@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The dynamic symbols libattn exports are exactly the functions its public
-header declares with ATTN_API: nothing missing, nothing extra (no leaked
+header (attn.h and the parts it includes) declares with ATTN_API: nothing missing, nothing extra (no leaked
 internal helper, no BLAS symbol).
 
 usage: check_exports.py LIBRARY HEADER
 """
+import os
 import re
 import subprocess
 import sys
@@ -24,9 +25,17 @@ def exported(library):
 
 
 def declared(header):
+    """The ATTN_API functions of header and of the headers it includes by
+    "name" (attn.h's parts, beside it; attn_version.h, generated into the
+    build directory, holds macros only)."""
     text = open(header, encoding="utf-8").read()
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    return set(re.findall(r"ATTN_API\s[^;(]*?\b(attn_\w+)\s*\(", text))
+    names = set(re.findall(r"ATTN_API\s[^;(]*?\b(attn_\w+)\s*\(", text))
+    for part in re.findall(r'^#include "([^"]+)"', text, flags=re.M):
+        if part == "attn_version.h":
+            continue
+        names |= declared(os.path.join(os.path.dirname(header), part))
+    return names
 
 
 def main():
