@@ -138,7 +138,9 @@ typedef enum attn_status {
     ATTN_ERR_OUT_OF_MEMORY    = 5, /**< an allocation or a thread creation failed */
     ATTN_ERR_UNSUPPORTED      = 6, /**< a valid request this build does not implement,
                                       e.g. a size beyond the BLAS integer type (int) */
-    ATTN_ERR_STATE            = 7  /**< object not fully configured (e.g. weights not set) */
+    ATTN_ERR_STATE            = 7, /**< object not fully configured (e.g. weights not set) */
+    ATTN_ERR_COMMUNICATION    = 8  /**< a message passing call failed (libattn-mpi's MPI;
+                                      added in 1.1.0) */
 } attn_status;
 
 /** A short English name of `status` ("ATTN_ERR_SHAPE_MISMATCH: ...").
@@ -152,6 +154,15 @@ ATTN_API const char *attn_status_string(attn_status status);
  * libattn and stays valid until this thread's next failing libattn call.
  * Thread-local: other threads' failures do not change it. */
 ATTN_API const char *attn_last_error(void);
+
+/** For libraries built on libattn that report through its one error model
+ * (libattn-mpi, language bindings): sets the calling thread's
+ * attn_last_error() text to "func: message" (cut at 255 bytes; a NULL func
+ * or message counts as "") and returns status unchanged, so that
+ * `return attn_set_error(ATTN_ERR_SHAPE_MISMATCH, "f", "...");` reads as
+ * libattn's own failures do. Never fails; thread-safe (the text is the
+ * calling thread's). Added in 1.1.0. */
+ATTN_API attn_status attn_set_error(attn_status status, const char *func, const char *message);
 
 /** The execution context: worker threads and scratch memory reused from call
  * to call. Use one context per thread at a time; the same context may be

@@ -24,6 +24,7 @@ const char *attn_status_string(attn_status status)
     case ATTN_ERR_OUT_OF_MEMORY:    return "ATTN_ERR_OUT_OF_MEMORY: allocation failed";
     case ATTN_ERR_UNSUPPORTED:      return "ATTN_ERR_UNSUPPORTED: not implemented by this build";
     case ATTN_ERR_STATE:            return "ATTN_ERR_STATE: object not fully configured";
+    case ATTN_ERR_COMMUNICATION:    return "ATTN_ERR_COMMUNICATION: a message passing call failed";
     }
     return "unknown attn_status";
 }
@@ -43,4 +44,9 @@ attn_status attn_fail(attn_status status, const char *func, const char *fmt, ...
     vsnprintf(last_error + used, sizeof last_error - (size_t)used, fmt, ap);
     va_end(ap);
     return status;
+}
+
+attn_status attn_set_error(attn_status status, const char *func, const char *message)
+{
+    return attn_fail(status, func ? func : "", "%s", message ? message : "");
 }

@@ -190,7 +190,7 @@ static void test_status_strings(void **state) {
     static const char *const names[] = {
         "ATTN_OK", "ATTN_ERR_NULL_POINTER", "ATTN_ERR_INVALID_ARGUMENT",
         "ATTN_ERR_SHAPE_MISMATCH", "ATTN_ERR_SIZE_OVERFLOW", "ATTN_ERR_OUT_OF_MEMORY",
-        "ATTN_ERR_UNSUPPORTED", "ATTN_ERR_STATE"};
+        "ATTN_ERR_UNSUPPORTED", "ATTN_ERR_STATE", "ATTN_ERR_COMMUNICATION"};
     for (int s = 0; s < (int)COUNT(names); s++) {
         const char *str = attn_status_string((attn_status)s);
         size_t n = strlen(names[s]);
@@ -198,12 +198,31 @@ static void test_status_strings(void **state) {
         if (strncmp(str, names[s], n) != 0 || is_ident(str[n]))
             fail_msg("attn_status_string(%d) = \"%s\", want %s...", s, str, names[s]);
     }
-    const int unknown[] = {8, 999, -1, INT_MAX, INT_MIN};
+    const int unknown[] = {9, 999, -1, INT_MAX, INT_MIN};
     for (size_t i = 0; i < COUNT(unknown); i++) {
         const char *str = attn_status_string((attn_status)unknown[i]);
         assert_non_null(str);
         assert_true(str[0] != '\0');
     }
+}
+
+/* ---- attn_set_error: how libraries built on libattn report -------------- */
+
+static void test_set_error(void **state) {
+    (void)state;
+    assert_int_equal(attn_set_error(ATTN_ERR_COMMUNICATION, "attn_mpi_ring_forward",
+                                    "rank 1: MPI_Sendrecv failed"), ATTN_ERR_COMMUNICATION);
+    assert_string_equal(attn_last_error(), "attn_mpi_ring_forward: rank 1: MPI_Sendrecv failed");
+    assert_int_equal(attn_set_error(ATTN_ERR_SHAPE_MISMATCH, NULL, NULL),
+                     ATTN_ERR_SHAPE_MISMATCH);
+    assert_string_equal(attn_last_error(), ": ");
+    /* A message longer than the buffer is cut, never overflowed. */
+    char longer[1000];
+    memset(longer, 'x', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    assert_int_equal(attn_set_error(ATTN_ERR_STATE, "f", longer), ATTN_ERR_STATE);
+    assert_int_equal(strlen(attn_last_error()), 255);
+    assert_memory_equal(attn_last_error(), "f: xxx", 6);
 }
 
 /* ---- attn_last_error: success keeps it, threads have their own -------- */
@@ -798,6 +817,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         T(test_version),
         T(test_status_strings),
+        T(test_set_error),
         T(test_success_keeps_last_error),
         T(test_last_error_thread_local),
         T(test_context_errors),

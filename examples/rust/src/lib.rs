@@ -58,6 +58,8 @@ impl Status {
     pub const UNSUPPORTED: Status = Status(sys::ATTN_ERR_UNSUPPORTED);
     /// Object not fully configured (e.g. weights not set).
     pub const STATE: Status = Status(sys::ATTN_ERR_STATE);
+    /// A message passing call failed (libattn-mpi's MPI).
+    pub const COMMUNICATION: Status = Status(sys::ATTN_ERR_COMMUNICATION);
 
     /// libattn's description, `attn_status_string`
     /// (e.g. "ATTN_ERR_SHAPE_MISMATCH: sizes inconsistent together").

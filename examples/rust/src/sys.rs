@@ -30,6 +30,8 @@ pub const ATTN_ERR_OUT_OF_MEMORY: attn_status = 5;
 pub const ATTN_ERR_UNSUPPORTED: attn_status = 6;
 /// Object not fully configured (e.g. weights not set).
 pub const ATTN_ERR_STATE: attn_status = 7;
+/// A message passing call failed (libattn-mpi's MPI).
+pub const ATTN_ERR_COMMUNICATION: attn_status = 8;
 
 /// `attn_layout`: memory layout of q, k, v and out.
 pub type attn_layout = c_int;
