@@ -160,7 +160,7 @@ asan() {
     # The suite 'browser' (the explorer's script in Chromium) runs in .ci/run
     # only: it runs no libattn code; test_cli_explore checks the page's writer.
     meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --no-suite training \
-        --no-suite browser --wrapper "$root/build-asan/rel-wrap"
+        --no-suite browser --no-suite mpi --wrapper "$root/build-asan/rel-wrap"
     local rc=$? reports
     short_training "" build-asan || rc=1  # the suite training, shortened (see valgrind_suite)
     reports=$(sanitizer_reports build-asan)
@@ -245,7 +245,7 @@ valgrind_suite() {
     local vg="valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect,possible --show-leak-kinds=definite,indirect,possible --log-file=$vglogs/%p.log"
     make_wrapper build-vg "$vg --error-exitcode=1" "$vg --error-exitcode=99" ""
     ATTN_TEST_QUICK=1 meson test -C build-vg --print-errorlogs --timeout-multiplier 20 \
-        --no-suite training --no-suite browser --wrapper "$root/build-vg/rel-wrap"
+        --no-suite training --no-suite browser --no-suite mpi --wrapper "$root/build-vg/rel-wrap"
     local rc=$?
     short_training "$vg --error-exitcode=1" build-vg || rc=1
     local procs errors lost
@@ -272,7 +272,7 @@ tsan() {
     OPENBLAS_NUM_THREADS=1 build-tsan/tests/test_concurrency || return 1
     make_wrapper build-tsan "" "env -u LD_PRELOAD" "env LD_PRELOAD=$(gcc -print-file-name=libtsan.so)"
     OPENBLAS_NUM_THREADS=1 meson test -C build-tsan --print-errorlogs --timeout-multiplier 10 \
-        --no-suite training --no-suite browser --wrapper "$root/build-tsan/rel-wrap"
+        --no-suite training --no-suite browser --no-suite mpi --wrapper "$root/build-tsan/rel-wrap"
     local rc=$? reports
     OPENBLAS_NUM_THREADS=1 short_training \
         "env LD_PRELOAD=$(gcc -print-file-name=libtsan.so)" build-tsan || rc=1

@@ -1,0 +1,101 @@
+/*
+ * ring_agree.c — how the ranks of a collective call agree on its status
+ * before any message of the call is sent: a rank whose arguments are wrong
+ * must not leave the others waiting for its shard, so every rank returns
+ * the first failing rank's status and message.
+ */
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ring_internal.h"
+
+/* As attn_last_error()'s buffer: the longest message libattn keeps. */
+#define MESSAGE_CAPACITY 256
+
+attn_status ring_fail(attn_status status, const char *func, const char *fmt, ...)
+{
+    char message[MESSAGE_CAPACITY];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    return attn_set_error(status, func, message);
+}
+
+attn_status ring_mpi_fail(int code, const char *func, const char *call)
+{
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(code, text, &len) != MPI_SUCCESS)
+        snprintf(text, sizeof text, "MPI error %d", code);
+    return ring_fail(ATTN_ERR_COMMUNICATION, func, "%s failed: %s", call, text);
+}
+
+int ring_count(int64_t n)
+{
+    return n >= 0 && n <= INT_MAX ? (int)n : -1;
+}
+
+/* The settings every rank of a ring must share, as non-negative integers to
+ * compare: the layout, causal, and the scale's bits (sign apart). */
+#define SETTINGS 4
+static void settings_of(const attn_mpi_ring *ring, int out[SETTINGS])
+{
+    uint32_t bits = 0;
+    if (ring)
+        memcpy(&bits, &ring->scale, sizeof bits);
+    out[0] = ring ? (int)ring->layout : 0;
+    out[1] = ring ? (int)ring->causal : 0;
+    out[2] = (int)(bits & 0x7fffffffu);
+    out[3] = (int)(bits >> 31);
+}
+
+attn_status ring_agree(MPI_Comm comm, const attn_mpi_ring *ring, attn_status local,
+                       const char *func)
+{
+    int rank = 0;
+    int rc = MPI_Comm_rank(comm, &rank);
+    /* One MPI_MIN reduction finds the first failing rank, the smallest
+     * settings and, through their negations, the largest. */
+    int s[SETTINGS];
+    settings_of(ring, s);
+    int mine[1 + 2 * SETTINGS], all[1 + 2 * SETTINGS];
+    mine[0] = local == ATTN_OK ? INT_MAX : rank;
+    for (int i = 0; i < SETTINGS; i++)
+        mine[1 + i] = s[i], mine[1 + SETTINGS + i] = -s[i];
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Allreduce(mine, all, 1 + 2 * SETTINGS, MPI_INT, MPI_MIN, comm);
+    if (rc != MPI_SUCCESS)
+        return ring_mpi_fail(rc, func, "MPI_Allreduce");
+    if (all[0] != INT_MAX) {
+        /* The first failing rank tells its status and message. */
+        struct {
+            int status;
+            char message[MESSAGE_CAPACITY];
+        } report = {(int)local, ""};
+        if (rank == all[0])
+            snprintf(report.message, sizeof report.message, "%s", attn_last_error());
+        rc = MPI_Bcast(&report, (int)sizeof report, MPI_BYTE, all[0], comm);
+        if (rc != MPI_SUCCESS)
+            return ring_mpi_fail(rc, func, "MPI_Bcast");
+        report.message[sizeof report.message - 1] = '\0';
+        /* "func: rank R: detail": the failing rank's "func: " prefix, when
+         * its message has it, is said once. */
+        const char *detail = report.message;
+        size_t n = strlen(func);
+        if (strncmp(detail, func, n) == 0 && strncmp(detail + n, ": ", 2) == 0)
+            detail += n + 2;
+        char text[MESSAGE_CAPACITY + 16];
+        snprintf(text, sizeof text, "rank %d: %s", all[0], detail);
+        return attn_set_error((attn_status)report.status, func, text);
+    }
+    static const char *const names[SETTINGS] = {"layout", "causal setting", "scale",
+                                                 "scale"};
+    for (int i = 0; i < SETTINGS; i++)
+        if (ring && all[1 + i] != -all[1 + SETTINGS + i])
+            return ring_fail(ATTN_ERR_STATE, func, "the ranks' rings have different %ss "
+                             "(set each rank's ring the same way)", names[i]);
+    return ATTN_OK;
+}
