@@ -189,7 +189,9 @@ ATTN_API void attn_context_destroy(attn_context *ctx);
  * its own threads, read at each call, never changed (docs/threading.md;
  * attn_runtime_info() names the choice on its "schedule" line):
  *  - one BLAS thread (a serial BLAS, OPENBLAS_NUM_THREADS=1, or
- *    openblas_set_num_threads(1)): all online cores, each making its own
+ *    openblas_set_num_threads(1)): one thread per core this process may
+ *    run on (its CPU affinity, which mpirun, taskset and cpusets narrow;
+ *    OpenBLAS counts the same way), each making its own
  *    single-threaded GEMMs ("pool");
  *  - a BLAS threaded by OpenMP (Debian's libopenblas0-openmp; BLIS's OpenMP
  *    build and oneDNN with meson's -Dblas=), libattn built with OpenMP: as
@@ -215,7 +217,7 @@ ATTN_API void attn_context_destroy(attn_context *ctx);
  *    off, libopenblas0-openmp not installed, a sanitizer runtime in the
  *    process, another BLAS), or an OpenMP BLAS when libattn is built
  *    without OpenMP: the calling thread makes every GEMM, which the BLAS
- *    spreads over its threads, and all online cores share the softmax
+ *    spreads over its threads, and all the process's cores share the softmax
  *    between the GEMMs of a block of 64K logits or more ("blas-threads").
  *    Threads of libattn's making GEMMs beside OpenBLAS's would fight them
  *    (its idle threads spin for ~0.1 s after each call): on 2 cores, 4–20×

@@ -3,6 +3,8 @@
  * reuse. Both are made lazily, on the first call that needs them, and only
  * grow, so a steady stream of same-shaped calls allocates nothing.
  */
+#define _GNU_SOURCE  /* sched_getaffinity, CPU_COUNT */
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -47,9 +49,19 @@ attn_status attn_context_set_num_threads(attn_context *ctx, int n)
     return ATTN_OK;
 }
 
-static int online_cores(void)
+/* The cores this process may run on: its CPU affinity where the system
+ * tells it (mpirun, taskset, cgroup cpusets pin a process to fewer cores
+ * than are online: one thread per online core would then share a core; at
+ * 2 ranks on 2 cores mpirun binds each rank to one), else the online
+ * cores. OpenBLAS counts its threads the same way. */
+static int usable_cores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
+#ifdef CPU_COUNT
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) >= 1)
+        n = CPU_COUNT(&set);
+#endif
     if (n < 1)
         return 1;
     return n > ATTN_MAX_THREADS ? ATTN_MAX_THREADS : (int)n;
@@ -92,7 +104,7 @@ int attn_default_threads(void)
 {
     if (attn_default_schedule() == ATTN_SCHEDULE_OPENMP)
         return attn_openmp_max_threads();
-    return online_cores();
+    return usable_cores();
 }
 
 attn_schedule attn_context_schedule(const attn_context *ctx)

@@ -20,13 +20,15 @@
 #include "test_util.h"
 
 static const char *attn_program;
+/* Put before the program in run()'s command line ("taskset -c 0 "). */
+static const char *run_prefix = "";
 
 /* Runs "attn ARGS" through the shell; returns its stdout (malloc'd) and sets
  * *status to its exit status. */
 static char *run(const char *args, int *status)
 {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", attn_program, args);
+    snprintf(cmd, sizeof cmd, "%s'%s' %s 2>/dev/null", run_prefix, attn_program, args);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t cap = 4096, len = 0;
@@ -85,6 +87,26 @@ static void help_and_usage_errors(void **state)
     free(out);
 }
 
+/* A process pinned to one core (taskset; mpirun binds each of 2 ranks on 2
+ * cores so) uses one thread by default, as OpenBLAS does: one thread per
+ * online core would share that core. */
+static void affinity_narrows_the_threads(void **state)
+{
+    (void)state;
+    if (system("taskset -c 0 true >/dev/null 2>&1") != 0) {
+        print_message("taskset cannot pin to core 0 here: skipped\n");
+        skip();
+    }
+    int status;
+    run_prefix = "taskset -c 0 ";
+    char *out = run("info", &status);
+    run_prefix = "";
+    assert_int_equal(status, 0);
+    if (!strstr(out, "\nthreads: 1\n"))
+        fail_msg("taskset -c 0 attn info: no line \"threads: 1\" in:\n%s", out);
+    free(out);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -95,6 +117,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(prints_the_library_text),
         cmocka_unit_test(help_and_usage_errors),
+        cmocka_unit_test(affinity_narrows_the_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
