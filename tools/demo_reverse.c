@@ -105,6 +105,9 @@ int reverse_report(const demo_env *env, const reverse_config *c, const char *who
            "%d epoch%s\n",
            who, (long long)c->train_size, (long long)c->test_size, REVERSE_LEN, REVERSE_DIM,
            REVERSE_FF, REVERSE_WARMUP, REVERSE_BATCH, c->epochs, c->epochs == 1 ? "" : "s");
+    if (c->ranks > 1)
+        printf("data-parallel over %d processes: %d sequences of every batch each, gradients "
+               "averaged (attn_mpi_allreduce_mean)\n", c->ranks, REVERSE_BATCH / c->ranks);
     fflush(stdout);
     progress p = {0};
     for (int e = c->epochs; e > 0; e /= 10)

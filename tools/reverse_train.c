@@ -135,17 +135,19 @@ static attn_status forward(attn_context *ctx, const model *m, batch *b, int64_t 
     return st != ATTN_OK ? st : output_net(m, b, rows);
 }
 
-/* Every gradient of the batch's mean loss, from b->d_logits. */
-static attn_status backward(attn_context *ctx, model *m, batch *b, attn_activations *act)
+/* Every gradient of the batch's mean loss over its `rows` rows, from
+ * b->d_logits. */
+static attn_status backward(attn_context *ctx, model *m, batch *b, int64_t rows,
+                            attn_activations *act)
 {
-    nn_linear_backward(&m->out2, ROWS, b->z3, b->d_logits, b->dz);
-    for (int64_t i = 0; i < ROWS * REVERSE_DIM; i++)
+    nn_linear_backward(&m->out2, rows, b->z3, b->d_logits, b->dz);
+    for (int64_t i = 0; i < rows * REVERSE_DIM; i++)
         b->dz[i] = b->z2[i] > 0.0f ? b->dz[i] : 0.0f;
-    attn_status st = attn_layer_norm_backward(ROWS, REVERSE_DIM, b->z1, m->ln_w, LN_EPS, b->dz,
+    attn_status st = attn_layer_norm_backward(rows, REVERSE_DIM, b->z1, m->ln_w, LN_EPS, b->dz,
                                               b->dz, m->d_ln_w, m->d_ln_b);
     if (st != ATTN_OK)
         return st;
-    nn_linear_backward(&m->out1, ROWS, b->y, b->dz, b->dy);
+    nn_linear_backward(&m->out1, rows, b->y, b->dz, b->dy);
     if ((st = attn_encoder_layer_backward(ctx, m->enc, act, b->dy, b->dx, m->enc_grads)) !=
         ATTN_OK)
         return st;
@@ -153,7 +155,7 @@ static attn_status backward(attn_context *ctx, model *m, batch *b, attn_activati
     memset(m->in.dw, 0, sizeof(float) * REVERSE_CLASSES * REVERSE_DIM);
     for (int64_t o = 0; o < REVERSE_DIM; o++) {
         double s = 0.0;
-        for (int64_t r = 0; r < ROWS; r++) {
+        for (int64_t r = 0; r < rows; r++) {
             m->in.dw[o * REVERSE_CLASSES + b->tokens[r]] += b->dx[r * REVERSE_DIM + o];
             s += b->dx[r * REVERSE_DIM + o];
         }
@@ -238,6 +240,47 @@ static attn_status make_data(const reverse_config *c, prng *g, unsigned char **t
     return ATTN_OK;
 }
 
+/* This process's part of every batch: all of it, or with data parallelism
+ * its 1/ranks share (reverse_config). */
+static int64_t part_size(const reverse_config *c)
+{
+    return c->ranks > 1 ? REVERSE_BATCH / c->ranks : REVERSE_BATCH;
+}
+
+static int64_t part_first(const reverse_config *c)
+{
+    return c->ranks > 1 ? c->rank * part_size(c) : 0;
+}
+
+/* One optimizer step on this process's part of batch k; *loss and *correct
+ * receive the whole batch's mean loss and correct tokens. */
+static attn_status train_step(attn_context *ctx, const reverse_config *c, model *m, batch *b,
+                              const unsigned char *train, const int64_t *order, int64_t k,
+                              attn_activations *act, nn_adam *adam, double lr, double *loss,
+                              int64_t *correct)
+{
+    const int64_t sequences = part_size(c), rows = sequences * REVERSE_LEN;
+    load_batch(b, train, order, k * REVERSE_BATCH + part_first(c), sequences);
+    attn_status st = attn_encoder_layer_set_params(m->enc, m->enc_params);
+    if (st == ATTN_OK)
+        st = forward(ctx, m, b, sequences, act);
+    if (st != ATTN_OK)
+        return st;
+    int64_t right = 0;
+    double l = nn_cross_entropy(rows, REVERSE_CLASSES, b->logits, b->labels, b->d_logits, &right);
+    if ((st = backward(ctx, m, b, rows, act)) != ATTN_OK)
+        return st;
+    double stats[2] = {l, (double)right};
+    if (c->ranks > 1 && (st = c->allreduce(c->allreduce_arg, m->grads, m->count, stats)) !=
+                            ATTN_OK)
+        return st;
+    nn_clip_grad_norm(m->grads, m->count, 5.0);
+    nn_adam_step(adam, m->params, m->grads, lr);
+    *loss = stats[0];
+    *correct += (int64_t)stats[1];
+    return ATTN_OK;
+}
+
 static attn_status train_epochs(attn_context *ctx, const reverse_config *c, model *m, batch *b,
                                 const unsigned char *train, int64_t *order, prng *g,
                                 reverse_result *r, reverse_progress_fn progress, void *arg)
@@ -260,19 +303,14 @@ static attn_status train_epochs(attn_context *ctx, const reverse_config *c, mode
             order[i] = i;
         shuffle(order, c->train_size, g);
         for (int64_t k = 0; k < per_epoch && st == ATTN_OK; k++) {
-            load_batch(b, train, order, k * REVERSE_BATCH, REVERSE_BATCH);
-            if ((st = attn_encoder_layer_set_params(m->enc, m->enc_params)) != ATTN_OK ||
-                (st = forward(ctx, m, b, REVERSE_BATCH, act)) != ATTN_OK)
-                break;
-            double l = nn_cross_entropy(ROWS, REVERSE_CLASSES, b->logits, b->labels, b->d_logits,
-                                        &correct);
-            if ((st = backward(ctx, m, b, act)) != ATTN_OK)
-                break;
-            nn_clip_grad_norm(m->grads, m->count, 5.0);
-            nn_adam_step(&adam, m->params, m->grads,
-                         5e-4 * nn_cosine_warmup(r->steps, REVERSE_WARMUP, max_steps));
-            r->step_loss[r->steps++] = l;
-            loss += l;
+            double l = 0.0;
+            st = train_step(ctx, c, m, b, train, order, k, act, &adam,
+                            5e-4 * nn_cosine_warmup(r->steps, REVERSE_WARMUP, max_steps), &l,
+                            &correct);
+            if (st == ATTN_OK) {
+                r->step_loss[r->steps++] = l;
+                loss += l;
+            }
         }
         if (st == ATTN_OK && progress) {
             reverse_epoch e = {loss / (double)per_epoch,

@@ -24,11 +24,27 @@ enum {
     REVERSE_WARMUP = 50,   /* steps of the cosine warm-up */
 };
 
+/* Data parallelism (attn train reverse --mpi): called after every step's
+ * backward with this process's flat gradient and its part's stats = {mean
+ * loss, correct tokens}; must replace the gradient and the loss by their
+ * means over the processes and the count by its sum, so that every process
+ * takes the same step. Returns ATTN_OK or the status of its failure. */
+typedef attn_status (*reverse_allreduce_fn)(void *arg, float *grads, int64_t count,
+                                            double stats[2]);
+
 typedef struct reverse_config {
     int epochs;               /* the tutorial: 10 */
     uint64_t seed;            /* data, initialisation and shuffling */
     int64_t train_size;       /* the tutorial: 50,000 sequences */
     int64_t test_size;        /* 1,000 here (the tutorial: 10,000) */
+    /* Data parallelism: 0 or 1 process trains alone. With ranks > 1 (a
+     * divisor of REVERSE_BATCH), process `rank` computes the sequences
+     * [rank · b, (rank + 1) · b) of every batch, b = REVERSE_BATCH / ranks,
+     * and allreduce averages the gradients; every process makes the same
+     * data, initialisation and shuffles from the seed. */
+    int rank, ranks;
+    reverse_allreduce_fn allreduce;
+    void *allreduce_arg;
 } reverse_config;
 
 typedef struct reverse_epoch {

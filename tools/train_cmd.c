@@ -15,6 +15,10 @@
 #include "nw_train.h"
 #include "reverse_train.h"
 
+#ifdef ATTN_HAVE_MPI
+#include <attn_mpi.h>
+#endif
+
 #define CMD "train"
 
 static void print_usage(FILE *to);
@@ -22,7 +26,7 @@ static void print_usage(FILE *to);
 static const char usage_models[] =
     "Usage: attn train nw [--epochs N] [--lr LR] [--seed S] [--out DIR]\n"
     "       attn train reverse [--epochs N] [--seed S] [--threads T] [--out DIR]\n"
-    "                          [--train-size N] [--test-size N]\n"
+    "                          [--train-size N] [--test-size N] [--mpi]\n"
     "       attn train lm [--corpus FILE]... [--epochs N] [--seed S] [--threads T]\n"
     "                     [--context N] [--positions P] [--out DIR]\n"
     "\n"
@@ -98,6 +102,11 @@ static const char usage_rest[] =
     "                   the map's weights as reverse-attention.npy [1, 16, 16]\n"
     "  --train-size N   training sequences (default 50000; at least 128)\n"
     "  --test-size N    test sequences (default 1000)\n"
+    "  --mpi            data-parallel over the processes of mpirun (a build with\n"
+    "                   libattn-mpi): each of P processes (P divides 128) takes\n"
+    "                   128/P sequences of every batch and the gradients are\n"
+    "                   averaged before each step; process 0 prints and writes\n"
+    "                   --out's files (mpirun -np 2 attn train reverse --mpi)\n"
     "The last line is \"test accuracy: NN.NN%\" (the share of test tokens\n"
     "predicted right).\n"
     "\n"
@@ -208,16 +217,78 @@ static int parse_size(const char *option, const char *text, int64_t min, int64_t
     return CLI_OK;
 }
 
+#ifdef ATTN_HAVE_MPI
+/* reverse_allreduce_fn over MPI_COMM_WORLD: the gradient's and the loss's
+ * means, the correct tokens' sum. */
+static attn_status allreduce_world(void *arg, float *grads, int64_t count, double stats[2])
+{
+    (void)arg;
+    attn_status st = attn_mpi_allreduce_mean(MPI_COMM_WORLD, grads, count);
+    if (st != ATTN_OK)
+        return st;
+    int ranks = 1;
+    double sums[2];
+    if (MPI_Comm_size(MPI_COMM_WORLD, &ranks) != MPI_SUCCESS ||
+        MPI_Allreduce(stats, sums, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return attn_set_error(ATTN_ERR_COMMUNICATION, "attn train reverse --mpi",
+                              "MPI_Allreduce of the loss failed");
+    stats[0] = sums[0] / ranks, stats[1] = sums[1];
+    return ATTN_OK;
+}
+#endif
+
+/* --mpi: MPI_Init, and this process's share of every batch; processes but
+ * the first print nothing and write no file. Returns CLI_OK or an error. */
+static int start_data_parallel(reverse_config *c, const char **dir, int *started)
+{
+#ifdef ATTN_HAVE_MPI
+    int argc = 0;
+    char **argv = NULL;
+    if (MPI_Init(&argc, &argv) != MPI_SUCCESS)
+        return cli_usage_error(CMD, "--mpi: MPI_Init failed");
+    *started = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->ranks);
+    if (REVERSE_BATCH % c->ranks != 0)
+        return cli_usage_error(CMD, "--mpi: %d processes do not divide the batch of %d",
+                               c->ranks, REVERSE_BATCH);
+    c->allreduce = allreduce_world;
+    if (c->rank != 0) {
+        *dir = NULL;
+        if (!freopen("/dev/null", "w", stdout))
+            return cli_usage_error(CMD, "--mpi: cannot silence process %d", c->rank);
+    }
+    return CLI_OK;
+#else
+    (void)c, (void)dir, (void)started;
+    return cli_usage_error(CMD, "--mpi: this attn was built without libattn-mpi (install "
+                           "libopenmpi-dev, then meson setup -Dmpi=enabled)");
+#endif
+}
+
+static void end_data_parallel(int started)
+{
+#ifdef ATTN_HAVE_MPI
+    if (started)
+        MPI_Finalize();
+#else
+    (void)started;
+#endif
+}
+
 static int train_reverse(int argc, char **argv)
 {
     const char *epochs_s = NULL, *seed_s = NULL, *threads_s = NULL, *dir = NULL;
     const char *train_s = NULL, *test_s = NULL;
+    int mpi = 0;
     const cli_option opts[] = {{"--epochs", NULL, &epochs_s}, {"--seed", NULL, &seed_s},
                                {"--threads", NULL, &threads_s}, {"--out", "-o", &dir},
                                {"--train-size", NULL, &train_s}, {"--test-size", NULL, &test_s}};
+    const cli_flag flags[] = {{"--mpi", &mpi}};
+    const cli_options o = {opts, 6, flags, 1, NULL, 0};
     const char *positional[1];
     int n_positional, help;
-    int rc = cli_parse(CMD, argc, argv, opts, 6, positional, 0, &n_positional, &help);
+    int rc = cli_parse_all(CMD, argc, argv, &o, positional, 0, &n_positional, &help);
     if (rc != CLI_OK)
         return rc;
     if (help) {
@@ -241,9 +312,16 @@ static int train_reverse(int argc, char **argv)
         return cli_usage_error(CMD, "--seed: %d is negative", seed);
     if (threads < 0 || threads > 1024)
         return cli_usage_error(CMD, "--threads: %d is not in 0 .. 1024", threads);
-    if (dir && (dir[0] == '\0' || (rc = demo_make_directories(dir)) != CLI_OK))
-        return dir[0] == '\0' ? cli_usage_error(CMD, "--out: the directory name is empty") : rc;
     c.seed = (uint64_t)seed;
+    int started = 0;
+    if (mpi && (rc = start_data_parallel(&c, &dir, &started)) != CLI_OK) {
+        end_data_parallel(started);
+        return rc;
+    }
+    if (dir && (dir[0] == '\0' || (rc = demo_make_directories(dir)) != CLI_OK)) {
+        end_data_parallel(started);
+        return dir[0] == '\0' ? cli_usage_error(CMD, "--out: the directory name is empty") : rc;
+    }
 
     demo_env env = {NULL, dir};
     attn_status st = attn_context_create(&env.ctx);
@@ -251,10 +329,12 @@ static int train_reverse(int argc, char **argv)
         st = attn_context_set_num_threads(env.ctx, threads);
     if (st != ATTN_OK) {
         attn_context_destroy(env.ctx);
+        end_data_parallel(started);
         return cli_library_error(CMD, "reverse", st);
     }
     rc = reverse_report(&env, &c, "attn train reverse");
     attn_context_destroy(env.ctx);
+    end_data_parallel(started);
     return rc;
 }
 
