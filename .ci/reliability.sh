@@ -150,7 +150,9 @@ EOF
 export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=1"
 export UBSAN_OPTIONS="halt_on_error=1:exitcode=86:print_stacktrace=1"
 asan() {
-    setup build-asan -Db_sanitize=address,undefined -Db_lundef=false \
+    # -Dmpi=disabled here and under Valgrind and TSan: the suite 'mpi' runs
+    # once, in the plain build (Open MPI's own allocations would be reported).
+    setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dmpi=disabled \
         -Dc_args=-fno-sanitize-recover=all -Dcpp_args=-fno-sanitize-recover=all || return 1
     # tests/meson.build preloads the ASan runtime for test_python by itself (so
     # that a plain meson test passes); the wrapper's settings, applied last,
@@ -238,7 +240,7 @@ short_training() {
 # reverse`, a one-epoch `attn train lm` on three poems and `attn generate`)
 # runs under valgrind instead.
 valgrind_suite() {
-    setup build-vg || return 1
+    setup build-vg -Dmpi=disabled || return 1
     local vglogs="$root/build-vg/valgrind-logs"
     rm -rf "$vglogs"
     mkdir -p "$vglogs"
@@ -265,7 +267,7 @@ valgrind_suite() {
 # OpenBLAS's own thread pool synchronizes in uninstrumented code, which TSan
 # reports as races (false positives); libattn's threads are all checked.
 tsan() {
-    setup build-tsan -Db_sanitize=thread -Db_lundef=false \
+    setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dmpi=disabled \
         -Dc_args=--param=tsan-instrument-func-entry-exit=0 \
         -Dcpp_args=--param=tsan-instrument-func-entry-exit=0 || return 1
     export TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1"
