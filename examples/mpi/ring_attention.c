@@ -98,7 +98,8 @@ int main(int argc, char **argv)
     CHECK(attn_mpi_ring_local_len(ring, &n));
     int64_t *pos = malloc((size_t)(n + 1) * sizeof *pos);
     CHECK(attn_mpi_ring_positions(ring, pos));
-    size_t lq = (size_t)(BATCH * HEADS * n * DIM) + 1, lk = (size_t)(BATCH * KV_HEADS * n * DIM) + 1;
+    size_t lq = (size_t)(BATCH * HEADS * n * DIM) + 1;
+    size_t lk = (size_t)(BATCH * KV_HEADS * n * DIM) + 1;
     float *my_q = malloc(lq * 4), *my_k = malloc(lk * 4), *my_v = malloc(lk * 4);
     float *my_d_out = malloc(lq * 4), *my_out = malloc(lq * 4), *my_lse = malloc(lq / DIM * 4 + 4);
     float *my_d_q = malloc(lq * 4), *my_d_k = malloc(lk * 4), *my_d_v = malloc(lk * 4);

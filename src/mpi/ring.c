@@ -63,6 +63,16 @@ static attn_status check_same_sizes(MPI_Comm comm, const int64_t sizes[6], const
     return ATTN_OK;
 }
 
+/* Frees a ring's memory (not its communicator). NULL is a no-op. */
+static void ring_release(attn_mpi_ring *ring)
+{
+    if (ring) {
+        free(ring->chunk_a);
+        free(ring->chunk_b);
+        free(ring);
+    }
+}
+
 static attn_status ring_alloc(attn_mpi_ring **out, int rank, int size, const int64_t s[6],
                               const char *f)
 {
@@ -72,11 +82,7 @@ static attn_status ring_alloc(attn_mpi_ring **out, int rank, int size, const int
         ring->chunk_b = calloc((size_t)size, sizeof *ring->chunk_b);
     }
     if (!ring || !ring->chunk_a || !ring->chunk_b) {
-        if (ring) {
-            free(ring->chunk_a);
-            free(ring->chunk_b);
-        }
-        free(ring);
+        ring_release(ring);
         return ring_fail(ATTN_ERR_OUT_OF_MEMORY, f, "cannot allocate the ring");
     }
     ring->rank = rank, ring->size = size;
@@ -94,9 +100,7 @@ static attn_status ring_alloc(attn_mpi_ring **out, int rank, int size, const int
     /* The largest message: a shard's keys and values (or their gradients). */
     int64_t shard = ring_shard_capacity(ring);
     if (ring_count(shard) < 0) {
-        free(ring->chunk_a);
-        free(ring->chunk_b);
-        free(ring);
+        ring_release(ring);
         return ring_fail(ATTN_ERR_UNSUPPORTED, f, "a shard's keys and values are %lld "
                          "floats, above INT_MAX, the largest count of an MPI call",
                          (long long)shard);
@@ -132,20 +136,14 @@ attn_status attn_mpi_ring_create(attn_mpi_ring **ring, MPI_Comm comm, int64_t ba
     attn_mpi_ring *made = NULL;
     st = ring_agree(comm, NULL, ring_alloc(&made, rank, size, sizes, f), f);
     if (st != ATTN_OK) {
-        if (made) {
-            free(made->chunk_a);
-            free(made->chunk_b);
-            free(made);
-        }
+        ring_release(made);
         return st;
     }
     rc = MPI_Comm_dup(comm, &made->comm);
     if (rc == MPI_SUCCESS)
         rc = MPI_Comm_set_errhandler(made->comm, MPI_ERRORS_RETURN);
     if (rc != MPI_SUCCESS) {
-        free(made->chunk_a);
-        free(made->chunk_b);
-        free(made);
+        ring_release(made);
         return ring_mpi_fail(rc, f, "MPI_Comm_dup");
     }
     *ring = made;
@@ -157,9 +155,7 @@ void attn_mpi_ring_destroy(attn_mpi_ring *ring)
     if (!ring)
         return;
     MPI_Comm_free(&ring->comm);
-    free(ring->chunk_a);
-    free(ring->chunk_b);
-    free(ring);
+    ring_release(ring);
 }
 
 attn_status attn_mpi_ring_set_layout(attn_mpi_ring *ring, attn_layout layout)

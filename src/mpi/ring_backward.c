@@ -32,11 +32,6 @@ static void plan_free(const attn_mpi_ring *ring, backward_plan *p)
         free(bufs[i]);
 }
 
-static float *floats(int64_t n)
-{
-    return malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-}
-
 static attn_status plan_make(const attn_mpi_ring *ring, bool need_d_q, backward_plan *p,
                              const char *f)
 {
@@ -45,15 +40,15 @@ static attn_status plan_make(const attn_mpi_ring *ring, bool need_d_q, backward_
     const int64_t rows_b = ring->batch * ring->heads_q * ring->chunk_b[r];
     const int64_t shard = ring_shard_capacity(ring), later = ring->size > 1 ? shard : 0;
     memset(p, 0, sizeof *p);
-    p->shards[0] = floats(shard), p->shards[1] = floats(later);
-    p->grads[0] = floats(shard), p->grads[1] = floats(later);
-    p->d_shard = floats(shard);
-    p->d_q_part = floats(rows * ring->dim_qk);
-    p->d_q_own = need_d_q ? floats(rows * ring->dim_qk) : NULL;
-    p->q_b = floats(rows_b * ring->dim_qk);
-    p->out_b = floats(rows_b * ring->dim_v);
-    p->d_out_b = floats(rows_b * ring->dim_v);
-    p->lse_b = floats(rows_b);
+    p->shards[0] = ring_floats(shard), p->shards[1] = ring_floats(later);
+    p->grads[0] = ring_floats(shard), p->grads[1] = ring_floats(later);
+    p->d_shard = ring_floats(shard);
+    p->d_q_part = ring_floats(rows * ring->dim_qk);
+    p->d_q_own = need_d_q ? ring_floats(rows * ring->dim_qk) : NULL;
+    p->q_b = ring_floats(rows_b * ring->dim_qk);
+    p->out_b = ring_floats(rows_b * ring->dim_v);
+    p->d_out_b = ring_floats(rows_b * ring->dim_v);
+    p->lse_b = ring_floats(rows_b);
     if (!p->shards[0] || !p->shards[1] || !p->grads[0] ||
         !p->grads[1] || !p->d_shard || !p->d_q_part || (need_d_q && !p->d_q_own) || !p->q_b ||
         !p->out_b || !p->d_out_b || !p->lse_b)

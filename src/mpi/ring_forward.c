@@ -30,11 +30,6 @@ static void plan_free(const attn_mpi_ring *ring, forward_plan *p)
     free(p->own_lse);
 }
 
-static float *floats(int64_t n)
-{
-    return malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-}
-
 static attn_status plan_make(const attn_mpi_ring *ring, bool need_lse, forward_plan *p,
                              const char *f)
 {
@@ -42,12 +37,12 @@ static attn_status plan_make(const attn_mpi_ring *ring, bool need_lse, forward_p
     const int64_t len = ring_len(ring, r), rows = ring->batch * ring->heads_q * len;
     const int64_t shard = ring_shard_capacity(ring);
     memset(p, 0, sizeof *p);
-    p->shards[0] = floats(shard);
-    p->shards[1] = floats(ring->size > 1 ? shard : 0);
-    p->queries_b = floats(ring->batch * ring->heads_q * ring->chunk_b[r] * ring->dim_qk);
-    p->part = floats(rows * ring->dim_v);
-    p->part_lse = floats(rows);
-    p->own_lse = need_lse ? floats(rows) : NULL;
+    p->shards[0] = ring_floats(shard);
+    p->shards[1] = ring_floats(ring->size > 1 ? shard : 0);
+    p->queries_b = ring_floats(ring->batch * ring->heads_q * ring->chunk_b[r] * ring->dim_qk);
+    p->part = ring_floats(rows * ring->dim_v);
+    p->part_lse = ring_floats(rows);
+    p->own_lse = need_lse ? ring_floats(rows) : NULL;
     if (!p->shards[0] || !p->shards[1] || !p->queries_b || !p->part ||
         !p->part_lse || (need_lse && !p->own_lse))
         return ring_fail(ATTN_ERR_OUT_OF_MEMORY, f, "cannot allocate the ring's buffers");

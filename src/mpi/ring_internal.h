@@ -55,6 +55,8 @@ typedef struct ring_view {
 } ring_view;
 
 float *row_at(const ring_view *t, int64_t b, int64_t h, int64_t i);
+/* malloc of n floats (at least one, so that 0 is not a failure). */
+float *ring_floats(int64_t n);
 /* Copies rows [first, first + dst->len) of src into dst (same b, h). */
 void rows_copy(const ring_view *src, int64_t first, const ring_view *dst);
 /* dst rows [first, first + src->len) += src. */

@@ -4,9 +4,15 @@
  * results added or merged back into them. O(rows × dim) per step, against
  * the step's O(rows × keys × dim) attention.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "ring_internal.h"
+
+float *ring_floats(int64_t n)
+{
+    return malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+}
 
 float *row_at(const ring_view *t, int64_t b, int64_t h, int64_t i)
 {
