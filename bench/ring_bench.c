@@ -9,9 +9,9 @@
  *     --no-causal    every query sees every key (default causal)
  *     --backward     time the backward too
  *     --reps N       runs of each (3); the medians are printed
- *     --simulate P   with one process: the compute of one rank of a P-rank
- *                    ring, its P steps in sequence (the ranks of zig-zag
- *                    shards do equal work), and the bytes it would send
+ *     --simulate P   with one process: the compute of ranks 0 and P − 1 of
+ *                    a P-rank ring, each one's P steps in sequence (the
+ *                    slower is printed), and the bytes a rank would send
  *
  * Each rank makes random q, k, v for its own positions only. Times are the
  * slowest rank's; "messages alone" passes shards of the same sizes round
@@ -222,23 +222,30 @@ static void simulate(const options *o)
         buf[4][i] = 10.0f;  /* an lse for the backward: any finite value times the same */
     attn_context *ctx = NULL;
     check(attn_context_create(&ctx));
-    /* Rank 0's steps (all ranks do equal work with zig-zag shards). */
+    /* Rank 0 (its other steps take later ranks' shards: STEP_QUERY_SUFFIX)
+     * and rank P − 1 (earlier ranks': STEP_KEY_PREFIX); the slower of the
+     * two is the ring's time. */
     double fwd[64], bwd[64];
     int reps = o->reps > 64 ? 64 : o->reps;
     for (int rep = 0; rep < reps; rep++) {
         fwd[rep] = bwd[rep] = 0.0;
-        for (int t = 0; t < P; t++) {
-            int s = (0 - t + P) % P;
-            fwd[rep] += simulated_step(ctx, o, P, 0, s, 0, buf);
-            if (o->backward)
-                bwd[rep] += simulated_step(ctx, o, P, 0, s, 1, buf);
+        for (int r = 0; r < P; r += (P > 1 ? P - 1 : 1)) {
+            double f = 0.0, b = 0.0;
+            for (int t = 0; t < P; t++) {
+                int s = (r - t + P) % P;
+                f += simulated_step(ctx, o, P, r, s, 0, buf);
+                if (o->backward)
+                    b += simulated_step(ctx, o, P, r, s, 1, buf);
+            }
+            fwd[rep] = fwd[rep] > f ? fwd[rep] : f;
+            bwd[rep] = bwd[rep] > b ? bwd[rep] : b;
         }
     }
     int64_t shard = o->kv_heads * m * 2 * o->dim;
-    printf("ring simulated: np %d, L %lld, heads %lld/%lld, head_dim %lld, %s: rank 0's "
-           "compute: forward %.3f s", P, (long long)o->len, (long long)o->heads,
+    printf("ring simulated: np %d, L %lld, heads %lld/%lld, head_dim %lld, %s: the slower "
+           "of ranks 0 and %d: forward %.3f s", P, (long long)o->len, (long long)o->heads,
            (long long)o->kv_heads, (long long)o->dim, o->causal ? "causal" : "not causal",
-           bench_median(fwd, reps));
+           P - 1, bench_median(fwd, reps));
     if (o->backward)
         printf(", backward %.3f s", bench_median(bwd, reps));
     printf("; each rank sends %d shards of %.1f MiB forward (%d backward)\n", P - 1,

@@ -45,11 +45,13 @@ extern "C" {
  * variant). The positions are cut into 2P chunks as even as possible
  * (chunk c has seq_len / 2P positions, one more for c < seq_len mod 2P);
  * rank r holds chunks r and 2P − 1 − r, in increasing order of position.
- * Under causal attention every rank then computes the same number of
- * query-key pairs at every step: its own shard (causal), the first chunk
- * of an earlier rank's shard (all of its queries see it), or all of a later
- * rank's shard (only its second chunk's queries see it). Any seq_len >= 0
- * works with any number of ranks; a rank may hold no position.
+ * Under causal attention each step computes its own shard (causal), the
+ * first chunk of an earlier rank's shard (all of its queries see it), or
+ * all of a later rank's shard (only its second chunk's queries see it), and
+ * every rank computes the same number of query-key pairs, about
+ * seq_len² / 2P, when 2P divides seq_len (otherwise the ranks differ by
+ * less than 2 · seq_len pairs). Any seq_len >= 0 works with any number of
+ * ranks; a rank may hold no position.
  * attn_mpi_ring_positions lists a rank's positions.
  *
  * **Backward** (ring-flash-attention's; FlashAttention-2's backward per
@@ -78,22 +80,44 @@ extern "C" {
  * wrong, *every* rank returns that status, with the message "rank R: ..."
  * of the first failing rank, and no rank writes an output. A ring whose
  * settings (layout, scale, causal) differ between ranks gives
- * ATTN_ERR_STATE on every rank. An MPI call that fails gives
- * ATTN_ERR_COMMUNICATION with MPI's error string; the outputs are then
- * unspecified, and ranks whose peer failed may wait (MPI's own failure
- * handling decides). libattn-mpi never calls MPI_Init or MPI_Finalize: the
- * program does, before the first and after the last call here.
+ * ATTN_ERR_STATE on every rank, as do ranks in different calls (one in the
+ * forward, another in the backward). Two failures cannot be agreed on and
+ * are the failing rank's alone, the others then waiting for it: a NULL ring,
+ * and comm MPI_COMM_NULL. A step that fails after the first message
+ * (scratch memory in attn_sdpa_forward) is agreed on at the end of the
+ * call; the outputs are then unspecified.
  *
- * **Threads.** One call at a time per ring; a ring's calls may run on any
- * thread that MPI allows to call it (MPI_THREAD_FUNNELED or above when not
- * the main thread). The context is used as by attn_sdpa_forward.
+ * **MPI errors.** The ring's messages go over its duplicate of comm, whose
+ * error handler is MPI_ERRORS_RETURN: an MPI call that fails there gives
+ * ATTN_ERR_COMMUNICATION with MPI's error string, after the call's pending
+ * transfers are cancelled; the outputs are then unspecified, and ranks
+ * whose peer failed may wait (MPI's own failure handling decides). The few
+ * collective calls made on the caller's comm itself (in
+ * attn_mpi_ring_create before the duplicate exists, and in
+ * attn_mpi_allreduce_mean) follow comm's error handler: MPI's default,
+ * MPI_ERRORS_ARE_FATAL, ends the program; set MPI_ERRORS_RETURN on comm to
+ * get ATTN_ERR_COMMUNICATION instead. libattn-mpi never calls MPI_Init or
+ * MPI_Finalize: the program does, before the first and after the last call
+ * here.
+ *
+ * **Threads.** One collective call at a time per ring (a ring must never
+ * serve two calls at once); a ring's calls may run on any thread that MPI
+ * allows to call it (MPI_THREAD_SERIALIZED or above when not always the
+ * main thread). The context is used as by attn_sdpa_forward: never by two
+ * calls at once. The local calls (local_len, positions) are thread-safe.
+ *
+ * **Ownership.** Every tensor is the caller's: read or written during the
+ * call only, never kept. The ring owns its memory and its duplicate
+ * communicator until attn_mpi_ring_destroy.
  *
  * **Memory per rank**, beyond the caller's tensors, with M the largest
- * local length of the ring (at most seq_len/P + 2): forward 2 × batch ×
- * heads_kv × M × (dim_qk + dim_v) floats for the two shards in flight, one
- * partial output and lse of the local size, and the queries of the second
- * chunk; backward twice that for the shards and their gradients in flight,
- * plus the local gradients' partials. Never seq_len × seq_len.
+ * local length of the ring (at most seq_len/P + 2) and S = batch × heads_kv
+ * × M × (dim_qk + dim_v) floats, one shard: the forward holds 2 S (the
+ * shard in hand and the one arriving), one step's output and lse for the
+ * local rows, and a copy of the second chunk's queries; the backward 5 S
+ * (two shards, two of their gradients, one step's), one step's d_q for the
+ * local rows, and copies of the second chunk's q, out, d_out and lse.
+ * Never seq_len × seq_len.
  *
  * Added in 1.1.0.
  * @{
@@ -116,20 +140,22 @@ typedef struct attn_mpi_ring attn_mpi_ring;
  * ATTN_ERR_UNSUPPORTED (a shard's message above INT_MAX floats, the largest
  * count an MPI call takes; or sizes attn_sdpa_create refuses),
  * ATTN_ERR_SIZE_OVERFLOW, ATTN_ERR_OUT_OF_MEMORY, ATTN_ERR_COMMUNICATION;
- * every rank returns the same status. On failure *ring is untouched.
- * Release with attn_mpi_ring_destroy. */
+ * every rank returns the same status (but for comm MPI_COMM_NULL, above).
+ * On failure *ring is untouched. Release with attn_mpi_ring_destroy. */
 ATTN_API attn_status attn_mpi_ring_create(attn_mpi_ring **ring, MPI_Comm comm, int64_t batch,
                                           int64_t heads_q, int64_t heads_kv, int64_t seq_len,
                                           int64_t dim_qk, int64_t dim_v);
 
 /** Frees the ring and its duplicate communicator. *Collective* over the
- * ring's ranks (MPI_Comm_free). NULL is a no-op. */
+ * ring's ranks (MPI_Comm_free), not to overlap another call on the ring.
+ * NULL is a no-op. */
 ATTN_API void attn_mpi_ring_destroy(attn_mpi_ring *ring);
 
 /** Sets the layout of q, k, v, out and their gradients (lse is always
  * [batch, heads_q, L]). Returns ATTN_ERR_NULL_POINTER,
  * ATTN_ERR_INVALID_ARGUMENT (not an attn_layout value). Local: every rank
- * must set the same (checked by the next collective call). */
+ * must set the same (checked by the next collective call); not during a
+ * call on the ring. */
 ATTN_API attn_status attn_mpi_ring_set_layout(attn_mpi_ring *ring, attn_layout layout);
 
 /** Sets the factor on q·k (default 1/sqrt(dim_qk)). Returns
@@ -163,8 +189,9 @@ ATTN_API attn_status attn_mpi_ring_positions(const attn_mpi_ring *ring, int64_t 
  * Returns ATTN_ERR_NULL_POINTER (ctx, ring, or a non-empty q, k, v or out
  * NULL), ATTN_ERR_STATE (the ranks' settings differ),
  * ATTN_ERR_OUT_OF_MEMORY, ATTN_ERR_COMMUNICATION, or what
- * attn_sdpa_forward returns; every rank returns the same status. Nothing is
- * written on a failure found before the first message. */
+ * attn_sdpa_forward returns; every rank returns the same status (but for a
+ * NULL ring, above). Nothing is written on a failure found before the first
+ * message. */
 ATTN_API attn_status attn_mpi_ring_forward(attn_context *ctx, const attn_mpi_ring *ring,
                                            const float *q, const float *k, const float *v,
                                            float *out, float *lse);
@@ -179,8 +206,8 @@ ATTN_API attn_status attn_mpi_ring_forward(attn_context *ctx, const attn_mpi_rin
  * Returns ATTN_ERR_NULL_POINTER (ctx, ring, or a non-empty q, k, v, out,
  * lse or d_out NULL), ATTN_ERR_STATE, ATTN_ERR_OUT_OF_MEMORY,
  * ATTN_ERR_COMMUNICATION, or what attn_sdpa_backward returns; every rank
- * returns the same status. Nothing is written on a failure found before
- * the first message. */
+ * returns the same status (but for a NULL ring). Nothing is written on a
+ * failure found before the first message. */
 ATTN_API attn_status attn_mpi_ring_backward(attn_context *ctx, const attn_mpi_ring *ring,
                                             const float *q, const float *k, const float *v,
                                             const float *out, const float *lse,
@@ -196,11 +223,17 @@ ATTN_API attn_status attn_mpi_ring_backward(attn_context *ctx, const attn_mpi_ri
  * part of the batch and before the optimizer step: every rank then takes
  * the same step and the parameters stay identical, as in one process over
  * the whole batch when the loss is a mean over equal parts.
- * *Collective* over comm; every rank passes the same count.
+ * The mean is computed the same way on every rank from MPI_Allreduce's
+ * sum, which MPI gives every rank alike (the standard advises it; Open MPI
+ * and MPICH do; the tests check the means bit for bit).
+ * *Collective* over comm; every rank passes the same count. values is the
+ * caller's, written in place. Thread-safety: as MPI allows collective calls
+ * on comm.
  * Returns ATTN_ERR_NULL_POINTER (values NULL with count > 0),
- * ATTN_ERR_INVALID_ARGUMENT (count < 0, comm MPI_COMM_NULL),
- * ATTN_ERR_SHAPE_MISMATCH (the ranks passed different counts),
- * ATTN_ERR_COMMUNICATION; every rank returns the same status. */
+ * ATTN_ERR_INVALID_ARGUMENT (count < 0; comm MPI_COMM_NULL, on that rank
+ * alone), ATTN_ERR_SHAPE_MISMATCH (the ranks passed different counts),
+ * ATTN_ERR_COMMUNICATION (with MPI_ERRORS_RETURN on comm, above); every
+ * rank returns the same status. */
 ATTN_API attn_status attn_mpi_allreduce_mean(MPI_Comm comm, float *values, int64_t count);
 
 /** @} */

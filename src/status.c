@@ -48,5 +48,9 @@ attn_status attn_fail(attn_status status, const char *func, const char *fmt, ...
 
 attn_status attn_set_error(attn_status status, const char *func, const char *message)
 {
-    return attn_fail(status, func ? func : "", "%s", message ? message : "");
+    /* Copies first: message may be attn_last_error() itself. */
+    char copy[ATTN_ERROR_CAPACITY], name[ATTN_ERROR_CAPACITY];
+    snprintf(copy, sizeof copy, "%s", message ? message : "");
+    snprintf(name, sizeof name, "%s", func ? func : "");
+    return attn_fail(status, name, "%s", copy);
 }

@@ -223,6 +223,10 @@ static void test_set_error(void **state) {
     assert_int_equal(attn_set_error(ATTN_ERR_STATE, "f", longer), ATTN_ERR_STATE);
     assert_int_equal(strlen(attn_last_error()), 255);
     assert_memory_equal(attn_last_error(), "f: xxx", 6);
+    /* A binding passing the last message on: "g: " before it, cut. */
+    assert_int_equal(attn_set_error(ATTN_ERR_STATE, "g", attn_last_error()), ATTN_ERR_STATE);
+    assert_memory_equal(attn_last_error(), "g: f: xxx", 9);
+    assert_int_equal(strlen(attn_last_error()), 255);
 }
 
 /* ---- attn_last_error: success keeps it, threads have their own -------- */

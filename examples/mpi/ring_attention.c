@@ -118,7 +118,7 @@ int main(int argc, char **argv)
                       fmax(worst_difference(my_d_q, d_q, HEADS, L, pos, n),
                            fmax(worst_difference(my_d_k, d_k, KV_HEADS, L, pos, n),
                                 worst_difference(my_d_v, d_v, KV_HEADS, L, pos, n)))};
-    double all[2];
+    double all[2] = {0.0, 0.0};  /* the result on rank 0 only */
     MPI_Reduce(mine, all, 2, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
     if (rank == 0) {
         printf("ring attention: %d ranks, causal, seq_len %lld, %d heads (%d kv), head_dim %d; "

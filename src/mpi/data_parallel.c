@@ -42,8 +42,9 @@ attn_status attn_mpi_allreduce_mean(MPI_Comm comm, float *values, int64_t count)
         if (rc != MPI_SUCCESS)
             return ring_mpi_fail(rc, f, "MPI_Allreduce");
     }
-    /* A division, not a multiplication by 1/size: the mean of equal
-     * gradients is then exactly each of them. */
+    /* Every rank divides the same sum the same way: MPI_Allreduce gives
+     * every rank the same sum in Open MPI and MPICH (the standard advises
+     * it; tests/mpi/test_ring.c checks the means bit for bit). */
     for (int64_t i = 0; i < count; i++)
         values[i] /= (float)size;
     return ATTN_OK;

@@ -140,8 +140,11 @@ attn_status attn_mpi_ring_create(attn_mpi_ring **ring, MPI_Comm comm, int64_t ba
         return st;
     }
     rc = MPI_Comm_dup(comm, &made->comm);
-    if (rc == MPI_SUCCESS)
+    if (rc == MPI_SUCCESS) {
         rc = MPI_Comm_set_errhandler(made->comm, MPI_ERRORS_RETURN);
+        if (rc != MPI_SUCCESS)
+            MPI_Comm_free(&made->comm);
+    }
     if (rc != MPI_SUCCESS) {
         ring_release(made);
         return ring_mpi_fail(rc, f, "MPI_Comm_dup");

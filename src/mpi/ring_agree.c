@@ -38,18 +38,32 @@ int ring_count(int64_t n)
     return n >= 0 && n <= INT_MAX ? (int)n : -1;
 }
 
-/* The settings every rank of a ring must share, as non-negative integers to
- * compare: the layout, causal, and the scale's bits (sign apart). */
-#define SETTINGS 4
-static void settings_of(const attn_mpi_ring *ring, int out[SETTINGS])
+/* The collective calls told apart: ranks in different calls must not go on
+ * exchanging shards. */
+typedef enum ring_call { RING_CALL_OTHER, RING_CALL_FORWARD, RING_CALL_BACKWARD } ring_call;
+
+/* Which collective call func is. */
+static ring_call call_of(const char *func)
+{
+    if (strcmp(func, "attn_mpi_ring_forward") == 0)
+        return RING_CALL_FORWARD;
+    return strcmp(func, "attn_mpi_ring_backward") == 0 ? RING_CALL_BACKWARD : RING_CALL_OTHER;
+}
+
+/* What every rank of a call must share, as non-negative integers to
+ * compare: the call, the ring's layout, causal, and its scale's bits (sign
+ * apart). */
+#define SETTINGS 5
+static void settings_of(const attn_mpi_ring *ring, const char *func, int out[SETTINGS])
 {
     uint32_t bits = 0;
     if (ring)
         memcpy(&bits, &ring->scale, sizeof bits);
-    out[0] = ring ? (int)ring->layout : 0;
-    out[1] = ring ? (int)ring->causal : 0;
-    out[2] = (int)(bits & 0x7fffffffu);
-    out[3] = (int)(bits >> 31);
+    out[0] = (int)call_of(func);
+    out[1] = ring ? (int)ring->layout : 0;
+    out[2] = ring ? (int)ring->causal : 0;
+    out[3] = (int)(bits & 0x7fffffffu);
+    out[4] = (int)(bits >> 31);
 }
 
 attn_status ring_agree(MPI_Comm comm, const attn_mpi_ring *ring, attn_status local,
@@ -60,7 +74,7 @@ attn_status ring_agree(MPI_Comm comm, const attn_mpi_ring *ring, attn_status loc
     /* One MPI_MIN reduction finds the first failing rank, the smallest
      * settings and, through their negations, the largest. */
     int s[SETTINGS];
-    settings_of(ring, s);
+    settings_of(ring, func, s);
     int mine[1 + 2 * SETTINGS], all[1 + 2 * SETTINGS];
     mine[0] = local == ATTN_OK ? INT_MAX : rank;
     for (int i = 0; i < SETTINGS; i++)
@@ -91,9 +105,12 @@ attn_status ring_agree(MPI_Comm comm, const attn_mpi_ring *ring, attn_status loc
         snprintf(text, sizeof text, "rank %d: %s", all[0], detail);
         return attn_set_error((attn_status)report.status, func, text);
     }
-    static const char *const names[SETTINGS] = {"layout", "causal setting", "scale",
+    if (all[1] != -all[1 + SETTINGS])
+        return ring_fail(ATTN_ERR_STATE, func, "the ranks are in different calls (forward "
+                         "and backward): every rank must make the same calls in order");
+    static const char *const names[SETTINGS] = {"", "layout", "causal setting", "scale",
                                                  "scale"};
-    for (int i = 0; i < SETTINGS; i++)
+    for (int i = 1; i < SETTINGS; i++)
         if (ring && all[1 + i] != -all[1 + SETTINGS + i])
             return ring_fail(ATTN_ERR_STATE, func, "the ranks' rings have different %ss "
                              "(set each rank's ring the same way)", names[i]);

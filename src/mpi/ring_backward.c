@@ -175,10 +175,10 @@ attn_status attn_mpi_ring_backward(attn_context *ctx, const attn_mpi_ring *ring,
      * the next rank while grads[1 − g] receives the next shard's. */
     attn_status computed = ATTN_OK, passed = ATTN_OK;
     MPI_Request grad_reqs[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    MPI_Request reqs[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     int hand = 0, g = 0;
     for (int t = 0; t < size && passed == ATTN_OK; t++) {
         int source = (r - t + size) % size, arriving = (source + size - 1) % size;
-        MPI_Request reqs[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
         if (t + 1 < size)
             passed = ring_pass_post(ring, plan.shards[hand], source, plan.shards[1 - hand],
                                     arriving, reqs, f);
@@ -213,6 +213,9 @@ attn_status attn_mpi_ring_backward(attn_context *ctx, const attn_mpi_ring *ring,
         if (st == ATTN_OK && d_v && nv > 0)
             memcpy(d_v, home + nk, (size_t)nv * sizeof(float));
     }
+    /* After a failure, no transfer may touch the buffers about to go. */
+    ring_pass_drain(reqs, 2);
+    ring_pass_drain(grad_reqs, 2);
     plan_free(ring, &plan);
     return passed != ATTN_OK ? passed : st;
 }

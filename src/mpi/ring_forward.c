@@ -137,9 +137,9 @@ attn_status attn_mpi_ring_forward(attn_context *ctx, const attn_mpi_ring *ring,
      * agree on the status at the end. */
     attn_status computed = ATTN_OK, passed = ATTN_OK;
     int hand = 0;
+    MPI_Request reqs[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     for (int t = 0; t < size && passed == ATTN_OK; t++) {
         int source = (r - t + size) % size;
-        MPI_Request reqs[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
         if (t + 1 < size)
             passed = ring_pass_post(ring, plan.shards[hand], source, plan.shards[1 - hand],
                                     (source + size - 1) % size, reqs, f);
@@ -150,6 +150,7 @@ attn_status attn_mpi_ring_forward(attn_context *ctx, const attn_mpi_ring *ring,
             passed = ring_pass_wait(reqs, f);
         hand = 1 - hand;
     }
+    ring_pass_drain(reqs, 2);  /* after a failure, before the buffers go */
     plan_free(ring, &plan);
     if (passed != ATTN_OK)
         return passed;

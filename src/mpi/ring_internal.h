@@ -100,16 +100,21 @@ attn_status ring_pass_post(const attn_mpi_ring *ring, const float *send, int lea
                            float *recv, int arriving, MPI_Request reqs[2], const char *func);
 /* Waits for both (MPI_Waitall); reqs become MPI_REQUEST_NULL. */
 attn_status ring_pass_wait(MPI_Request reqs[2], const char *func);
+/* After a failure: cancels and completes every request of reqs[0 .. n)
+ * still active, so that no transfer touches a buffer about to be freed. */
+void ring_pass_drain(MPI_Request *reqs, int n);
 
 /* ---- the collective agreement --------------------------------------------- */
 
 /* Every rank passes its local status (with its attn_last_error() set when
  * not ATTN_OK); all ranks return the first failing rank's status, each
- * with the message "rank R: <its message>", or ATTN_ERR_STATE if the ranks'
- * layout, scale or causal setting differ (ring may be NULL for calls
+ * with the message "rank R: <its message>", or ATTN_ERR_STATE if the ranks
+ * are in different calls (func names the call) or their
+ * rings' layout, scale or causal setting differ (ring may be NULL for calls
  * without one), or ATTN_OK. comm must be valid on every rank. */
 attn_status ring_agree(MPI_Comm comm, const attn_mpi_ring *ring, attn_status local,
                        const char *func);
+
 
 /* ATTN_ERR_COMMUNICATION with MPI's error string for code, naming call. */
 attn_status ring_mpi_fail(int code, const char *func, const char *call);

@@ -33,15 +33,28 @@ attn_status ring_pass_post(const attn_mpi_ring *ring, const float *send, int lea
     rc = MPI_Isend(send, ring_count(ring_shard_floats(ring, leaving)), MPI_FLOAT, next,
                    RING_TAG, ring->comm, &reqs[1]);
     if (rc != MPI_SUCCESS) {
-        MPI_Cancel(&reqs[0]);
-        MPI_Request_free(&reqs[0]);
+        reqs[1] = MPI_REQUEST_NULL;  /* the receive stays for ring_pass_drain */
         return ring_mpi_fail(rc, func, "MPI_Isend");
     }
     return ATTN_OK;
 }
 
+void ring_pass_drain(MPI_Request *reqs, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (reqs[i] != MPI_REQUEST_NULL) {
+            MPI_Cancel(&reqs[i]);
+            MPI_Wait(&reqs[i], MPI_STATUS_IGNORE);
+            reqs[i] = MPI_REQUEST_NULL;
+        }
+}
+
 attn_status ring_pass_wait(MPI_Request reqs[2], const char *func)
 {
     int rc = MPI_Waitall(2, reqs, MPI_STATUSES_IGNORE);
-    return rc == MPI_SUCCESS ? ATTN_OK : ring_mpi_fail(rc, func, "MPI_Waitall");
+    if (rc == MPI_SUCCESS)
+        return ATTN_OK;
+    attn_status st = ring_mpi_fail(rc, func, "MPI_Waitall");
+    ring_pass_drain(reqs, 2);
+    return st;
 }

@@ -185,6 +185,27 @@ static double err_vs_single(const ring_case *c, int layout, int64_t heads, int64
     return e;
 }
 
+/* The same for gradients, judged against the magnitudes of their terms (as
+ * err_vs_ref): a gradient that cancels to near 0 carries the rounding of
+ * its terms, in one process as in the ring. */
+static double err_vs_single_scaled(const ring_case *c, int layout, int64_t heads, int64_t dim,
+                                   const float *local, const float *whole_t, const double *mag,
+                                   const int64_t *pos, int64_t n)
+{
+    int64_t count = c->batch * heads * n * dim;
+    float *want = floats(count);
+    double *want_d = doubles(count), *scale = doubles(count);
+    gather_f(c, layout, heads, dim, whole_t, pos, n, want);
+    gather_d(c, layout, heads, dim, mag, pos, n, scale);
+    for (int64_t i = 0; i < count; i++)
+        want_d[i] = want[i];
+    double e = tu_max_err_scaled(local, want_d, scale, count, dim, NULL);
+    free(want);
+    free(want_d);
+    free(scale);
+    return e;
+}
+
 static double err_vs_ref(const ring_case *c, int layout, int64_t heads, int64_t dim,
                          const float *local, const double *ref, const double *mag,
                          const int64_t *pos, int64_t n)
@@ -241,9 +262,9 @@ static void check_case(const ring_case *c, uint64_t seed)
 
     double fs = fmax(err_vs_single(c, lay, hq, dv, out, w.out, pos, n),
                      err_vs_single(c, -1, hq, 1, lse, w.lse, pos, n));
-    double bs = fmax(fmax(err_vs_single(c, lay, hq, dqk, d_q, w.d_q, pos, n),
-                          err_vs_single(c, lay, hk, dqk, d_k, w.d_k, pos, n)),
-                     err_vs_single(c, lay, hk, dv, d_v, w.d_v, pos, n));
+    double bs = fmax(fmax(err_vs_single_scaled(c, lay, hq, dqk, d_q, w.d_q, w.m_dq, pos, n),
+                          err_vs_single_scaled(c, lay, hk, dqk, d_k, w.d_k, w.m_dk, pos, n)),
+                     err_vs_single_scaled(c, lay, hk, dv, d_v, w.d_v, w.m_dv, pos, n));
     double fr = fmax(err_vs_ref(c, lay, hq, dv, out, w.r_out, NULL, pos, n),
                      err_vs_ref(c, -1, hq, 1, lse, w.r_lse, NULL, pos, n));
     double br = fmax(fmax(err_vs_ref(c, lay, hq, dqk, d_q, w.r_dq, w.m_dq, pos, n),
@@ -259,6 +280,24 @@ static void check_case(const ring_case *c, uint64_t seed)
                  (long long)c->batch, (long long)hq, (long long)hk, (long long)c->seq_len,
                  (long long)dqk, (long long)dv, c->causal, lay, nranks, fs, fr, bs, br);
 
+    /* The outputs a caller leaves NULL are computed all the same: the others
+     * are the same bits. */
+    float *again = floats(n_of(c, hq, n, dqk > dv ? dqk : dv) + n_of(c, hk, n, dqk + dv));
+    int differ = 0;
+    st = attn_mpi_ring_forward(ctx, ring, q, k, v, again, NULL);
+    differ |= st != ATTN_OK || memcmp(again, out, (size_t)n_of(c, hq, n, dv) * 4) != 0;
+    float *again_k = again + n_of(c, hq, n, dqk > dv ? dqk : dv), *again_v = again_k +
+                                                                   n_of(c, hk, n, dqk);
+    st = attn_mpi_ring_backward(ctx, ring, q, k, v, out, lse, d_out, NULL, again_k, again_v);
+    differ |= st != ATTN_OK || memcmp(again_k, d_k, (size_t)n_of(c, hk, n, dqk) * 4) != 0 ||
+              memcmp(again_v, d_v, (size_t)n_of(c, hk, n, dv) * 4) != 0;
+    st = attn_mpi_ring_backward(ctx, ring, q, k, v, out, lse, d_out, again, NULL, NULL);
+    differ |= st != ATTN_OK || memcmp(again, d_q, (size_t)n_of(c, hq, n, dqk) * 4) != 0;
+    if (max_over_ranks(differ) != 0)
+        fail_msg("L=%lld: with lse or gradients NULL the other outputs differ",
+                 (long long)c->seq_len);
+    free(again);
+
     attn_context_destroy(ctx);
     attn_mpi_ring_destroy(ring);
     void *all[] = {pos, q, k, v, d_out, out, lse, d_q, d_k, d_v};
@@ -271,7 +310,8 @@ static void test_ring_equals_one_process(void **state)
 {
     (void)state;
     /* seq_len: divisible by 2 × ranks for 2 and 3 ranks (12, 48), not (37,
-     * 61), shorter than 2 × ranks (3), one position, none. */
+     * 61), shorter than 2 × ranks (3; 2 and 1, where ranks hold nothing, causal
+     * and not), none. */
     const ring_case cases[] = {
         {2, 4, 4, 48, 16, 16, 0, ATTN_LAYOUT_BHSD},
         {2, 4, 4, 48, 16, 16, 1, ATTN_LAYOUT_BHSD},
@@ -279,8 +319,11 @@ static void test_ring_equals_one_process(void **state)
         {2, 4, 2, 61, 16, 8, 0, ATTN_LAYOUT_BSHD},   /* GQA, BSHD */
         {1, 6, 3, 61, 8, 8, 1, ATTN_LAYOUT_BSHD},
         {2, 2, 1, 12, 8, 8, 1, ATTN_LAYOUT_BHSD},    /* MQA */
-        {1, 2, 1, 3, 4, 4, 1, ATTN_LAYOUT_BHSD},     /* a rank may hold nothing */
+        {1, 2, 1, 3, 4, 4, 1, ATTN_LAYOUT_BHSD},
+        {2, 2, 2, 2, 4, 4, 1, ATTN_LAYOUT_BSHD},     /* rank 2 of 3 holds nothing */
+        {1, 2, 1, 1, 4, 4, 1, ATTN_LAYOUT_BHSD},     /* only rank 0 holds a position */
         {1, 2, 2, 1, 4, 4, 0, ATTN_LAYOUT_BSHD},
+        {2, 4, 2, 7, 4, 6, 0, ATTN_LAYOUT_BSHD},
         {2, 2, 2, 0, 4, 4, 1, ATTN_LAYOUT_BHSD},     /* no position at all */
         {1, 8, 2, 300, 32, 32, 1, ATTN_LAYOUT_BHSD}, /* several blocks of query rows */
     };
@@ -318,11 +361,11 @@ static void test_shards(void **state)
         MPI_Allreduce(seen, all, (int)L + 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
         for (int64_t p = 0; p < L; p++)
             assert_int_equal(all[p], 1);
-        /* Balance: the ranks' causal pairs differ by at most the pairs of a
-         * chunk's worth of rows at the end of the sequence. */
+        /* Balance: equal when 2 × ranks divides L; otherwise the ranks'
+         * causal pairs (about L² / (2 × ranks) each) differ by less than
+         * 2L, a position's keys per chunk (attn_mpi.h). */
         double most = max_over_ranks((double)pairs), least = -max_over_ranks(-(double)pairs);
-        double chunk = ceil((double)L / (2.0 * nranks));
-        if (most - least > 2.0 * chunk * (chunk + 1))
+        if (L % (2 * nranks) == 0 ? most != least : most - least >= 2.0 * (double)L)
             fail_msg("L=%lld: causal pairs from %.0f to %.0f", (long long)L, least, most);
         free(pos);
         free(seen);
@@ -393,6 +436,14 @@ static void test_errors_agree(void **state)
         assert_int_equal(attn_mpi_ring_set_scale(ring, 0.5f), ATTN_OK);
     }
     expect_everywhere(attn_mpi_ring_forward(ctx, ring, q, q, q, out, lse), ATTN_OK, "");
+    /* Ranks in different calls: the last in the backward, the others in the
+     * forward. */
+    if (nranks > 1)
+        expect_everywhere(rank == last
+                              ? attn_mpi_ring_backward(ctx, ring, q, q, q, out, lse, out, NULL,
+                                                       NULL, NULL)
+                              : attn_mpi_ring_forward(ctx, ring, q, q, q, out, lse),
+                          ATTN_ERR_STATE, "different calls");
     /* Local calls: checked alone. */
     assert_int_equal(attn_mpi_ring_set_layout(ring, (attn_layout)2), ATTN_ERR_INVALID_ARGUMENT);
     assert_int_equal(attn_mpi_ring_set_causal(ring, (attn_causal)3), ATTN_ERR_INVALID_ARGUMENT);
