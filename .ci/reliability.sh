@@ -298,10 +298,13 @@ determinism() {
 
 # ---- 8. clang: the whole suite built with the other compiler -----------------------------
 # The suite 'training' (the CLI's demo and attn train, 40 s) is left out:
-# the C tests already exercise clang's build of every training call.
+# the C tests already exercise clang's build of every training call. The
+# suite 'mpi' too (its data-parallel training is 15 s): clang still compiles
+# libattn-mpi, its tests and example (-Dmpi is auto).
 clang_suite() {
     CC=clang CXX=clang++ setup build-clang || return 1
-    meson test -C build-clang --print-errorlogs --no-suite training --no-suite browser
+    meson test -C build-clang --print-errorlogs --no-suite training --no-suite browser \
+        --no-suite mpi
     local rc=$?
     SUMMARY="$(meson_counts build-clang) tests passed with libattn built by clang"
     [ $rc -eq 0 ]
