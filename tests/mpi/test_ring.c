@@ -135,91 +135,69 @@ static void whole_free(whole *w)
         free(all[i]);
 }
 
-/* The rows of the given positions of a whole tensor (float or double),
- * into a local one of n rows: both in the case's layout, or [B, H, L]
- * (dim 1, BHSD) for lse. */
+/* Element (b, h, i) of a tensor of `len` rows in `layout`: REF_BHSD or
+ * REF_BSHD, or LSE for lse's [B, H, L] (rows of one value, BHSD order). */
+enum { LSE = -1 };
+
 static int64_t at(int layout, int64_t heads, int64_t len, int64_t dim, int64_t b, int64_t h,
                   int64_t i)
 {
-    return ref_index(layout, heads, len, dim, b, h, i, 0);
+    return ref_index(layout == LSE ? REF_BHSD : layout, heads, len, dim, b, h, i, 0);
+}
+
+/* The rows `pos` of a whole tensor of elements of `size` bytes (float or
+ * double) into a local one of n rows, in the same layout. */
+static void gather(const ring_case *c, int layout, int64_t heads, int64_t dim, size_t size,
+                   const void *src, const int64_t *pos, int64_t n, void *dst)
+{
+    for (int64_t b = 0; b < c->batch; b++)
+        for (int64_t h = 0; h < heads; h++)
+            for (int64_t i = 0; i < n; i++)
+                memcpy((char *)dst + (size_t)at(layout, heads, n, dim, b, h, i) * size,
+                       (const char *)src +
+                           (size_t)at(layout, heads, c->seq_len, dim, b, h, pos[i]) * size,
+                       (size_t)dim * size);
 }
 
 static void gather_f(const ring_case *c, int layout, int64_t heads, int64_t dim,
                      const float *src, const int64_t *pos, int64_t n, float *dst)
 {
-    for (int64_t b = 0; b < c->batch; b++)
-        for (int64_t h = 0; h < heads; h++)
-            for (int64_t i = 0; i < n; i++)
-                memcpy(dst + at(layout, heads, n, dim, b, h, i),
-                       src + at(layout, heads, c->seq_len, dim, b, h, pos[i]),
-                       (size_t)dim * sizeof(float));
+    gather(c, layout, heads, dim, sizeof(float), src, pos, n, dst);
 }
 
-static void gather_d(const ring_case *c, int layout, int64_t heads, int64_t dim,
-                     const double *src, const int64_t *pos, int64_t n, double *dst)
-{
-    for (int64_t b = 0; b < c->batch; b++)
-        for (int64_t h = 0; h < heads; h++)
-            for (int64_t i = 0; i < n; i++)
-                memcpy(dst + at(layout, heads, n, dim, b, h, i),
-                       src + at(layout, heads, c->seq_len, dim, b, h, pos[i]),
-                       (size_t)dim * sizeof(double));
-}
-
-/* The largest normalized error between a local float tensor and the rows
- * `pos` of a whole one (tu_max_err against the float result as reference). */
-static double err_vs_single(const ring_case *c, int layout, int64_t heads, int64_t dim,
-                            const float *local, const float *whole_t, const int64_t *pos,
-                            int64_t n)
-{
-    int64_t count = c->batch * heads * n * dim;
-    float *want = floats(count);
-    double *want_d = doubles(count);
-    gather_f(c, layout, heads, dim, whole_t, pos, n, want);
-    for (int64_t i = 0; i < count; i++)
-        want_d[i] = want[i];
-    double e = layout < 0 ? tu_max_err_lse(local, want_d, count, NULL)
-                          : tu_max_err(local, want_d, count, dim, NULL);
-    free(want);
-    free(want_d);
-    return e;
-}
-
-/* The same for gradients, judged against the magnitudes of their terms (as
- * err_vs_ref): a gradient that cancels to near 0 carries the rounding of
- * its terms, in one process as in the ring. */
-static double err_vs_single_scaled(const ring_case *c, int layout, int64_t heads, int64_t dim,
-                                   const float *local, const float *whole_t, const double *mag,
-                                   const int64_t *pos, int64_t n)
-{
-    int64_t count = c->batch * heads * n * dim;
-    float *want = floats(count);
-    double *want_d = doubles(count), *scale = doubles(count);
-    gather_f(c, layout, heads, dim, whole_t, pos, n, want);
-    gather_d(c, layout, heads, dim, mag, pos, n, scale);
-    for (int64_t i = 0; i < count; i++)
-        want_d[i] = want[i];
-    double e = tu_max_err_scaled(local, want_d, scale, count, dim, NULL);
-    free(want);
-    free(want_d);
-    free(scale);
-    return e;
-}
-
-static double err_vs_ref(const ring_case *c, int layout, int64_t heads, int64_t dim,
-                         const float *local, const double *ref, const double *mag,
-                         const int64_t *pos, int64_t n)
+/* The largest error of a local tensor against the rows `pos` of a whole
+ * reference in double: tu_max_err_lse for lse (layout LSE), tu_max_err_scaled
+ * against the magnitudes mag of the gradients' terms when mag is not NULL (a
+ * gradient that cancels to near 0 carries the rounding of its terms), else
+ * tu_max_err. */
+static double err_against(const ring_case *c, int layout, int64_t heads, int64_t dim,
+                          const float *local, const double *ref, const double *mag,
+                          const int64_t *pos, int64_t n)
 {
     int64_t count = c->batch * heads * n * dim;
     double *want = doubles(count), *scale = mag ? doubles(count) : NULL;
-    gather_d(c, layout < 0 ? REF_BHSD : layout, heads, dim, ref, pos, n, want);
+    gather(c, layout, heads, dim, sizeof(double), ref, pos, n, want);
     if (mag)
-        gather_d(c, layout, heads, dim, mag, pos, n, scale);
-    double e = layout < 0 ? tu_max_err_lse(local, want, count, NULL)
-             : mag        ? tu_max_err_scaled(local, want, scale, count, dim, NULL)
-                          : tu_max_err(local, want, count, dim, NULL);
+        gather(c, layout, heads, dim, sizeof(double), mag, pos, n, scale);
+    double e = layout == LSE ? tu_max_err_lse(local, want, count, NULL)
+             : mag           ? tu_max_err_scaled(local, want, scale, count, dim, NULL)
+                             : tu_max_err(local, want, count, dim, NULL);
     free(want);
     free(scale);
+    return e;
+}
+
+/* The same against one process's float result. */
+static double err_vs_single(const ring_case *c, int layout, int64_t heads, int64_t dim,
+                            const float *local, const float *whole_t, const double *mag,
+                            const int64_t *pos, int64_t n)
+{
+    int64_t total = c->batch * heads * c->seq_len * dim;
+    double *whole_d = doubles(total);
+    for (int64_t i = 0; i < total; i++)
+        whole_d[i] = whole_t[i];
+    double e = err_against(c, layout, heads, dim, local, whole_d, mag, pos, n);
+    free(whole_d);
     return e;
 }
 
@@ -260,16 +238,16 @@ static void check_case(const ring_case *c, uint64_t seed)
     if (st != ATTN_OK)
         fail_msg("backward: %s: %s", attn_status_string(st), attn_last_error());
 
-    double fs = fmax(err_vs_single(c, lay, hq, dv, out, w.out, pos, n),
-                     err_vs_single(c, -1, hq, 1, lse, w.lse, pos, n));
-    double bs = fmax(fmax(err_vs_single_scaled(c, lay, hq, dqk, d_q, w.d_q, w.m_dq, pos, n),
-                          err_vs_single_scaled(c, lay, hk, dqk, d_k, w.d_k, w.m_dk, pos, n)),
-                     err_vs_single_scaled(c, lay, hk, dv, d_v, w.d_v, w.m_dv, pos, n));
-    double fr = fmax(err_vs_ref(c, lay, hq, dv, out, w.r_out, NULL, pos, n),
-                     err_vs_ref(c, -1, hq, 1, lse, w.r_lse, NULL, pos, n));
-    double br = fmax(fmax(err_vs_ref(c, lay, hq, dqk, d_q, w.r_dq, w.m_dq, pos, n),
-                          err_vs_ref(c, lay, hk, dqk, d_k, w.r_dk, w.m_dk, pos, n)),
-                     err_vs_ref(c, lay, hk, dv, d_v, w.r_dv, w.m_dv, pos, n));
+    double fs = fmax(err_vs_single(c, lay, hq, dv, out, w.out, NULL, pos, n),
+                     err_vs_single(c, LSE, hq, 1, lse, w.lse, NULL, pos, n));
+    double bs = fmax(fmax(err_vs_single(c, lay, hq, dqk, d_q, w.d_q, w.m_dq, pos, n),
+                          err_vs_single(c, lay, hk, dqk, d_k, w.d_k, w.m_dk, pos, n)),
+                     err_vs_single(c, lay, hk, dv, d_v, w.d_v, w.m_dv, pos, n));
+    double fr = fmax(err_against(c, lay, hq, dv, out, w.r_out, NULL, pos, n),
+                     err_against(c, LSE, hq, 1, lse, w.r_lse, NULL, pos, n));
+    double br = fmax(fmax(err_against(c, lay, hq, dqk, d_q, w.r_dq, w.m_dq, pos, n),
+                          err_against(c, lay, hk, dqk, d_k, w.r_dk, w.m_dk, pos, n)),
+                     err_against(c, lay, hk, dv, d_v, w.r_dv, w.m_dv, pos, n));
     fs = max_over_ranks(fs), bs = max_over_ranks(bs);
     fr = max_over_ranks(fr), br = max_over_ranks(br);
     worst_fwd_single = fmax(worst_fwd_single, fs), worst_bwd_single = fmax(worst_bwd_single, bs);
