@@ -28,6 +28,7 @@
 #include <attn_mpi.h>
 
 #include "bench_util.h"
+#include "ring_internal.h"  /* the simulation's ring: ring_alloc, ring_step_op */
 
 typedef struct options {
     int64_t len, heads, kv_heads, dim;
@@ -174,31 +175,18 @@ static void run_ring(const options *o)
         free(bufs[i]);
 }
 
-/* ---- --simulate P: one rank of a P-rank ring, in one process ---------------- */
+/* ---- --simulate P: ranks of a P-rank ring, in one process ------------------- */
 
-static int64_t chunk_len(int64_t L, int P, int64_t c)
-{
-    return L / (2 * P) + (c < L % (2 * P) ? 1 : 0);
-}
-
-/* One step of rank r with rank s's shard, as src/mpi/ring.c's
- * ring_step_kind and ring_step_op make it: the same attn_sdpa_forward (or
- * backward) shapes, mask and causal setting. Returns its seconds. */
-static double simulated_step(attn_context *ctx, const options *o, int P, int r, int s,
+/* One step of rank r with rank s's shard: the very op and mask the ring
+ * makes for it (src/mpi/ring.c's ring_step_op; this program is linked with
+ * libattn-mpi's objects). Returns its seconds. */
+static double simulated_step(attn_context *ctx, const attn_mpi_ring *ring, int s,
                              int backward, float *const buf[9])
 {
-    int64_t la = chunk_len(o->len, P, r), lb = chunk_len(o->len, P, 2 * P - 1 - r);
-    int64_t ls = chunk_len(o->len, P, s) + chunk_len(o->len, P, 2 * P - 1 - s);
-    int64_t len_q = o->causal && s > r ? lb : la + lb, prefix = chunk_len(o->len, P, s);
     attn_sdpa *op = NULL;
     attn_mask *mask = NULL;
-    check(attn_sdpa_create(&op, 1, o->heads, o->kv_heads, len_q, ls, o->dim, o->dim));
-    if (o->causal && s == r)
-        check(attn_sdpa_set_causal(op, ATTN_CAUSAL_TOP_LEFT));
-    if (o->causal && s < r) {
-        check(attn_mask_create(&mask));
-        check(attn_mask_set_kv_lengths(mask, &prefix, 1, len_q, 0));
-    }
+    int64_t *lengths = malloc((size_t)ring->batch * sizeof *lengths);
+    check(ring_step_op(ring, s, "simulate", &op, &mask, lengths));
     double t0 = bench_now();
     if (backward)
         check(attn_sdpa_backward(ctx, op, buf[0], buf[1], buf[2], mask, buf[3], buf[4], buf[5],
@@ -208,13 +196,23 @@ static double simulated_step(attn_context *ctx, const options *o, int P, int r, 
     double t = bench_now() - t0;
     attn_sdpa_destroy(op);
     attn_mask_destroy(mask);
+    free(lengths);
     return t;
 }
 
 static void simulate(const options *o)
 {
     const int P = o->simulate;
-    const int64_t m = chunk_len(o->len, P, 0) * 2 + 1;  /* >= any rank's positions */
+    const int64_t sizes[6] = {1, o->heads, o->kv_heads, o->len, o->dim, o->dim};
+    attn_mpi_ring *rings[2] = {NULL, NULL};
+    /* Rank 0 (its other steps take later ranks' shards: STEP_QUERY_SUFFIX)
+     * and rank P − 1 (earlier ranks': STEP_KEY_PREFIX); the slower of the
+     * two is the ring's time. */
+    for (int i = 0; i < 2; i++) {
+        check(ring_alloc(&rings[i], i == 0 ? 0 : P - 1, P, sizes, "simulate"));
+        rings[i]->causal = o->causal;
+    }
+    const int64_t m = rings[0]->max_len + 1;
     float *buf[9];  /* q, k, v, out, lse, d_out, d_q, d_k, d_v */
     for (int i = 0; i < 9; i++)
         buf[i] = random_floats(o->heads * m * o->dim, 3 + (unsigned)i);
@@ -222,26 +220,22 @@ static void simulate(const options *o)
         buf[4][i] = 10.0f;  /* an lse for the backward: any finite value times the same */
     attn_context *ctx = NULL;
     check(attn_context_create(&ctx));
-    /* Rank 0 (its other steps take later ranks' shards: STEP_QUERY_SUFFIX)
-     * and rank P − 1 (earlier ranks': STEP_KEY_PREFIX); the slower of the
-     * two is the ring's time. */
     double fwd[64], bwd[64];
     int reps = o->reps > 64 ? 64 : o->reps;
     for (int rep = 0; rep < reps; rep++) {
         fwd[rep] = bwd[rep] = 0.0;
-        for (int r = 0; r < P; r += (P > 1 ? P - 1 : 1)) {
+        for (int i = 0; i < (P > 1 ? 2 : 1); i++) {
             double f = 0.0, b = 0.0;
             for (int t = 0; t < P; t++) {
-                int s = (r - t + P) % P;
-                f += simulated_step(ctx, o, P, r, s, 0, buf);
+                int s = (rings[i]->rank - t + P) % P;
+                f += simulated_step(ctx, rings[i], s, 0, buf);
                 if (o->backward)
-                    b += simulated_step(ctx, o, P, r, s, 1, buf);
+                    b += simulated_step(ctx, rings[i], s, 1, buf);
             }
             fwd[rep] = fwd[rep] > f ? fwd[rep] : f;
             bwd[rep] = bwd[rep] > b ? bwd[rep] : b;
         }
     }
-    int64_t shard = o->kv_heads * m * 2 * o->dim;
     printf("ring simulated: np %d, L %lld, heads %lld/%lld, head_dim %lld, %s: the slower "
            "of ranks 0 and %d: forward %.3f s", P, (long long)o->len, (long long)o->heads,
            (long long)o->kv_heads, (long long)o->dim, o->causal ? "causal" : "not causal",
@@ -249,10 +243,12 @@ static void simulate(const options *o)
     if (o->backward)
         printf(", backward %.3f s", bench_median(bwd, reps));
     printf("; each rank sends %d shards of %.1f MiB forward (%d backward)\n", P - 1,
-           (double)shard * 4.0 / 1048576.0, 2 * P - 1);
+           (double)ring_shard_capacity(rings[0]) * 4.0 / 1048576.0, 2 * P - 1);
     attn_context_destroy(ctx);
     for (int i = 0; i < 9; i++)
         free(buf[i]);
+    ring_release(rings[0]);
+    ring_release(rings[1]);
 }
 
 int main(int argc, char **argv)

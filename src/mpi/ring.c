@@ -63,8 +63,7 @@ static attn_status check_same_sizes(MPI_Comm comm, const int64_t sizes[6], const
     return ATTN_OK;
 }
 
-/* Frees a ring's memory (not its communicator). NULL is a no-op. */
-static void ring_release(attn_mpi_ring *ring)
+void ring_release(attn_mpi_ring *ring)
 {
     if (ring) {
         free(ring->chunk_a);
@@ -73,8 +72,8 @@ static void ring_release(attn_mpi_ring *ring)
     }
 }
 
-static attn_status ring_alloc(attn_mpi_ring **out, int rank, int size, const int64_t s[6],
-                              const char *f)
+attn_status ring_alloc(attn_mpi_ring **out, int rank, int size, const int64_t s[6],
+                       const char *f)
 {
     attn_mpi_ring *ring = calloc(1, sizeof *ring);
     if (ring) {

@@ -28,6 +28,15 @@ struct attn_mpi_ring {
     int64_t max_len;       /* the largest local length of any rank */
 };
 
+/* A ring of `size` ranks seen from `rank`, for the sizes {batch, heads_q,
+ * heads_kv, seq_len, dim_qk, dim_v} (already checked): its zig-zag shards,
+ * the default settings, no communicator yet (attn_mpi_ring_create adds the
+ * duplicate; bench/ring_bench.c's simulation needs none). */
+attn_status ring_alloc(attn_mpi_ring **out, int rank, int size, const int64_t s[6],
+                       const char *f);
+/* Frees a ring's memory (not its communicator). NULL is a no-op. */
+void ring_release(attn_mpi_ring *ring);
+
 /* The local length of rank s. */
 static inline int64_t ring_len(const attn_mpi_ring *ring, int s)
 {
