@@ -298,3 +298,23 @@ void ring_steps_free(const attn_mpi_ring *ring, ring_steps *steps)
     free(steps->masks);
     free(steps->lengths);
 }
+
+attn_status ring_check_pointers(const attn_mpi_ring *ring, const attn_context *ctx,
+                                const float *q, const float *k, const float *v,
+                                const float *out, const float *lse, const float *d_out,
+                                bool backward, const char *func)
+{
+    const int64_t len = ring_len(ring, ring->rank);
+    const int64_t bq = ring->batch * ring->heads_q * len, bk = ring->batch * ring->heads_kv * len;
+    const int64_t bb = backward ? bq : 0;  /* lse and d_out: the backward's inputs */
+    const struct {
+        const void *ptr;
+        int64_t n;
+        const char *name;
+    } need[] = {{ctx, 1, "ctx"}, {q, bq, "q"}, {k, bk, "k"}, {v, bk, "v"}, {out, bq, "out"},
+                {lse, bb, "lse"}, {d_out, bb, "d_out"}};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        if (!need[i].ptr && need[i].n > 0)
+            return ring_fail(ATTN_ERR_NULL_POINTER, func, "%s is NULL", need[i].name);
+    return ATTN_OK;
+}

@@ -56,24 +56,6 @@ static attn_status plan_make(const attn_mpi_ring *ring, bool need_d_q, backward_
     return ring_steps_make(ring, &p->steps, f);
 }
 
-static attn_status check_args(const attn_context *ctx, const attn_mpi_ring *ring,
-                              const float *q, const float *k, const float *v, const float *out,
-                              const float *lse, const float *d_out, const char *f)
-{
-    const int64_t len = ring_len(ring, ring->rank);
-    const int64_t bq = ring->batch * ring->heads_q * len, bk = ring->batch * ring->heads_kv * len;
-    const struct {
-        const void *ptr;
-        int64_t n;
-        const char *name;
-    } need[] = {{ctx, 1, "ctx"}, {q, bq, "q"}, {k, bk, "k"}, {v, bk, "v"}, {out, bq, "out"},
-                {lse, bq, "lse"}, {d_out, bq, "d_out"}};
-    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
-        if (!need[i].ptr && need[i].n > 0)
-            return ring_fail(ATTN_ERR_NULL_POINTER, f, "%s is NULL", need[i].name);
-    return ATTN_OK;
-}
-
 /* The second chunk's rows of q, out, d_out and lse, for the steps whose
  * shard only they see (STEP_QUERY_SUFFIX). */
 static void copy_second_chunk(const attn_mpi_ring *ring, const backward_plan *p,
@@ -150,7 +132,7 @@ attn_status attn_mpi_ring_backward(attn_context *ctx, const attn_mpi_ring *ring,
         return attn_set_error(ATTN_ERR_NULL_POINTER, f, "ring is NULL");
     backward_plan plan;
     memset(&plan, 0, sizeof plan);
-    attn_status st = check_args(ctx, ring, q, k, v, out, lse, d_out, f);
+    attn_status st = ring_check_pointers(ring, ctx, q, k, v, out, lse, d_out, true, f);
     if (st == ATTN_OK)
         st = plan_make(ring, d_q == NULL, &plan, f);
     st = ring_agree(ring->comm, ring, st, f);

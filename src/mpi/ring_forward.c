@@ -49,25 +49,6 @@ static attn_status plan_make(const attn_mpi_ring *ring, bool need_lse, forward_p
     return ring_steps_make(ring, &p->steps, f);
 }
 
-static attn_status check_args(const attn_context *ctx, const attn_mpi_ring *ring,
-                              const float *q, const float *k, const float *v, const float *out,
-                              const char *f)
-{
-    const int64_t len = ring_len(ring, ring->rank);
-    const int64_t bq = ring->batch * ring->heads_q * len, bk = ring->batch * ring->heads_kv * len;
-    if (!ctx)
-        return attn_set_error(ATTN_ERR_NULL_POINTER, f, "ctx is NULL");
-    if (!q && bq > 0)
-        return attn_set_error(ATTN_ERR_NULL_POINTER, f, "q is NULL");
-    if (!k && bk > 0)
-        return attn_set_error(ATTN_ERR_NULL_POINTER, f, "k is NULL");
-    if (!v && bk > 0)
-        return attn_set_error(ATTN_ERR_NULL_POINTER, f, "v is NULL");
-    if (!out && bq > 0)
-        return attn_set_error(ATTN_ERR_NULL_POINTER, f, "out is NULL");
-    return ATTN_OK;
-}
-
 /* Puts this rank's keys and values into the shard buffer it sends first. */
 static void shard_fill(const attn_mpi_ring *ring, const float *k, const float *v, float *shard)
 {
@@ -113,7 +94,7 @@ attn_status attn_mpi_ring_forward(attn_context *ctx, const attn_mpi_ring *ring,
         return attn_set_error(ATTN_ERR_NULL_POINTER, f, "ring is NULL");
     forward_plan plan;
     memset(&plan, 0, sizeof plan);
-    attn_status st = check_args(ctx, ring, q, k, v, out, f);
+    attn_status st = ring_check_pointers(ring, ctx, q, k, v, out, NULL, NULL, false, f);
     if (st == ATTN_OK)
         st = plan_make(ring, lse == NULL, &plan, f);
     st = ring_agree(ring->comm, ring, st, f);

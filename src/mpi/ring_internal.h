@@ -94,6 +94,14 @@ typedef struct ring_steps {
 attn_status ring_steps_make(const attn_mpi_ring *ring, ring_steps *steps, const char *func);
 void ring_steps_free(const attn_mpi_ring *ring, ring_steps *steps);
 
+/* The required pointers of a forward (ctx, and q, k, v, out when this
+ * rank's tensors are not empty) or a backward (also lse and d_out):
+ * ATTN_ERR_NULL_POINTER naming the first one missing, or ATTN_OK. */
+attn_status ring_check_pointers(const attn_mpi_ring *ring, const attn_context *ctx,
+                                const float *q, const float *k, const float *v,
+                                const float *out, const float *lse, const float *d_out,
+                                bool backward, const char *func);
+
 /* ---- passing shards round the ring ------------------------------------------- */
 
 /* The number of floats of rank s's shard: its keys and values (or their
