@@ -557,6 +557,31 @@ ATTN_API attn_status attn_mha_set_weights(attn_mha *mha, attn_proj which, const 
  * to any mask. Returns ATTN_ERR_NULL_POINTER, ATTN_ERR_INVALID_ARGUMENT. */
 ATTN_API attn_status attn_mha_set_causal(attn_mha *mha, attn_causal causal);
 
+/** What attn_mha_get_property reads from a layer. Values fixed forever. */
+typedef enum attn_mha_property {
+    ATTN_MHA_EMBED_DIM = 0,      /**< embed_dim, as created */
+    ATTN_MHA_NUM_HEADS = 1,      /**< num_heads */
+    ATTN_MHA_NUM_KV_HEADS = 2,   /**< num_kv_heads */
+    ATTN_MHA_HEAD_DIM = 3,       /**< embed_dim / num_heads */
+    ATTN_MHA_KDIM = 4,           /**< kdim: the features of a key row */
+    ATTN_MHA_VDIM = 5,           /**< vdim: the features of a value row */
+    ATTN_MHA_BIAS = 6,           /**< 1 if the projections have biases, else 0 */
+    ATTN_MHA_CAUSAL = 7,         /**< the attn_causal value set (ATTN_CAUSAL_NONE at create) */
+    ATTN_MHA_HAS_MODIFIERS = 8,  /**< 1 if a window, softcap or ALiBi is set (attn_modifiers.h) */
+    ATTN_MHA_HAS_ROPE = 9,       /**< 1 if attn_mha_set_rope gave the layer a rope */
+    ATTN_MHA_HAS_DROPOUT = 10    /**< 1 if attn_mha_set_dropout set p > 0 */
+} attn_mha_property;
+
+/** Reads one of the layer's sizes or settings into *value (zstd's
+ * ZSTD_CCtx_getParameter pattern: one call, an enum that grows), so that
+ * bindings and libraries built on libattn (libattn-mpi) can size their
+ * buffers and refuse settings they cannot honour. Added in 1.1.0.
+ * Returns ATTN_ERR_NULL_POINTER (mha or value NULL),
+ * ATTN_ERR_INVALID_ARGUMENT (what not an attn_mha_property value; *value is
+ * then untouched). Thread-safe for a const mha. */
+ATTN_API attn_status attn_mha_get_property(const attn_mha *mha, attn_mha_property what,
+                                           int64_t *value);
+
 /** Runs the layer (formula above).
  * @code{.unparsed}
  *   query   [batch, len_q, embed_dim]

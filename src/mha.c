@@ -147,6 +147,32 @@ attn_status attn_mha_set_causal(attn_mha *mha, attn_causal causal)
     return st;
 }
 
+attn_status attn_mha_get_property(const attn_mha *mha, attn_mha_property what,
+                                  int64_t *value)
+{
+    if (!mha)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "mha is NULL");
+    if (!value)
+        return attn_fail(ATTN_ERR_NULL_POINTER, __func__, "value is NULL");
+    switch (what) {
+    case ATTN_MHA_EMBED_DIM: *value = mha->embed_dim; break;
+    case ATTN_MHA_NUM_HEADS: *value = mha->num_heads; break;
+    case ATTN_MHA_NUM_KV_HEADS: *value = mha->num_kv_heads; break;
+    case ATTN_MHA_HEAD_DIM: *value = mha->head_dim; break;
+    case ATTN_MHA_KDIM: *value = mha->kdim; break;
+    case ATTN_MHA_VDIM: *value = mha->vdim; break;
+    case ATTN_MHA_BIAS: *value = mha->has_bias; break;
+    case ATTN_MHA_CAUSAL: *value = mha->causal; break;
+    case ATTN_MHA_HAS_MODIFIERS: *value = attn_mha_mods(mha) != NULL; break;
+    case ATTN_MHA_HAS_ROPE: *value = mha->rope != NULL; break;
+    case ATTN_MHA_HAS_DROPOUT: *value = mha->dropout.p > 0.0f; break;
+    default:
+        return attn_fail(ATTN_ERR_INVALID_ARGUMENT, __func__,
+                         "what = %d is not an attn_mha_property", (int)what);
+    }
+    return ATTN_OK;
+}
+
 /* The score modifiers change the layer's function: activations filled
  * before are stale, as after attn_mha_set_causal. */
 static attn_status modifiers_changed(attn_mha *mha, attn_status st)

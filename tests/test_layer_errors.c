@@ -377,6 +377,56 @@ static void test_mha_setter_errors(void **state) {
     check_mha_setters(0);
 }
 
+/* ---- attn_mha_get_property ------------------------------------------- */
+
+/* Each property reads what the layer was made with or set to, and follows
+ * its setters; bad arguments leave *value alone. */
+static int64_t property(const attn_mha *m, attn_mha_property what) {
+    int64_t v = -12345;
+    save_error();
+    EXPECT_OK(attn_mha_get_property(m, what, &v));
+    return v;
+}
+
+static void test_mha_get_property(void **state) {
+    (void)state;
+    const char *f = "attn_mha_get_property";
+    for (int bias = 0; bias <= 1; bias++) {
+        save_error();
+        attn_mha *m = make_mha(bias, 0);  /* no projection set: sizes still read */
+        const int64_t want[] = {E, H, HKV, E / H, KD, VD, bias, ATTN_CAUSAL_NONE, 0, 0, 0};
+        for (int w = 0; w < (int)COUNT(want); w++)
+            assert_int_equal(property(m, (attn_mha_property)w), want[w]);
+        EXPECT_OK(attn_mha_set_causal(m, ATTN_CAUSAL_BOTTOM_RIGHT));
+        assert_int_equal(property(m, ATTN_MHA_CAUSAL), ATTN_CAUSAL_BOTTOM_RIGHT);
+        EXPECT_OK(attn_mha_set_softcap(m, 30.0f));
+        assert_int_equal(property(m, ATTN_MHA_HAS_MODIFIERS), 1);
+        EXPECT_OK(attn_mha_set_softcap(m, 0.0f));
+        assert_int_equal(property(m, ATTN_MHA_HAS_MODIFIERS), 0);
+        EXPECT_OK(attn_mha_set_dropout(m, 0.25f, 7));
+        assert_int_equal(property(m, ATTN_MHA_HAS_DROPOUT), 1);
+        EXPECT_OK(attn_mha_set_dropout(m, 0.0f, 7));
+        assert_int_equal(property(m, ATTN_MHA_HAS_DROPOUT), 0);
+        attn_rope *rope = NULL;
+        EXPECT_OK(attn_rope_create(&rope, E / H, E / H, 10000.0f, ATTN_ROPE_HALF));
+        EXPECT_OK(attn_mha_set_rope(m, rope));
+        assert_int_equal(property(m, ATTN_MHA_HAS_ROPE), 1);
+        EXPECT_OK(attn_mha_set_rope(m, NULL));
+        assert_int_equal(property(m, ATTN_MHA_HAS_ROPE), 0);
+        attn_rope_destroy(rope);
+
+        int64_t v = 77;
+        EXPECT_FAIL(attn_mha_get_property(NULL, ATTN_MHA_EMBED_DIM, &v), NUL, f, "mha");
+        EXPECT_FAIL(attn_mha_get_property(m, ATTN_MHA_EMBED_DIM, NULL), NUL, f, "value");
+        const int bad_what[] = {11, -1, 12, INT_MAX, INT_MIN};
+        for (size_t i = 0; i < COUNT(bad_what); i++)
+            EXPECT_FAIL(attn_mha_get_property(m, (attn_mha_property)bad_what[i], &v), INV, f,
+                        "what");
+        assert_int_equal(v, 77);
+        attn_mha_destroy(m);
+    }
+}
+
 /* ---- attn_mha_forward: ATTN_ERR_STATE names exactly the missing ones -- */
 
 static void check_state_message(unsigned set_bits) {
@@ -1188,6 +1238,7 @@ int main(void) {
         T(test_success_keeps_last_error),
         T(test_create_errors),
         T(test_mha_setter_errors),
+        T(test_mha_get_property),
         T(test_mha_forward_state),
         T(test_forward_errors),
         T(test_additive_set_weights_errors),
