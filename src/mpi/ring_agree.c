@@ -40,41 +40,57 @@ int ring_count(int64_t n)
 
 /* The collective calls told apart: ranks in different calls must not go on
  * exchanging shards. */
-typedef enum ring_call { RING_CALL_OTHER, RING_CALL_FORWARD, RING_CALL_BACKWARD } ring_call;
+/* The ring's calls, numbered in this list: ranks in different calls must
+ * not go on exchanging shards. Any other call (create, the all-reduce) is 0. */
+static const char *const ring_calls[] = {
+    "attn_mpi_ring_forward", "attn_mpi_ring_backward",
+    "attn_mpi_ring_mha_forward", "attn_mpi_ring_mha_backward",
+};
 
 /* Which collective call func is. */
-static ring_call call_of(const char *func)
+static int call_of(const char *func)
 {
-    if (strcmp(func, "attn_mpi_ring_forward") == 0)
-        return RING_CALL_FORWARD;
-    return strcmp(func, "attn_mpi_ring_backward") == 0 ? RING_CALL_BACKWARD : RING_CALL_OTHER;
+    for (int i = 0; i < (int)(sizeof ring_calls / sizeof ring_calls[0]); i++)
+        if (strcmp(func, ring_calls[i]) == 0)
+            return i + 1;
+    return 0;
 }
 
 /* What every rank of a call must share, as non-negative integers to
- * compare: the call, the ring's layout, causal, and its scale's bits (sign
- * apart). */
-#define SETTINGS 5
-static void settings_of(const attn_mpi_ring *ring, const char *func, int out[SETTINGS])
+ * compare: the call, the ring's layout, causal, its scale's bits (sign
+ * apart), and the caller's fingerprint in three pieces. */
+#define SETTINGS 8
+static void settings_of(const attn_mpi_ring *ring, const char *func, uint64_t fingerprint,
+                        int out[SETTINGS])
 {
     uint32_t bits = 0;
     if (ring)
         memcpy(&bits, &ring->scale, sizeof bits);
-    out[0] = (int)call_of(func);
+    out[0] = call_of(func);
     out[1] = ring ? (int)ring->layout : 0;
     out[2] = ring ? (int)ring->causal : 0;
     out[3] = (int)(bits & 0x7fffffffu);
     out[4] = (int)(bits >> 31);
+    out[5] = (int)(fingerprint & 0x3fffff);
+    out[6] = (int)((fingerprint >> 22) & 0x1fffff);
+    out[7] = (int)(fingerprint >> 43);
 }
 
 attn_status ring_agree(MPI_Comm comm, const attn_mpi_ring *ring, attn_status local,
                        const char *func)
+{
+    return ring_agree_layer(comm, ring, local, func, 0);
+}
+
+attn_status ring_agree_layer(MPI_Comm comm, const attn_mpi_ring *ring, attn_status local,
+                             const char *func, uint64_t fingerprint)
 {
     int rank = 0;
     int rc = MPI_Comm_rank(comm, &rank);
     /* One MPI_MIN reduction finds the first failing rank, the smallest
      * settings and, through their negations, the largest. */
     int s[SETTINGS];
-    settings_of(ring, func, s);
+    settings_of(ring, func, fingerprint, s);
     int mine[1 + 2 * SETTINGS], all[1 + 2 * SETTINGS];
     mine[0] = local == ATTN_OK ? INT_MAX : rank;
     for (int i = 0; i < SETTINGS; i++)
@@ -108,11 +124,15 @@ attn_status ring_agree(MPI_Comm comm, const attn_mpi_ring *ring, attn_status loc
     if (all[1] != -all[1 + SETTINGS])
         return ring_fail(ATTN_ERR_STATE, func, "the ranks are in different calls (forward "
                          "and backward): every rank must make the same calls in order");
-    static const char *const names[SETTINGS] = {"", "layout", "causal setting", "scale",
-                                                 "scale"};
-    for (int i = 1; i < SETTINGS; i++)
+    static const char *const names[5] = {"", "layout", "causal setting", "scale", "scale"};
+    for (int i = 1; i < 5; i++)
         if (ring && all[1 + i] != -all[1 + SETTINGS + i])
             return ring_fail(ATTN_ERR_STATE, func, "the ranks' rings have different %ss "
                              "(set each rank's ring the same way)", names[i]);
+    for (int i = 5; i < SETTINGS; i++)
+        if (all[1 + i] != -all[1 + SETTINGS + i])
+            return ring_fail(ATTN_ERR_STATE, func, "the ranks' layers differ (parameters, "
+                             "settings, or which gradients are asked for): every rank "
+                             "must pass the same layer");
     return ATTN_OK;
 }

@@ -122,20 +122,19 @@ static void add_floats(float *acc, const float *part, int64_t n)
         acc[i] += part[i];
 }
 
-attn_status attn_mpi_ring_backward(attn_context *ctx, const attn_mpi_ring *ring,
-                                   const float *q, const float *k, const float *v,
-                                   const float *out, const float *lse, const float *d_out,
-                                   float *d_q, float *d_k, float *d_v)
+attn_status ring_backward_run(attn_context *ctx, const attn_mpi_ring *ring,
+                              const ring_backward_inputs *in, float *d_q, float *d_k, float *d_v,
+                              const ring_caller *caller)
 {
-    static const char *f = "attn_mpi_ring_backward";
-    if (!ring)  /* no communicator to agree over: this rank fails alone */
-        return attn_set_error(ATTN_ERR_NULL_POINTER, f, "ring is NULL");
+    const char *f = caller->func;
+    const float *q = in->q, *k = in->k, *v = in->v, *out = in->out, *lse = in->lse;
+    const float *d_out = in->d_out;
     backward_plan plan;
     memset(&plan, 0, sizeof plan);
-    attn_status st = ring_check_pointers(ring, ctx, q, k, v, out, lse, d_out, true, f);
+    attn_status st = caller->local;
     if (st == ATTN_OK)
         st = plan_make(ring, d_q == NULL, &plan, f);
-    st = ring_agree(ring->comm, ring, st, f);
+    st = ring_agree_layer(ring->comm, ring, st, f, caller->fingerprint);
     if (st != ATTN_OK) {
         plan_free(ring, &plan);
         return st;
@@ -189,7 +188,7 @@ attn_status attn_mpi_ring_backward(attn_context *ctx, const attn_mpi_ring *ring,
         passed = ring_pass_wait(grad_reqs, f);
     const float *home = plan.grads[size > 1 ? g : 0];
     if (passed == ATTN_OK) {
-        st = ring_agree(ring->comm, ring, computed, f);
+        st = ring_agree_layer(ring->comm, ring, computed, f, caller->fingerprint);
         if (st == ATTN_OK && d_k && nk > 0)
             memcpy(d_k, home, (size_t)nk * sizeof(float));
         if (st == ATTN_OK && d_v && nv > 0)
@@ -200,4 +199,18 @@ attn_status attn_mpi_ring_backward(attn_context *ctx, const attn_mpi_ring *ring,
     ring_pass_drain(grad_reqs, 2);
     plan_free(ring, &plan);
     return passed != ATTN_OK ? passed : st;
+}
+
+attn_status attn_mpi_ring_backward(attn_context *ctx, const attn_mpi_ring *ring,
+                                   const float *q, const float *k, const float *v,
+                                   const float *out, const float *lse, const float *d_out,
+                                   float *d_q, float *d_k, float *d_v)
+{
+    static const char *f = "attn_mpi_ring_backward";
+    if (!ring)  /* no communicator to agree over: this rank fails alone */
+        return attn_set_error(ATTN_ERR_NULL_POINTER, f, "ring is NULL");
+    ring_caller caller = {f, ring_check_pointers(ring, ctx, q, k, v, out, lse, d_out, true, f),
+                          0};
+    ring_backward_inputs in = {q, k, v, out, lse, d_out};
+    return ring_backward_run(ctx, ring, &in, d_q, d_k, d_v, &caller);
 }

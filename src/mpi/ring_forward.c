@@ -85,19 +85,17 @@ static attn_status forward_step(attn_context *ctx, const attn_mpi_ring *ring,
     return rows_merge(&acc, lse, suffix ? ring->chunk_a[r] : 0, &part, p->part_lse);
 }
 
-attn_status attn_mpi_ring_forward(attn_context *ctx, const attn_mpi_ring *ring,
-                                  const float *q, const float *k, const float *v, float *out,
-                                  float *lse)
+attn_status ring_forward_run(attn_context *ctx, const attn_mpi_ring *ring, const float *q,
+                             const float *k, const float *v, float *out, float *lse,
+                             const ring_caller *caller)
 {
-    static const char *f = "attn_mpi_ring_forward";
-    if (!ring)  /* no communicator to agree over: this rank fails alone */
-        return attn_set_error(ATTN_ERR_NULL_POINTER, f, "ring is NULL");
+    const char *f = caller->func;
     forward_plan plan;
     memset(&plan, 0, sizeof plan);
-    attn_status st = ring_check_pointers(ring, ctx, q, k, v, out, NULL, NULL, false, f);
+    attn_status st = caller->local;
     if (st == ATTN_OK)
         st = plan_make(ring, lse == NULL, &plan, f);
-    st = ring_agree(ring->comm, ring, st, f);
+    st = ring_agree_layer(ring->comm, ring, st, f, caller->fingerprint);
     if (st != ATTN_OK) {
         plan_free(ring, &plan);
         return st;
@@ -135,5 +133,17 @@ attn_status attn_mpi_ring_forward(attn_context *ctx, const attn_mpi_ring *ring,
     plan_free(ring, &plan);
     if (passed != ATTN_OK)
         return passed;
-    return ring_agree(ring->comm, ring, computed, f);
+    return ring_agree_layer(ring->comm, ring, computed, f, caller->fingerprint);
+}
+
+attn_status attn_mpi_ring_forward(attn_context *ctx, const attn_mpi_ring *ring,
+                                  const float *q, const float *k, const float *v, float *out,
+                                  float *lse)
+{
+    static const char *f = "attn_mpi_ring_forward";
+    if (!ring)  /* no communicator to agree over: this rank fails alone */
+        return attn_set_error(ATTN_ERR_NULL_POINTER, f, "ring is NULL");
+    ring_caller caller = {f, ring_check_pointers(ring, ctx, q, k, v, out, NULL, NULL, false, f),
+                          0};
+    return ring_forward_run(ctx, ring, q, k, v, out, lse, &caller);
 }

@@ -121,6 +121,36 @@ attn_status ring_pass_wait(MPI_Request reqs[2], const char *func);
  * still active, so that no transfer touches a buffer about to be freed. */
 void ring_pass_drain(MPI_Request *reqs, int n);
 
+/* ---- the ring's passes, for the SDPA calls and the MHA layer's ---------------- */
+
+/* Who runs a pass: its public name (messages, and which call the ranks
+ * must all be in), the status of its own checks on this rank, and a
+ * fingerprint of what else every rank must share (the MHA layer; 0 for
+ * the SDPA calls). */
+typedef struct ring_caller {
+    const char *func;
+    attn_status local;
+    uint64_t fingerprint;
+} ring_caller;
+
+/* attn_mpi_ring_forward with the ring's layout, scale and causal setting
+ * (the MHA layer passes a copy of its ring with its own), after the
+ * caller's checks: plans, agrees, runs the P steps, agrees again. */
+attn_status ring_forward_run(attn_context *ctx, const attn_mpi_ring *ring, const float *q,
+                             const float *k, const float *v, float *out, float *lse,
+                             const ring_caller *caller);
+
+/* The inputs of a backward pass: the forward's q, k, v, its global out and
+ * lse, and d_out. */
+typedef struct ring_backward_inputs {
+    const float *q, *k, *v, *out, *lse, *d_out;
+} ring_backward_inputs;
+
+/* attn_mpi_ring_backward, as ring_forward_run. */
+attn_status ring_backward_run(attn_context *ctx, const attn_mpi_ring *ring,
+                              const ring_backward_inputs *in, float *d_q, float *d_k, float *d_v,
+                              const ring_caller *caller);
+
 /* ---- the collective agreement --------------------------------------------- */
 
 /* Every rank passes its local status (with its attn_last_error() set when
@@ -131,6 +161,10 @@ void ring_pass_drain(MPI_Request *reqs, int n);
  * without one), or ATTN_OK. comm must be valid on every rank. */
 attn_status ring_agree(MPI_Comm comm, const attn_mpi_ring *ring, attn_status local,
                        const char *func);
+/* ring_agree, and every rank must pass the same fingerprint (else
+ * ATTN_ERR_STATE: the ranks' layers differ). */
+attn_status ring_agree_layer(MPI_Comm comm, const attn_mpi_ring *ring, attn_status local,
+                             const char *func, uint64_t fingerprint);
 
 
 /* ATTN_ERR_COMMUNICATION with MPI's error string for code, naming call. */
