@@ -214,6 +214,105 @@ ATTN_API attn_status attn_mpi_ring_backward(attn_context *ctx, const attn_mpi_ri
                                             const float *d_out, float *d_q, float *d_k,
                                             float *d_v);
 
+/** What attn_mpi_ring_mha_forward keeps for attn_mpi_ring_mha_backward
+ * (opaque, owned by the caller): a copy of the layer's parameters, of this
+ * rank's inputs, their projections, and the attention output and lse of
+ * this rank's rows: O(batch × L × (embed_dim + kdim + vdim)) floats plus the
+ * parameters, never seq_len × seq_len. One object serves one
+ * forward/backward pair at a time; it grows as needed and keeps its memory
+ * for the next step. Thread-safety: one call at a time per object. */
+typedef struct attn_mpi_activations attn_mpi_activations;
+
+/** Creates an empty activations object. Returns ATTN_ERR_NULL_POINTER (act
+ * NULL), ATTN_ERR_OUT_OF_MEMORY. Local. Release with
+ * attn_mpi_activations_destroy. */
+ATTN_API attn_status attn_mpi_activations_create(attn_mpi_activations **act);
+
+/** Frees act and what it holds. NULL is a no-op. Local. */
+ATTN_API void attn_mpi_activations_destroy(attn_mpi_activations *act);
+
+/** The multi-head attention layer (attn_mha_forward; D2L §10.5) over the
+ * ring's sequence: self-attention of the seq_len positions split across the
+ * ranks, each rank passing its own rows and getting its own rows' output.
+ * Each rank projects its rows (cblas_sgemm), the attention is the ring's
+ * (above) on the projected heads, and each rank projects its rows' result
+ * with Wo:
+ * @code{.unparsed}
+ *   Q = query Wqᵀ + bq, K = key Wkᵀ + bk, V = value Wvᵀ + bv   (this rank's rows)
+ *   A = ring attention of Q, K, V over all seq_len positions
+ *   out = A Woᵀ + bo
+ * @endcode
+ * The same numbers as one process's attn_mha_forward over the whole
+ * sequence, to float rounding (tests/mpi/test_ring_mha.c).
+ * @code{.unparsed}
+ *   query  [batch, L, embed_dim]   this rank's rows (attn_mpi_ring_positions)
+ *   key    [batch, L, kdim]
+ *   value  [batch, L, vdim]        (self-attention: the same pointer thrice)
+ *   out    [batch, L, embed_dim], written completely
+ *   act    NULL (inference), or an activations object to fill for
+ *          attn_mpi_ring_mha_backward
+ * @endcode
+ * The ring must have been made with heads_q = num_heads, heads_kv =
+ * num_kv_heads and dim_qk = dim_v = head_dim. The layer's settings apply,
+ * not the ring's: the scale is 1/sqrt(head_dim), the attention is causal
+ * over the whole sequence when the layer's causal setting is not
+ * ATTN_CAUSAL_NONE (top-left and bottom-right are the same here), and the
+ * ring's layout is not used (rows are [batch, L, features]). Every rank
+ * must pass the same layer (the same sizes, settings and parameters: the
+ * ranks compare a fingerprint of them). Masks, score modifiers (window,
+ * softcap, ALiBi), RoPE and dropout are not supported here.
+ * *Collective* over the ring's ranks.
+ * Returns ATTN_ERR_NULL_POINTER (ctx, ring, mha, or a non-empty query, key,
+ * value or out NULL), ATTN_ERR_SHAPE_MISMATCH (the layer's heads or
+ * head_dim are not the ring's), ATTN_ERR_UNSUPPORTED (the layer has a score
+ * modifier, RoPE or dropout set), ATTN_ERR_STATE (a projection not set;
+ * the ranks' layers or rings' settings differ), ATTN_ERR_SIZE_OVERFLOW,
+ * ATTN_ERR_OUT_OF_MEMORY, ATTN_ERR_COMMUNICATION, or what
+ * attn_sdpa_forward returns; every rank returns the same status (but for a
+ * NULL ring). Nothing is written to out on a failure, and act is then
+ * empty. Added in 1.1.0. */
+ATTN_API attn_status attn_mpi_ring_mha_forward(attn_context *ctx, const attn_mpi_ring *ring,
+                                               const attn_mha *mha, const float *query,
+                                               const float *key, const float *value,
+                                               float *out, attn_mpi_activations *act);
+
+/** Gradients of the last attn_mpi_ring_mha_forward that filled act, given
+ * d_out = ∂L/∂out for this rank's rows [batch, L, embed_dim]:
+ * @code{.unparsed}
+ *   d_query  NULL or [batch, L, embed_dim]   this rank's rows
+ *   d_key    NULL or [batch, L, kdim]
+ *   d_value  NULL or [batch, L, vdim]
+ *   d_params NULL or [count] (attn_mha_get_params' layout): the gradient
+ *            over the whole sequence, summed over the ranks (MPI_Allreduce),
+ *            the same on every rank, as one process's attn_mha_backward
+ * @endcode
+ * Self-attention: when two or three of d_query, d_key, d_value are the same
+ * pointer (and have the same features), it receives their sum, as in
+ * attn_mha_backward. Every rank must pass d_params, or every rank NULL.
+ * The formula is attn_mha_backward's chain rule on this rank's rows, with
+ * the ring backward (above) for the attention.
+ * Between the forward and the backward the layer must not change (its
+ * parameters and settings are compared with act's copy). For data
+ * parallelism on top, average d_params over the data-parallel ranks with
+ * attn_mpi_allreduce_mean.
+ * *Collective* over the ring's ranks.
+ * Returns ATTN_ERR_NULL_POINTER (ctx, ring, mha, act, a non-empty d_out
+ * NULL), ATTN_ERR_STATE (act empty, filled with another ring or layer, the
+ * layer changed since; the ranks' layers differ, or some pass d_params and
+ * some NULL), ATTN_ERR_INVALID_ARGUMENT (an output overlapping d_out or,
+ * unless equal as above, another output), ATTN_ERR_SHAPE_MISMATCH,
+ * ATTN_ERR_UNSUPPORTED (as the forward), ATTN_ERR_OUT_OF_MEMORY,
+ * ATTN_ERR_COMMUNICATION, or what attn_sdpa_backward returns; every rank
+ * returns the same status (but for a NULL ring). Nothing is written on a
+ * failure found before the first message; after an MPI failure in the sum,
+ * d_params is unspecified. act is only read: the backward may be repeated.
+ * Added in 1.1.0. */
+ATTN_API attn_status attn_mpi_ring_mha_backward(attn_context *ctx, const attn_mpi_ring *ring,
+                                                const attn_mha *mha,
+                                                const attn_mpi_activations *act,
+                                                const float *d_out, float *d_query,
+                                                float *d_key, float *d_value, float *d_params);
+
 /** Data parallelism (PyTorch's DistributedDataParallel, Li et al. 2020,
  * "PyTorch Distributed", §3.2): replaces values[0 .. count) on every rank
  * of comm by their mean over the ranks, with MPI_Allreduce (MPI_SUM, in

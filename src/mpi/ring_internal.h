@@ -151,6 +151,12 @@ attn_status ring_backward_run(attn_context *ctx, const attn_mpi_ring *ring,
                               const ring_backward_inputs *in, float *d_q, float *d_k, float *d_v,
                               const ring_caller *caller);
 
+/* Row-major C [m, n] = op(A) · op(B) + beta · C with alpha 1, through the
+ * GEMM provider libattn was built with; nothing when m or n is 0, and
+ * C = beta · C when k is 0 (ring_gemm.c). Sizes fit an int. */
+void ring_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float *a,
+               int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
 /* ---- the collective agreement --------------------------------------------- */
 
 /* Every rank passes its local status (with its attn_last_error() set when
