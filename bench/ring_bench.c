@@ -12,6 +12,11 @@
  *     --simulate P   with one process: the compute of ranks 0 and P − 1 of
  *                    a P-rank ring, each one's P steps in sequence (the
  *                    slower is printed), and the bytes a rank would send
+ *     --mha          the MHA layer over the ring instead (embed_dim = heads ×
+ *                    head_dim, self-attention, training forward and
+ *                    backward with d_params); with -np 1 also one process's
+ *                    attn_mha_forward_train and attn_mha_backward, the same
+ *                    layer and rows, to measure the ring's own cost
  *
  * Each rank makes random q, k, v for its own positions only. Times are the
  * slowest rank's; "messages alone" passes shards of the same sizes round
@@ -32,16 +37,18 @@
 
 typedef struct options {
     int64_t len, heads, kv_heads, dim;
-    int causal, backward, reps, simulate;
+    int causal, backward, reps, simulate, mha;
 } options;
 
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){8192, 8, 0, 64, 1, 0, 3, 0};
+    *o = (options){8192, 8, 0, 64, 1, 0, 3, 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--no-causal"))
             o->causal = 0;
+        else if (!strcmp(a, "--mha"))
+            o->mha = 1;
         else if (!strcmp(a, "--backward"))
             o->backward = 1;
         else if (v && !strcmp(a, "--len"))
@@ -175,6 +182,96 @@ static void run_ring(const options *o)
         free(bufs[i]);
 }
 
+/* ---- --mha: the layer over the ring ------------------------------------------ */
+
+typedef struct mha_times {
+    double forward, backward;
+} mha_times;
+
+/* The median forward and backward of the layer over the ring, or of one
+ * process's training calls (single; -np 1 only). */
+static mha_times time_mha(const options *o, attn_context *ctx, const attn_mpi_ring *ring,
+                          attn_mha *mha, int64_t n, int single)
+{
+    const int64_t E = o->heads * o->dim;
+    int64_t count = 0;
+    check(attn_mha_param_count(mha, &count));
+    float *x = random_floats(n * E, 3), *out = random_floats(n * E, 0);
+    float *d_out = random_floats(n * E, 19), *dx = random_floats(n * E, 0);
+    float *d_params = random_floats(count, 0);
+    attn_mpi_activations *act = NULL;
+    attn_activations *act1 = NULL;
+    check(attn_mpi_activations_create(&act));
+    check(attn_activations_create(&act1));
+    double fwd[64], bwd[64];
+    int reps = o->reps > 64 ? 64 : o->reps;
+    for (int r = -1; r < reps; r++) {  /* r = -1: warm-up */
+        MPI_Barrier(MPI_COMM_WORLD);
+        double t0 = bench_now();
+        check(single ? attn_mha_forward_train(ctx, mha, 1, n, n, x, x, x, NULL, out, NULL, act1)
+                     : attn_mpi_ring_mha_forward(ctx, ring, mha, x, x, x, out, act));
+        double t1 = slowest(bench_now() - t0);
+        MPI_Barrier(MPI_COMM_WORLD);
+        t0 = bench_now();
+        check(single ? attn_mha_backward(ctx, mha, act1, d_out, dx, dx, dx, d_params)
+                     : attn_mpi_ring_mha_backward(ctx, ring, mha, act, d_out, dx, dx, dx,
+                                                  d_params));
+        double t2 = slowest(bench_now() - t0);
+        if (r >= 0)
+            fwd[r] = t1, bwd[r] = t2;
+    }
+    attn_mpi_activations_destroy(act);
+    attn_activations_destroy(act1);
+    float *bufs[] = {x, out, d_out, dx, d_params};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]);
+    return (mha_times){bench_median(fwd, reps), bench_median(bwd, reps)};
+}
+
+static void run_mha(const options *o)
+{
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    const int64_t E = o->heads * o->dim;
+    attn_mpi_ring *ring = NULL;
+    check(attn_mpi_ring_create(&ring, MPI_COMM_WORLD, 1, o->heads, o->kv_heads, o->len, o->dim,
+                               o->dim));
+    attn_mha *mha = NULL;
+    check(attn_mha_create(&mha, E, o->heads, o->kv_heads, E, E, 1));
+    int64_t count = 0;
+    check(attn_mha_param_count(mha, &count));
+    float *params = random_floats(count, 23);  /* the same on every rank */
+    for (int64_t i = 0; i < count; i++)
+        params[i] *= 0.05f;
+    check(attn_mha_set_params(mha, params));
+    check(attn_mha_set_causal(mha, o->causal ? ATTN_CAUSAL_TOP_LEFT : ATTN_CAUSAL_NONE));
+    int64_t n = 0;
+    check(attn_mpi_ring_local_len(ring, &n));
+    attn_context *ctx = NULL;
+    check(attn_context_create(&ctx));
+    mha_times ring_t = time_mha(o, ctx, ring, mha, n, 0);
+    mha_times one = {0.0, 0.0};
+    if (size == 1)
+        one = time_mha(o, ctx, ring, mha, n, 1);
+    double mib = peak_mib();
+    if (rank == 0) {
+        printf("mha ring: np %d, L %lld, embed_dim %lld, heads %lld/%lld, %s, %lld "
+               "positions/rank: forward %.3f s, backward %.3f s", size, (long long)o->len,
+               (long long)E, (long long)o->heads, (long long)o->kv_heads,
+               o->causal ? "causal" : "not causal", (long long)n, ring_t.forward,
+               ring_t.backward);
+        if (size == 1)
+            printf("; one process's attn_mha_forward_train %.3f s, attn_mha_backward %.3f s",
+                   one.forward, one.backward);
+        printf(", peak RSS %.0f MiB/rank, median of %d\n", mib, o->reps);
+    }
+    free(params);
+    attn_context_destroy(ctx);
+    attn_mha_destroy(mha);
+    attn_mpi_ring_destroy(ring);
+}
+
 /* ---- --simulate P: ranks of a P-rank ring, in one process ------------------- */
 
 /* One step of rank r with rank s's shard: the very op and mask the ring
@@ -257,12 +354,14 @@ int main(int argc, char **argv)
     options o;
     if (parse(argc, argv, &o) != 0) {
         fprintf(stderr, "usage: attn-bench-ring [--len L] [--heads H] [--kv-heads H] "
-                        "[--dim D] [--no-causal] [--backward] [--reps N] [--simulate P]\n");
+                        "[--dim D] [--no-causal] [--backward] [--reps N] [--simulate P] [--mha]\n");
         MPI_Finalize();
         return 2;
     }
     if (o.simulate > 0)
         simulate(&o);
+    else if (o.mha)
+        run_mha(&o);
     else
         run_ring(&o);
     MPI_Finalize();
