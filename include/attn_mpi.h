@@ -234,9 +234,9 @@ ATTN_API void attn_mpi_activations_destroy(attn_mpi_activations *act);
 /** The multi-head attention layer (attn_mha_forward; D2L §10.5) over the
  * ring's sequence: self-attention of the seq_len positions split across the
  * ranks, each rank passing its own rows and getting its own rows' output.
- * Each rank projects its rows (cblas_sgemm), the attention is the ring's
- * (above) on the projected heads, and each rank projects its rows' result
- * with Wo:
+ * Each rank projects its rows (with the GEMM libattn was built with:
+ * OpenBLAS's cblas_sgemm by default), the attention is the ring's (above)
+ * on the projected heads, and each rank projects its rows' result with Wo:
  * @code{.unparsed}
  *   Q = query Wqᵀ + bq, K = key Wkᵀ + bk, V = value Wvᵀ + bv   (this rank's rows)
  *   A = ring attention of Q, K, V over all seq_len positions
@@ -284,7 +284,9 @@ ATTN_API attn_status attn_mpi_ring_mha_forward(attn_context *ctx, const attn_mpi
  *   d_value  NULL or [batch, L, vdim]
  *   d_params NULL or [count] (attn_mha_get_params' layout): the gradient
  *            over the whole sequence, summed over the ranks (MPI_Allreduce),
- *            the same on every rank, as one process's attn_mha_backward
+ *            as one process's attn_mha_backward to float rounding; the
+ *            same bits on every rank when MPI gives every rank the same
+ *            sum (as attn_mpi_allreduce_mean, above)
  * @endcode
  * Self-attention: when two or three of d_query, d_key, d_value are the same
  * pointer (and have the same features), it receives their sum, as in

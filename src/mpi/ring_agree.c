@@ -38,8 +38,6 @@ int ring_count(int64_t n)
     return n >= 0 && n <= INT_MAX ? (int)n : -1;
 }
 
-/* The collective calls told apart: ranks in different calls must not go on
- * exchanging shards. */
 /* The ring's calls, numbered in this list: ranks in different calls must
  * not go on exchanging shards. Any other call (create, the all-reduce) is 0. */
 static const char *const ring_calls[] = {
@@ -122,8 +120,9 @@ attn_status ring_agree_layer(MPI_Comm comm, const attn_mpi_ring *ring, attn_stat
         return attn_set_error((attn_status)report.status, func, text);
     }
     if (all[1] != -all[1 + SETTINGS])
-        return ring_fail(ATTN_ERR_STATE, func, "the ranks are in different calls (forward "
-                         "and backward): every rank must make the same calls in order");
+        return ring_fail(ATTN_ERR_STATE, func, "the ranks are in different calls (forward, "
+                         "backward, the layer's or SDPA's): every rank must make the same "
+                         "calls in order");
     static const char *const names[5] = {"", "layout", "causal setting", "scale", "scale"};
     for (int i = 1; i < 5; i++)
         if (ring && all[1 + i] != -all[1 + SETTINGS + i])

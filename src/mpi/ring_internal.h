@@ -151,9 +151,9 @@ attn_status ring_backward_run(attn_context *ctx, const attn_mpi_ring *ring,
                               const ring_backward_inputs *in, float *d_q, float *d_k, float *d_v,
                               const ring_caller *caller);
 
-/* Row-major C [m, n] = op(A) · op(B) + beta · C with alpha 1, through the
- * GEMM provider libattn was built with; nothing when m or n is 0, and
- * C = beta · C when k is 0 (ring_gemm.c). Sizes fit an int. */
+/* Row-major C [m, n] = op(A) · op(B) + beta · C with alpha 1 and beta 0 or
+ * 1, through the GEMM provider libattn was built with; nothing when m or n
+ * is 0, and C = beta · C when k is 0 (ring_gemm.c). Sizes fit an int. */
 void ring_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float *a,
                int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
@@ -171,7 +171,6 @@ attn_status ring_agree(MPI_Comm comm, const attn_mpi_ring *ring, attn_status loc
  * ATTN_ERR_STATE: the ranks' layers differ). */
 attn_status ring_agree_layer(MPI_Comm comm, const attn_mpi_ring *ring, attn_status local,
                              const char *func, uint64_t fingerprint);
-
 
 /* ATTN_ERR_COMMUNICATION with MPI's error string for code, naming call. */
 attn_status ring_mpi_fail(int code, const char *func, const char *call);

@@ -39,7 +39,8 @@ struct attn_mpi_activations {
     float *mem;
     int64_t capacity;                     /* floats in mem */
     bool filled;
-    const attn_mpi_ring *ring;            /* which ring filled it */
+    const attn_mpi_ring *ring;            /* which ring filled it, and its sizes: */
+    int64_t ring_sizes[5];                /* batch, seq_len, ranks, rank, local length */
     mha_shape shape;
     int64_t rows;                         /* batch × this rank's length */
     float *params, *query, *key, *value, *qp, *kp, *vp, *ap, *lse;
@@ -143,20 +144,17 @@ static void project(const float *x, int64_t rows, int64_t in, const float *w, co
     ring_gemm(false, true, rows, out, in, x, in, w, in, b ? 1.0f : 0.0f, y, out);
 }
 
-/* sums [cols] = Σ over rows of x [rows, cols], in double. */
-static attn_status column_sums(const float *x, int64_t rows, int64_t cols, float *sums,
-                               const char *f)
+/* sums [cols] = Σ over rows of x [rows, cols], accumulated in double in
+ * acc [cols] (the caller's, allocated before the ring runs: nothing may
+ * fail once the ranks have agreed). */
+static void column_sums(const float *x, int64_t rows, int64_t cols, double *acc, float *sums)
 {
-    double *acc = calloc((size_t)cols, sizeof *acc);
-    if (!acc)
-        return ring_fail(ATTN_ERR_OUT_OF_MEMORY, f, "cannot allocate a bias gradient");
+    memset(acc, 0, (size_t)cols * sizeof *acc);
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++)
             acc[j] += x[i * cols + j];
     for (int64_t j = 0; j < cols; j++)
         sums[j] = (float)acc[j];
-    free(acc);
-    return ATTN_OK;
 }
 
 /* The ring the layer's attention runs on: the caller's shards and
@@ -173,21 +171,31 @@ static attn_mpi_ring layer_ring(const attn_mpi_ring *ring, const mha_shape *s)
 
 /* ---- the forward ----------------------------------------------------------- */
 
-/* Points act's arrays into one block that it grows as needed; the inputs'
- * copies only when keep_inputs (training). */
-static attn_status act_reserve(attn_mpi_activations *act, const mha_shape *s, int64_t rows,
-                               int64_t lse_len, bool keep_inputs, const char *f)
+/* What tells a ring apart beyond its address (a ring made after another
+ * was destroyed may get its address). */
+static void ring_sizes_of(const attn_mpi_ring *ring, int64_t out[5])
 {
-    const int64_t sizes[] = {s->count,
-                             keep_inputs ? rows * s->embed : 0,
-                             keep_inputs ? rows * s->kdim : 0,
-                             keep_inputs ? rows * s->vdim : 0,
-                             rows * s->embed, rows * s->kv, rows * s->kv, rows * s->embed,
-                             lse_len};
+    out[0] = ring->batch, out[1] = ring->seq_len, out[2] = ring->size, out[3] = ring->rank;
+    out[4] = ring_len(ring, ring->rank);
+}
+
+/* Points act's arrays into one block that it grows as needed; the copy of
+ * query, key or value only where keep[0], keep[1] or keep[2] (training; an
+ * input passed twice is kept once). */
+static attn_status act_reserve(attn_mpi_activations *act, const mha_shape *s, int64_t rows,
+                               int64_t lse_len, const bool keep[3], const char *f)
+{
+    const int64_t per_row[] = {0, s->embed, s->kdim, s->vdim, s->embed, s->kv, s->kv, s->embed,
+                               0};
+    int64_t sizes[] = {s->count, 0, 0, 0, 0, 0, 0, 0, lse_len};
     int64_t total = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        bool kept = i < 1 || i > 3 || keep[i - 1];
+        if (per_row[i] > 0 && kept && __builtin_mul_overflow(rows, per_row[i], &sizes[i]))
+            return ring_fail(ATTN_ERR_SIZE_OVERFLOW, f, "the activations' size overflows");
         if (__builtin_add_overflow(total, sizes[i], &total) || total > INT64_MAX / 8)
             return ring_fail(ATTN_ERR_SIZE_OVERFLOW, f, "the activations' size overflows");
+    }
     if (total > act->capacity) {
         float *mem = malloc((size_t)total * sizeof(float));
         if (!mem)
@@ -227,17 +235,25 @@ static attn_status forward_prepare(attn_context *ctx, const attn_mpi_ring *ring,
             return ring_fail(ATTN_ERR_NULL_POINTER, f, "%s is NULL", names[i]);
     if (rows > 0 && !out)
         return attn_set_error(ATTN_ERR_NULL_POINTER, f, "out is NULL");
+    /* Self-attention passes one input thrice: one copy serves. */
+    const bool same_key = in[1] == in[0] && s.kdim == s.embed;
+    const bool same_value = in[2] == in[0] && s.vdim == s.embed;
+    const bool kept[3] = {training, training && !same_key, training && !same_value};
     st = act_reserve(keep, &s, rows, ring->batch * ring->heads_q * ring_len(ring, ring->rank),
-                     training, f);
+                     kept, f);
     if (st != ATTN_OK)
         return st;
     if (attn_mha_get_params(mha, keep->params) != ATTN_OK)
         return ring_fail(ATTN_ERR_STATE, f, "mha: %s", attn_last_error());
     const int64_t n_in[3] = {rows * s.embed, rows * s.kdim, rows * s.vdim};
     float *copies[3] = {keep->query, keep->key, keep->value};
-    for (int i = 0; i < 3 && training; i++)
-        if (n_in[i] > 0)
+    for (int i = 0; i < 3; i++)
+        if (kept[i] && n_in[i] > 0)
             memcpy(copies[i], in[i], (size_t)n_in[i] * sizeof(float));
+    if (training && same_key)
+        keep->key = keep->query;
+    if (training && same_value)
+        keep->value = keep->query;
     return ATTN_OK;
 }
 
@@ -271,6 +287,7 @@ attn_status attn_mpi_ring_mha_forward(attn_context *ctx, const attn_mpi_ring *ri
                 out);
         keep->filled = act != NULL;
         keep->ring = ring;
+        ring_sizes_of(ring, keep->ring_sizes);
     }
     free(tmp.mem);
     return st;
@@ -326,7 +343,9 @@ static attn_status backward_check(attn_context *ctx, const attn_mpi_ring *ring,
     if (!act->filled)
         return attn_set_error(ATTN_ERR_STATE, f, "act is empty: no attn_mpi_ring_mha_forward "
                               "with act has succeeded since it was made or last failed");
-    if (act->ring != ring)
+    int64_t sizes[5];
+    ring_sizes_of(ring, sizes);
+    if (act->ring != ring || memcmp(sizes, act->ring_sizes, sizeof sizes) != 0)
         return attn_set_error(ATTN_ERR_STATE, f, "act was filled with another ring");
     if (memcmp(&act->shape, &s, sizeof s) != 0)
         return attn_set_error(ATTN_ERR_STATE, f, "act was filled by another layer, or mha's "
@@ -348,9 +367,10 @@ static attn_status backward_check(attn_context *ctx, const attn_mpi_ring *ring,
 }
 
 /* d_params [count] = this rank's part of the parameters' gradient: the
- * products of attn_mha_backward's chain rule over the local rows. */
-static attn_status local_param_grads(const attn_mpi_activations *act, const float *d_out,
-                                     const float *const d_proj[3], float *d, const char *f)
+ * products of attn_mha_backward's chain rule over the local rows; acc
+ * holds max(embed_dim, kv) doubles for the biases. */
+static void local_param_grads(const attn_mpi_activations *act, const float *d_out,
+                              const float *const d_proj[3], double *acc, float *d)
 {
     const mha_shape *s = &act->shape;
     const int64_t rows = act->rows;
@@ -362,17 +382,12 @@ static attn_status local_param_grads(const attn_mpi_activations *act, const floa
               d + s->wv, s->vdim);
     ring_gemm(true, false, s->embed, s->embed, rows, d_out, s->embed, act->ap, s->embed, 0.0f,
               d + s->wo, s->embed);
-    attn_status st = ATTN_OK;
     if (s->bias) {
-        st = column_sums(d_proj[0], rows, s->embed, d + s->bq, f);
-        if (st == ATTN_OK)
-            st = column_sums(d_proj[1], rows, s->kv, d + s->bk, f);
-        if (st == ATTN_OK)
-            st = column_sums(d_proj[2], rows, s->kv, d + s->bv, f);
-        if (st == ATTN_OK)
-            st = column_sums(d_out, rows, s->embed, d + s->bo, f);
+        column_sums(d_proj[0], rows, s->embed, acc, d + s->bq);
+        column_sums(d_proj[1], rows, s->kv, acc, d + s->bk);
+        column_sums(d_proj[2], rows, s->kv, acc, d + s->bv);
+        column_sums(d_out, rows, s->embed, acc, d + s->bo);
     }
-    return st;
 }
 
 /* Sums d [count] over the ring's ranks, in place, in pieces MPI's int
@@ -419,13 +434,15 @@ attn_status attn_mpi_ring_mha_backward(attn_context *ctx, const attn_mpi_ring *r
     float *const grads[4] = {d_query, d_key, d_value, d_params};
     attn_status st = backward_check(ctx, ring, mha, act, d_out, grads, f);
     float *d_a = NULL, *d_proj[3] = {NULL, NULL, NULL};
+    double *acc = NULL;
     if (st == ATTN_OK) {
         const mha_shape *s = &act->shape;
         d_a = ring_floats(act->rows * s->embed);
         d_proj[0] = ring_floats(act->rows * s->embed);
         d_proj[1] = ring_floats(act->rows * s->kv);
         d_proj[2] = ring_floats(act->rows * s->kv);
-        if (!d_a || !d_proj[0] || !d_proj[1] || !d_proj[2])
+        acc = malloc((size_t)(s->embed > s->kv ? s->embed : s->kv) * sizeof *acc);
+        if (!d_a || !d_proj[0] || !d_proj[1] || !d_proj[2] || !acc)
             st = ring_fail(ATTN_ERR_OUT_OF_MEMORY, f, "cannot allocate the gradients' "
                            "buffers");
     }
@@ -444,15 +461,15 @@ attn_status attn_mpi_ring_mha_backward(attn_context *ctx, const attn_mpi_ring *r
                                st == ATTN_OK ? act->vp : NULL, st == ATTN_OK ? act->ap : NULL,
                                st == ATTN_OK ? act->lse : NULL, d_a};
     st = ring_backward_run(ctx, &view, &in, d_proj[0], d_proj[1], d_proj[2], &caller);
+    /* Nothing below can fail but the sum, after which the outputs are
+     * unspecified (the header): every rank that agreed reaches it. */
     if (st == ATTN_OK && d_params) {
-        st = local_param_grads(act, d_out, (const float *const *)d_proj, d_params, f);
-        /* Every rank reaches the sum: a local failure above (memory) is
-         * reported after it, so that no rank waits. */
-        attn_status summed = sum_over_ranks(ring, d_params, shape.count, f);
-        st = st != ATTN_OK ? st : summed;
+        local_param_grads(act, d_out, (const float *const *)d_proj, acc, d_params);
+        st = sum_over_ranks(ring, d_params, shape.count, f);
     }
     if (st == ATTN_OK)
         input_grads(act, (const float *const *)d_proj, grads);
+    free(acc);
     free(d_a);
     for (int i = 0; i < 3; i++)
         free(d_proj[i]);
