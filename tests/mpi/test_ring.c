@@ -31,36 +31,13 @@
 #include <cmocka.h>
 
 #include "attn_mpi.h"
+#include "mpi_test_util.h"
 #include "test_util.h"
 
 #define TOL 1e-5
 
 static int rank, nranks;
 static double worst_fwd_single, worst_fwd_ref, worst_bwd_single, worst_bwd_ref;
-
-static float *floats(int64_t n)
-{
-    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof *p);
-    assert_non_null(p);
-    tu_fill_nan(p, (size_t)(n > 0 ? n : 0));
-    return p;
-}
-
-static double *doubles(int64_t n)
-{
-    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
-/* The largest of x over the ranks. */
-static double max_over_ranks(double x)
-{
-    double all = 0.0;
-    assert_int_equal(MPI_Allreduce(&x, &all, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
-                     MPI_SUCCESS);
-    return all;
-}
 
 typedef struct ring_case {
     int64_t batch, heads_q, heads_kv, seq_len, dim_qk, dim_v;
@@ -355,18 +332,6 @@ static void test_shards(void **state)
 /* ---- 3. the ranks agree on errors ------------------------------------------ */
 
 /* Every rank got want, and the same message. */
-static void expect_everywhere(attn_status got, attn_status want, const char *message_part)
-{
-    const char *msg = attn_last_error();
-    int mine[2] = {(int)got, strstr(msg, message_part) != NULL};
-    int lo[2], hi[2];
-    MPI_Allreduce(mine, lo, 2, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    MPI_Allreduce(mine, hi, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    if (lo[0] != (int)want || hi[0] != (int)want || lo[1] != 1)
-        fail_msg("rank %d: %s \"%s\", want %s with \"%s\" on every rank", rank,
-                 attn_status_string(got), msg, attn_status_string(want), message_part);
-}
-
 static void test_errors_agree(void **state)
 {
     (void)state;

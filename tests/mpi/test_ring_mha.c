@@ -37,6 +37,7 @@
 #include <cmocka.h>
 
 #include "attn_mpi.h"
+#include "mpi_test_util.h"
 #include "reliability_util.h"
 #include "test_util.h"
 
@@ -44,22 +45,6 @@
 
 static int rank, nranks;
 static double worst_out_ref, worst_out_single, worst_grad_single;
-
-static float *floats(int64_t n)
-{
-    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof *p);
-    assert_non_null(p);
-    tu_fill_nan(p, (size_t)(n > 0 ? n : 0));
-    return p;
-}
-
-static double max_over_ranks(double x)
-{
-    double all = 0.0;
-    assert_int_equal(MPI_Allreduce(&x, &all, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
-                     MPI_SUCCESS);
-    return all;
-}
 
 typedef struct layer_case {
     int64_t batch, seq_len, embed, heads, kv_heads, kdim, vdim;
@@ -267,15 +252,6 @@ static attn_mpi_ring *ring_for(const layer_case *c)
     return ring;
 }
 
-/* Whether every rank's n floats of a and b have the same bits. */
-static int same_bits_everywhere(const float *a, const float *b, int64_t n)
-{
-    int same = n == 0 || memcmp(a, b, (size_t)n * sizeof(float)) == 0, all = 0;
-    assert_int_equal(MPI_Allreduce(&same, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD),
-                     MPI_SUCCESS);
-    return all;
-}
-
 /* After a case's forward and backward: inference (act NULL) gives the
  * training forward's out; the backward repeated with d_params alone gives
  * the same d_params (act is only read); with kdim != embed_dim, d_key ==
@@ -404,32 +380,9 @@ static void test_against_one_process(void **state)
 
 /* ---- errors: every rank returns the same status and message -------------- */
 
-/* The status every rank got, and whether every rank got the same message. */
-static void expect_everywhere(attn_status st, attn_status want, const char *func,
-                              const char *word)
-{
-    char message[512];
-    snprintf(message, sizeof message, "%s", attn_last_error());
-    int mine[2] = {(int)st, -(int)st}, all[2];
-    assert_int_equal(MPI_Allreduce(mine, all, 2, MPI_INT, MPI_MIN, MPI_COMM_WORLD),
-                     MPI_SUCCESS);
-    char zero[512];
-    memcpy(zero, message, sizeof zero);
-    assert_int_equal(MPI_Bcast(zero, (int)sizeof zero, MPI_CHAR, 0, MPI_COMM_WORLD),
-                     MPI_SUCCESS);
-    int same = strcmp(zero, message) == 0, all_same = 0;
-    assert_int_equal(MPI_Allreduce(&same, &all_same, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD),
-                     MPI_SUCCESS);
-    if (all[0] != (int)want || -all[1] != (int)want || !all_same ||
-        strncmp(message, func, strlen(func)) != 0 || !strstr(message, word))
-        fail_msg("rank %d: got %s (\"%s\"), want %s naming %s on every rank", rank,
-                 attn_status_string(st), message, attn_status_string(want), word);
-}
-
 static void test_errors(void **state)
 {
     (void)state;
-    const char *ff = "attn_mpi_ring_mha_forward", *fb = "attn_mpi_ring_mha_backward";
     layer_case c = {2, 13, 16, 4, 2, 16, 16, 1, 1, 0};
     whole w;
     whole_make(&w, &c, 99);
@@ -453,34 +406,34 @@ static void test_errors(void **state)
 
     /* An empty act, before any forward. */
     expect_everywhere(attn_mpi_ring_mha_backward(ctx, ring, w.mha, act, d_out, dx, dx, dx,
-                                                 d_params), ATTN_ERR_STATE, fb, "act");
+                                                 d_params), ATTN_ERR_STATE, "act");
     /* A layer whose heads are not the ring's. */
     attn_mha *other = NULL;
     assert_int_equal(attn_mha_create(&other, 16, 2, 2, 16, 16, 1), ATTN_OK);
     expect_everywhere(attn_mpi_ring_mha_forward(ctx, ring, other, x, x, x, out, act),
-                      ATTN_ERR_SHAPE_MISMATCH, ff, "num_heads");
+                      ATTN_ERR_SHAPE_MISMATCH, "num_heads");
     attn_mha_destroy(other);
     /* RoPE: the ring does not rotate. */
     attn_rope *rope = NULL;
     assert_int_equal(attn_rope_create(&rope, 4, 4, 10000.0f, ATTN_ROPE_HALF), ATTN_OK);
     assert_int_equal(attn_mha_set_rope(w.mha, rope), ATTN_OK);
     expect_everywhere(attn_mpi_ring_mha_forward(ctx, ring, w.mha, x, x, x, out, act),
-                      ATTN_ERR_UNSUPPORTED, ff, "RoPE");
+                      ATTN_ERR_UNSUPPORTED, "RoPE");
     assert_int_equal(attn_mha_set_rope(w.mha, NULL), ATTN_OK);
     attn_rope_destroy(rope);
     /* A window, and dropout: neither is applied by the ring. */
     assert_int_equal(attn_mha_set_window(w.mha, 4, -1), ATTN_OK);
     expect_everywhere(attn_mpi_ring_mha_forward(ctx, ring, w.mha, x, x, x, out, act),
-                      ATTN_ERR_UNSUPPORTED, ff, "window");
+                      ATTN_ERR_UNSUPPORTED, "window");
     assert_int_equal(attn_mha_set_window(w.mha, -1, -1), ATTN_OK);
     assert_int_equal(attn_mha_set_dropout(w.mha, 0.1f, 5), ATTN_OK);
     expect_everywhere(attn_mpi_ring_mha_forward(ctx, ring, w.mha, x, x, x, out, act),
-                      ATTN_ERR_UNSUPPORTED, ff, "dropout");
+                      ATTN_ERR_UNSUPPORTED, "dropout");
     assert_int_equal(attn_mha_set_dropout(w.mha, 0.0f, 5), ATTN_OK);
     /* A NULL layer on the last rank only. */
     expect_everywhere(attn_mpi_ring_mha_forward(ctx, ring, rank == nranks - 1 ? NULL : w.mha,
                                                 x, x, x, out, act),
-                      ATTN_ERR_NULL_POINTER, ff, "mha");
+                      ATTN_ERR_NULL_POINTER, "mha");
     /* Parameters that differ on one rank. */
     float *params = floats(w.count);
     assert_int_equal(attn_mha_get_params(w.mha, params), ATTN_OK);
@@ -489,7 +442,7 @@ static void test_errors(void **state)
         params[w.count - 1] += 1.0f;
     assert_int_equal(attn_mha_set_params(w.mha, params), ATTN_OK);
     expect_everywhere(attn_mpi_ring_mha_forward(ctx, ring, w.mha, x, x, x, out, act),
-                      ATTN_ERR_STATE, ff, "layers");
+                      ATTN_ERR_STATE, "layers");
     params[w.count - 1] = kept;
     assert_int_equal(attn_mha_set_params(w.mha, params), ATTN_OK);
     /* None of these wrote out. */
@@ -505,13 +458,13 @@ static void test_errors(void **state)
     memcpy(d_params_before, d_params, (size_t)w.count * sizeof(float));
     expect_everywhere(attn_mpi_ring_mha_backward(ctx, ring, w.mha, act, d_out, dx, dx, dx,
                                                  rank == 0 ? NULL : d_params),
-                      ATTN_ERR_STATE, fb, "gradients");
+                      ATTN_ERR_STATE, "gradients");
     expect_everywhere(attn_mpi_ring_mha_backward(ctx, ring, w.mha, act, d_out, dx, d_out, dx,
                                                  d_params),
-                      ATTN_ERR_INVALID_ARGUMENT, fb, "d_key");
+                      ATTN_ERR_INVALID_ARGUMENT, "d_key");
     attn_mpi_ring *twin = ring_for(&c);
     expect_everywhere(attn_mpi_ring_mha_backward(ctx, twin, w.mha, act, d_out, dx, dx, dx,
-                                                 d_params), ATTN_ERR_STATE, fb, "ring");
+                                                 d_params), ATTN_ERR_STATE, "ring");
     attn_mpi_ring_destroy(twin);
     assert_true(same_bits_everywhere(dx, dx_before, rows * c.embed));
     assert_true(same_bits_everywhere(d_params, d_params_before, w.count));
@@ -519,7 +472,7 @@ static void test_errors(void **state)
     params[0] += 0.5f;
     assert_int_equal(attn_mha_set_params(w.mha, params), ATTN_OK);
     expect_everywhere(attn_mpi_ring_mha_backward(ctx, ring, w.mha, act, d_out, dx, dx, dx,
-                                                 d_params), ATTN_ERR_STATE, fb, "changed");
+                                                 d_params), ATTN_ERR_STATE, "changed");
 
     free(params), free(x), free(out), free(d_out), free(dx), free(d_params), free(out_before);
     attn_mpi_activations_destroy(act);
