@@ -10,6 +10,17 @@
 /* MPI counts are int: a longer vector goes in pieces of 2^30 floats. */
 #define PIECE ((int64_t)1 << 30)
 
+attn_status ring_allreduce_sum(MPI_Comm comm, float *values, int64_t count, const char *func)
+{
+    for (int64_t at = 0; at < count; at += PIECE) {
+        int n = (int)(count - at < PIECE ? count - at : PIECE);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, values + at, n, MPI_FLOAT, MPI_SUM, comm);
+        if (rc != MPI_SUCCESS)
+            return ring_mpi_fail(rc, func, "MPI_Allreduce");
+    }
+    return ATTN_OK;
+}
+
 attn_status attn_mpi_allreduce_mean(MPI_Comm comm, float *values, int64_t count)
 {
     static const char *f = "attn_mpi_allreduce_mean";
@@ -36,12 +47,9 @@ attn_status attn_mpi_allreduce_mean(MPI_Comm comm, float *values, int64_t count)
     rc = MPI_Comm_size(comm, &size);
     if (rc != MPI_SUCCESS)
         return ring_mpi_fail(rc, f, "MPI_Comm_size");
-    for (int64_t at = 0; at < count; at += PIECE) {
-        int n = (int)(count - at < PIECE ? count - at : PIECE);
-        rc = MPI_Allreduce(MPI_IN_PLACE, values + at, n, MPI_FLOAT, MPI_SUM, comm);
-        if (rc != MPI_SUCCESS)
-            return ring_mpi_fail(rc, f, "MPI_Allreduce");
-    }
+    st = ring_allreduce_sum(comm, values, count, f);
+    if (st != ATTN_OK)
+        return st;
     /* Every rank divides the same sum the same way: MPI_Allreduce gives
      * every rank the same sum in Open MPI and MPICH (the standard advises
      * it; tests/mpi/test_ring.c checks the means bit for bit). */

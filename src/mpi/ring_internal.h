@@ -172,6 +172,11 @@ attn_status ring_agree(MPI_Comm comm, const attn_mpi_ring *ring, attn_status loc
 attn_status ring_agree_layer(MPI_Comm comm, const attn_mpi_ring *ring, attn_status local,
                              const char *func, uint64_t fingerprint);
 
+/* values [count] = their sum over comm's ranks, in place, with MPI_Allreduce
+ * in pieces MPI's int counts can hold (data_parallel.c); every rank passes
+ * the same count. ATTN_ERR_COMMUNICATION names func. */
+attn_status ring_allreduce_sum(MPI_Comm comm, float *values, int64_t count, const char *func);
+
 /* ATTN_ERR_COMMUNICATION with MPI's error string for code, naming call. */
 attn_status ring_mpi_fail(int code, const char *func, const char *call);
 

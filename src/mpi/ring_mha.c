@@ -390,21 +390,6 @@ static void local_param_grads(const attn_mpi_activations *act, const float *d_ou
     }
 }
 
-/* Sums d [count] over the ring's ranks, in place, in pieces MPI's int
- * counts can hold. */
-static attn_status sum_over_ranks(const attn_mpi_ring *ring, float *d, int64_t count,
-                                  const char *f)
-{
-    const int64_t piece = (int64_t)1 << 30;
-    for (int64_t at = 0; at < count; at += piece) {
-        int n = (int)(count - at < piece ? count - at : piece);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, d + at, n, MPI_FLOAT, MPI_SUM, ring->comm);
-        if (rc != MPI_SUCCESS)
-            return ring_mpi_fail(rc, f, "MPI_Allreduce");
-    }
-    return ATTN_OK;
-}
-
 /* d_query, d_key, d_value = dQ·Wq, dK·Wk, dV·Wv; a pointer passed twice
  * (self-attention) receives the sum. */
 static void input_grads(const attn_mpi_activations *act, const float *const d_proj[3],
@@ -449,23 +434,22 @@ attn_status attn_mpi_ring_mha_backward(attn_context *ctx, const attn_mpi_ring *r
     /* Every rank must ask for d_params alike: its sum is collective. */
     ring_caller caller = {f, st, 0};
     mha_shape shape = {0};
+    ring_backward_inputs in = {0};
     if (st == ATTN_OK) {
         shape = act->shape;
         caller.fingerprint = fingerprint_of(&shape, act->params) ^ (d_params ? 1u : 0u);
         /* dA = dOut · Wo */
         ring_gemm(false, false, act->rows, shape.embed, shape.embed, d_out, shape.embed,
                   act->params + shape.wo, shape.embed, 0.0f, d_a, shape.embed);
+        in = (ring_backward_inputs){act->qp, act->kp, act->vp, act->ap, act->lse, d_a};
     }
     attn_mpi_ring view = layer_ring(ring, &shape);
-    ring_backward_inputs in = {st == ATTN_OK ? act->qp : NULL, st == ATTN_OK ? act->kp : NULL,
-                               st == ATTN_OK ? act->vp : NULL, st == ATTN_OK ? act->ap : NULL,
-                               st == ATTN_OK ? act->lse : NULL, d_a};
     st = ring_backward_run(ctx, &view, &in, d_proj[0], d_proj[1], d_proj[2], &caller);
     /* Nothing below can fail but the sum, after which the outputs are
      * unspecified (the header): every rank that agreed reaches it. */
     if (st == ATTN_OK && d_params) {
         local_param_grads(act, d_out, (const float *const *)d_proj, acc, d_params);
-        st = sum_over_ranks(ring, d_params, shape.count, f);
+        st = ring_allreduce_sum(ring->comm, d_params, shape.count, f);
     }
     if (st == ATTN_OK)
         input_grads(act, (const float *const *)d_proj, grads);
