@@ -63,7 +63,7 @@ deps() {
     apt-get install -y -qq --no-install-recommends \
         meson ninja-build pkg-config gcc g++ libc6-dev python3 python3-numpy \
         libopenblas-dev libcmocka-dev libjson-c-dev \
-        doxygen debhelper dpkg-dev fakeroot lintian
+        doxygen debhelper dpkg-dev fakeroot lintian cmake
     # The machine image has rustup's cargo in ~/.cargo/bin; else Debian's.
     if ! command -v cargo >/dev/null && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
         export PATH="${HOME:-/root}/.cargo/bin:$PATH"
@@ -75,9 +75,12 @@ deps() {
 }
 
 install_prefix() {
-    meson setup "$tmp/build-install" --prefix="$prefix" --libdir=lib -Dtests=false
+    meson setup "$tmp/build-install" --prefix="$prefix" --libdir=lib -Dtests=false \
+        -Dcmake_package=enabled
     meson install -C "$tmp/build-install" --quiet
     test -f "$prefix/include/attn.hpp"
+    test -f "$prefix/lib/cmake/attn/attnConfig.cmake"
+    test -f "$prefix/lib/cmake/attn/attnConfigVersion.cmake"
     PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs attn
     say "prefix $prefix"
 }
@@ -119,6 +122,31 @@ rust_crate() {
     cargo run --offline --quiet --example uva | tee "$tmp/uva.txt"
     grep -q '^   0.5379 -0.0265$' "$tmp/uva.txt"
     say "$(awk '/^test result:/ {n += $4} END {print n " tests passed"}' "$tmp/cargo.txt")"
+}
+
+cmake_consumer() {
+    # examples/cmake: find_package(attn 1.1 REQUIRED) and attn::attn, for C
+    # and C++, from the installed attnConfig.cmake.
+    cmake -S examples/cmake -B "$tmp/cmake" -DCMAKE_PREFIX_PATH="$prefix"
+    cmake --build "$tmp/cmake"
+    "$tmp/cmake/attn_cmake_example" | tee "$tmp/cmake.txt"
+    "$tmp/cmake/attn_cmake_example_c" | tee -a "$tmp/cmake.txt"
+    test "$(grep -c '^   0.5379 -0.0265$' "$tmp/cmake.txt")" = 2
+    # attnConfigVersion.cmake (SameMajorVersion): 1.0 and this version are
+    # found, a newer minor or another major are not.
+    local want
+    mkdir -p "$tmp/cmake-version"
+    for want in 1.0 1.1 1.99:no 2.0:no 0.9:no; do
+        printf 'cmake_minimum_required(VERSION 3.13)\nproject(v NONE)\n%s\n' \
+            "find_package(attn ${want%:no} REQUIRED)" >"$tmp/cmake-version/CMakeLists.txt"
+        if cmake -S "$tmp/cmake-version" -B "$tmp/cmake-version/b-$want" \
+            -DCMAKE_PREFIX_PATH="$prefix" >"$tmp/cmake-version/$want.log" 2>&1; then
+            [ "$want" = "${want%:no}" ] || { echo "find_package(attn ${want%:no}) succeeded"; false; }
+        else
+            [ "$want" != "${want%:no}" ] || { cat "$tmp/cmake-version/$want.log"; false; }
+        fi
+    done
+    say "cmake $(cmake --version | head -1 | awk '{print $3}'), C and C++; 1.0 and 1.1 found, 1.99, 2.0, 0.9 refused"
 }
 
 python_module() {
@@ -176,12 +204,16 @@ deb_install() {
     c++ -std=c++17 -Wall -Wextra -Werror "$root/examples/cpp/wrapper_example.cpp" \
         $(env -u PKG_CONFIG_PATH pkg-config --cflags --libs attn) -o "$tmp/wrapper_deb"
     "$tmp/wrapper_deb" | grep -q '^   0.5379 -0.0265$'
+    # The CMake package from /usr: found with no CMAKE_PREFIX_PATH.
+    cmake -S "$root/examples/cmake" -B "$tmp/cmake-deb"
+    cmake --build "$tmp/cmake-deb"
+    "$tmp/cmake-deb/attn_cmake_example" | grep -q '^   0.5379 -0.0265$'
     env -u LD_LIBRARY_PATH /usr/bin/python3 -c \
         "import sys; sys.path.insert(0, '$root/python'); import attn; print('python:', attn.version())"
     attn --help >/dev/null
     test -f /usr/share/man/man1/attn.1.gz
     ldd "$(command -v attn)" | grep 'libattn.so.1 => /lib\|libattn.so.1 => /usr/lib'
-    say "seed_example.c, wrapper_example.cpp, attn.py and attn against /usr"
+    say "seed_example.c, wrapper_example.cpp, examples/cmake, attn.py and attn against /usr"
 }
 
 deb_lintian() {
@@ -208,6 +240,8 @@ step "C++ example (examples/cpp/wrapper_example.cpp, pkg-config)" install_prefix
 step "C++ wrapper test (tests/test_cxx_wrapper.cpp, installed attn.hpp)" install_prefix \
     cxx_wrapper_test
 step "Rust crate (examples/rust: cargo test, cargo run --example uva)" install_prefix rust_crate
+step "CMake consumer (examples/cmake: find_package(attn 1.1), attn::attn)" install_prefix \
+    cmake_consumer
 step "Python module (tests/test_python.py against NumPy)" install_prefix python_module
 step "API reference (meson compile docs, Doxygen warnings)" deps api_reference
 step "Debian packages (dpkg-buildpackage -us -uc -b, nocheck)" deps deb_build
