@@ -100,15 +100,21 @@ cxx_example() {
 }
 
 cxx_wrapper_test() {
-    # tests/test_cxx_wrapper.cpp against the installed attn.hpp (meson test
-    # also runs it in-tree).
+    # tests/test_cxx_wrapper.cpp and its 1.1 part against the installed
+    # attn.hpp (meson test also runs them in-tree).
     cc -std=c11 -c tests/test_util.c -I"$prefix/include" -o "$tmp/test_util.o"
-    # shellcheck disable=SC2046
-    c++ -std=c++17 -Wall -Wextra -Wpedantic -Werror tests/test_cxx_wrapper.cpp \
-        "$tmp/test_util.o" -Itests $(with_prefix pkg-config --cflags --libs attn cmocka) -lm \
-        -Wl,-rpath,"$prefix/lib" -o "$tmp/test_cxx_wrapper"
-    "$tmp/test_cxx_wrapper" 2>&1 | tee "$tmp/cxxtest.txt"
-    say "$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test(s)\./\1 tests passed/p' "$tmp/cxxtest.txt")"
+    cc -std=c11 -c tests/reliability_util.c -I"$prefix/include" -o "$tmp/reliability_util.o"
+    local t
+    for t in test_cxx_wrapper test_cxx_wrapper_1_1; do
+        # shellcheck disable=SC2046
+        c++ -std=c++17 -Wall -Wextra -Wpedantic -Werror "tests/$t.cpp" "$tmp/test_util.o" \
+            "$tmp/reliability_util.o" -Itests \
+            $(with_prefix pkg-config --cflags --libs attn cmocka) -lm \
+            -Wl,-rpath,"$prefix/lib" -o "$tmp/$t"
+        "$tmp/$t" 2>&1 | tee -a "$tmp/cxxtest.txt"
+    done
+    say "$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test(s)\./\1/p' "$tmp/cxxtest.txt" |
+        awk '{n += $1} END {print n}') tests passed"
 }
 
 rust_crate() {
@@ -141,12 +147,14 @@ cmake_consumer() {
             "find_package(attn ${want%:no} REQUIRED)" >"$tmp/cmake-version/CMakeLists.txt"
         if cmake -S "$tmp/cmake-version" -B "$tmp/cmake-version/b-$want" \
             -DCMAKE_PREFIX_PATH="$prefix" >"$tmp/cmake-version/$want.log" 2>&1; then
-            [ "$want" = "${want%:no}" ] || { echo "find_package(attn ${want%:no}) succeeded"; false; }
+            [ "$want" = "${want%:no}" ] ||
+                { echo "find_package(attn ${want%:no}) succeeded"; false; }
         else
             [ "$want" != "${want%:no}" ] || { cat "$tmp/cmake-version/$want.log"; false; }
         fi
     done
-    say "cmake $(cmake --version | head -1 | awk '{print $3}'), C and C++; 1.0 and 1.1 found, 1.99, 2.0, 0.9 refused"
+    say "cmake $(cmake --version | head -1 | awk '{print $3}'), C and C++;" \
+        "1.0 and 1.1 found, 1.99, 2.0, 0.9 refused"
 }
 
 python_module() {
@@ -237,7 +245,7 @@ if ! command -v cargo >/dev/null && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; th
 fi
 step "install into a temporary prefix" deps install_prefix
 step "C++ example (examples/cpp/wrapper_example.cpp, pkg-config)" install_prefix cxx_example
-step "C++ wrapper test (tests/test_cxx_wrapper.cpp, installed attn.hpp)" install_prefix \
+step "C++ wrapper tests (tests/test_cxx_wrapper*.cpp, installed attn.hpp)" install_prefix \
     cxx_wrapper_test
 step "Rust crate (examples/rust: cargo test, cargo run --example uva)" install_prefix rust_crate
 step "CMake consumer (examples/cmake: find_package(attn 1.1), attn::attn)" install_prefix \
