@@ -91,7 +91,7 @@ void check_param_gradient(const char *what, std::vector<float> &p, const std::ve
                      static_cast<double>(g[i]), num);
         worst = e > worst ? e : worst;
     }
-    print_message("%s: d_params vs central differences, largest error %.2g\n", what, worst);
+    print_message("%s vs central differences: largest error %.2g\n", what, worst);
 }
 
 // ---- scaled dot-product attention: backward, dropout, modifiers ----------
