@@ -227,10 +227,39 @@ static void check_err(const char *what, double err, int64_t at, const float *a, 
     }
 }
 
+/* ATTN_TEST_QUICK=1: .ci/reliability.sh's Valgrind run, where the float64
+ * reference took 56% of this test's time (85 s of Valgrind's; 37 s
+ * without it). There every output element is still read once, so
+ * Valgrind reports any left uninitialised, and each must be a number (out
+ * and weights finite, lse finite or −∞); the values are compared with the
+ * reference in every other run of the suite. */
+static bool quick;
+
+static int64_t count_not_numbers(const float *x, int64_t n, bool minus_inf_ok)
+{
+    int64_t bad = 0;
+    for (int64_t i = 0; x && i < n; i++)
+        bad += !(isfinite(x[i]) || (minus_inf_ok && x[i] == -INFINITY));
+    return bad;
+}
+
+static void check_outputs_are_numbers(const problem *p, const outputs *o)
+{
+    int64_t bad = count_not_numbers(o->out, p->no, false) +
+                  count_not_numbers(o->w, p->nw, false) +
+                  count_not_numbers(o->lse, p->nl, true);
+    if (bad != 0)
+        print_error("%lld output elements are not numbers\n", (long long)bad), fail();
+}
+
 /* Compares o with the float64 reference; fails the test on an error above
  * TOL and records the largest errors for the summary line. */
 static void check_against_ref(const problem *p, const outputs *o)
 {
+    if (quick) {
+        check_outputs_are_numbers(p, o);
+        return;
+    }
     const dims *d = &p->c->d;
     double *out = xmalloc((size_t)p->no * sizeof(double));
     double *w = xmalloc((size_t)p->nw * sizeof(double));
@@ -430,6 +459,11 @@ static sdpa_case thread_cases[] = {
 
 int main(void)
 {
+    const char *quick_env = getenv("ATTN_TEST_QUICK");
+    quick = quick_env && quick_env[0] == '1';
+    if (quick)
+        printf("sdpa_random: quick mode (ATTN_TEST_QUICK): outputs checked to be numbers, "
+               "not against the float64 reference\n");
     struct CMUnitTest tests[N_CASES + N_THREAD_CASES];
     size_t n = 0;
     for (size_t i = 0; i < N_CASES; i++)
@@ -439,7 +473,8 @@ int main(void)
                                          &thread_cases[i]};
     int failed = cmocka_run_group_tests_name("sdpa_random_vs_float64_reference", tests, NULL,
                                              NULL);
-    printf("max normalized error over all cases: out %.3e, weights %.3e, lse %.3e (tol %.0e)\n",
-           g_max_out, g_max_w, g_max_lse, TOL);
+    if (!quick)
+        printf("max normalized error over all cases: out %.3e, weights %.3e, lse %.3e "
+               "(tol %.0e)\n", g_max_out, g_max_w, g_max_lse, TOL);
     return failed;
 }
