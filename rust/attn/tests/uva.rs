@@ -77,7 +77,7 @@ fn d2l_valid_lengths() {
 
 #[test]
 fn libattn_errors_carry_status_and_message() {
-    let err: Error = Sdpa::new(1, 6, 4, 3, 3, 2, 2).err().expect("heads 6/4 must fail");
+    let err: Error = Sdpa::new(1, 6, 4, 3, 3, 2, 2).expect_err("heads 6/4 must fail");
     assert_eq!(err.status(), Status::SHAPE_MISMATCH);
     assert_eq!(err.message(), "attn_sdpa_create: heads_q (6) is not a multiple of heads_kv (4)");
     assert!(err.to_string().contains("ATTN_ERR_SHAPE_MISMATCH"));

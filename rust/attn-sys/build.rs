@@ -2,6 +2,12 @@
 //! builds against whichever libattn the system (or PKG_CONFIG_PATH) provides:
 //! the Debian package libattn-dev, or a `meson install` into any prefix.
 //! pkg-config runs as a process: the crate has no build dependencies.
+//!
+//! A library outside the loader's default path gets an rpath in this crate's
+//! own tests, and its folders are passed on to the build scripts of crates
+//! that depend on this one as `DEP_ATTN_LIBDIR` (folders joined by `:`;
+//! empty for a library in a system folder), which the `attn` crate uses to
+//! give its tests and examples the same rpath.
 
 use std::env;
 use std::process::Command;
@@ -28,16 +34,20 @@ fn main() {
         );
     }
     let flags = String::from_utf8(output.stdout).expect("pkg-config printed non-UTF-8 flags");
+    let mut dirs = Vec::new();
     for flag in flags.split_whitespace() {
         if let Some(dir) = flag.strip_prefix("-L") {
             println!("cargo:rustc-link-search=native={}", dir);
             // A library outside the loader's default path is found at run time
-            // too (tests and examples of this crate run without LD_LIBRARY_PATH).
+            // too (tests of this crate run without LD_LIBRARY_PATH).
             println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir);
+            dirs.push(dir);
         } else if let Some(lib) = flag.strip_prefix("-l") {
             println!("cargo:rustc-link-lib={}", lib);
         } else {
             println!("cargo:rustc-link-arg={}", flag);
         }
     }
+    // Metadata of the `links = "attn"` package: DEP_ATTN_LIBDIR in dependents.
+    println!("cargo:libdir={}", dirs.join(":"));
 }
