@@ -19,7 +19,8 @@ tmp=$(mktemp -d)
 prefix=$tmp/prefix
 cleanup() {
     if [ -e "$tmp/debs-installed" ]; then
-        apt-get purge -y -qq libattn1 libattn-dev attn-tools >/dev/null 2>&1 || true
+        apt-get purge -y -qq libattn1 libattn-dev attn-tools python3-attn >/dev/null 2>&1 ||
+            true
     fi
     rm -rf "$tmp"
 }
@@ -63,7 +64,7 @@ deps() {
     apt-get install -y -qq --no-install-recommends \
         meson ninja-build pkg-config gcc g++ libc6-dev python3 python3-numpy \
         libopenblas-dev libcmocka-dev libjson-c-dev \
-        doxygen debhelper dpkg-dev fakeroot lintian cmake
+        doxygen debhelper dpkg-dev fakeroot lintian cmake python3-venv dh-python
     # The machine image has rustup's cargo in ~/.cargo/bin; else Debian's.
     if ! command -v cargo >/dev/null && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
         export PATH="${HOME:-/root}/.cargo/bin:$PATH"
@@ -117,17 +118,35 @@ cxx_wrapper_test() {
         awk '{n += $1} END {print n}') tests passed"
 }
 
-rust_crate() {
-    # A copy, so that Cargo.lock and target/ stay out of the work tree.
-    cp -r examples/rust "$tmp/rust"
-    cd "$tmp/rust"
-    rm -rf target Cargo.lock   # if cargo ran in the tree
-    export PKG_CONFIG_PATH="$prefix/lib/pkgconfig" CARGO_TARGET_DIR="$tmp/rust/target"
+rust_crates() {
+    # rust/: the Cargo workspace of attn-sys (the raw declarations, linked
+    # with pkg-config) and attn (the safe API), built in the tree against the
+    # prefix. --locked keeps the committed Cargo.lock as it is; the target
+    # folder is outside the tree. Zero warnings, in the code and in the docs.
+    export PKG_CONFIG_PATH="$prefix/lib/pkgconfig" CARGO_TARGET_DIR="$tmp/rust-target"
+    export RUSTFLAGS="-D warnings" RUSTDOCFLAGS="-D warnings"
+    cd rust
     cargo --version
-    cargo test --offline 2>&1 | tee "$tmp/cargo.txt"
-    cargo run --offline --quiet --example uva | tee "$tmp/uva.txt"
+    cargo build --offline --locked --workspace --all-targets
+    cargo test --offline --locked --workspace 2>&1 | tee "$tmp/cargo.txt"
+    cargo doc --offline --locked --workspace --no-deps
+    local extra=""
+    if cargo clippy --version >/dev/null 2>&1; then
+        cargo clippy --offline --locked --workspace --all-targets
+        extra=", clippy clean"
+    fi
+    cargo run --offline --locked --quiet --example uva | tee "$tmp/uva.txt"
     grep -q '^   0.5379 -0.0265$' "$tmp/uva.txt"
-    say "$(awk '/^test result:/ {n += $4} END {print n " tests passed"}' "$tmp/cargo.txt")"
+    # Each example checks itself (exit status 1: the NW loss did not fall,
+    # or the cached decoding is more than 1e-5 from the full forward).
+    cargo run --offline --locked --quiet --example train_nw | tee "$tmp/train_nw.txt"
+    cargo run --offline --locked --quiet --example decode | tee "$tmp/decode.txt"
+    local tests nw diff
+    tests=$(awk '/^test result:/ {n += $4} END {print n}' "$tmp/cargo.txt")
+    nw=$(awk -F'[ ,]+' '/^epoch / {if (!first) first = $4; last = $4}
+        /^learned w/ {w = $4} END {print "loss " first " -> " last ", w " w}' "$tmp/train_nw.txt")
+    diff=$(awk '/^max difference/ {print $3}' "$tmp/decode.txt")
+    say "$tests tests, docs$extra; train_nw $nw; decode max |diff| $diff"
 }
 
 cmake_consumer() {
@@ -163,6 +182,32 @@ python_module() {
     say "$(grep -o 'Ran [0-9]* tests' "$tmp/py.txt")"
 }
 
+python_pip() {
+    # python/ installed by pip into a virtual environment, offline: no index
+    # (its build backend, python/attn_build.py, needs only the standard
+    # library) and Debian's NumPy through --system-site-packages. Then
+    # tests/test_python.py against that installed module (ATTN_TEST_MODULE=
+    # installed refuses the tree's copy) and the prefix's libattn.so.1.
+    /usr/bin/python3 -m venv --system-site-packages "$tmp/venv"
+    "$tmp/venv/bin/pip" install --no-index --no-cache-dir "$root/python"
+    "$tmp/venv/bin/pip" show attn
+    (cd "$tmp" && ATTN_TEST_MODULE=installed LD_LIBRARY_PATH="$prefix/lib" \
+        "$tmp/venv/bin/python" "$root/tests/test_python.py") 2>&1 | tee "$tmp/pip.txt"
+    grep -q "^test_python: attn .* from $tmp/venv/lib/python3[.0-9]*/site-packages/attn.py$" \
+        "$tmp/pip.txt"
+    say "attn $("$tmp/venv/bin/pip" show attn | sed -n 's/^Version: //p') by pip into a venv," \
+        "$(grep -o 'Ran [0-9]* tests' "$tmp/pip.txt") against it"
+}
+
+binding_coverage() {
+    # The functions of libattn.so.1 each binding calls (.ci/binding_coverage.py):
+    # all but attn_set_error, which is for C code that reports through
+    # attn_last_error().
+    python3 .ci/binding_coverage.py | tee "$tmp/coverage.txt"
+    say "$(sed 's/^\([^:]*\): \([0-9]*\/[0-9]*\) functions.*/\1 \2/' "$tmp/coverage.txt" |
+        paste -sd, | sed 's/,/, /g')"
+}
+
 api_reference() {
     meson setup "$tmp/build-docs" -Dtests=false
     meson compile -C "$tmp/build-docs" docs
@@ -183,7 +228,7 @@ deb_build() {
     for f in * .ci; do
         case $f in build*) ;; *) cp -a "$f" "$tmp/deb/attn/" ;; esac
     done
-    rm -rf "$tmp/deb/attn/examples/rust/target"   # if cargo ran in the tree
+    rm -rf "$tmp/deb/attn/rust/target"   # if cargo ran in the tree
     cd "$tmp/deb/attn"
     DEB_BUILD_OPTIONS=nocheck DEB_BUILD_PROFILES=nocheck dpkg-buildpackage -us -uc -b
     cd ..
@@ -198,8 +243,9 @@ deb_build() {
 deb_install() {
     cd "$tmp/deb"
     touch "$tmp/debs-installed"   # purged again at exit
-    apt-get install -y -qq ./libattn1_*.deb ./libattn-dev_*.deb ./attn-tools_*.deb
-    dpkg -s libattn1 libattn-dev attn-tools | grep -E '^(Package|Version|Status)'
+    apt-get install -y -qq ./libattn1_*.deb ./libattn-dev_*.deb ./attn-tools_*.deb \
+        ./python3-attn_*.deb
+    dpkg -s libattn1 libattn-dev attn-tools python3-attn | grep -E '^(Package|Version|Status)'
     # Built against the packages: pkg-config from /usr, the library from the
     # loader's default path (no rpath, no LD_LIBRARY_PATH).
     env -u PKG_CONFIG_PATH pkg-config --modversion attn
@@ -216,12 +262,18 @@ deb_install() {
     cmake -S "$root/examples/cmake" -B "$tmp/cmake-deb"
     cmake --build "$tmp/cmake-deb"
     "$tmp/cmake-deb/attn_cmake_example" | grep -q '^   0.5379 -0.0265$'
-    env -u LD_LIBRARY_PATH /usr/bin/python3 -c \
-        "import sys; sys.path.insert(0, '$root/python'); import attn; print('python:', attn.version())"
+    # python3-attn: the module from /usr/lib/python3/dist-packages and the
+    # library from the loader's default path, with no environment variable.
+    (cd "$tmp" && env -u LD_LIBRARY_PATH -u ATTN_LIBRARY -u PYTHONPATH /usr/bin/python3 -c \
+        "import attn; print('python:', attn.version(), attn.__file__)") | tee "$tmp/deb_py.txt"
+    grep -q '^python: .* /usr/lib/python3/dist-packages/attn.py$' "$tmp/deb_py.txt"
+    (cd "$tmp" && env -u LD_LIBRARY_PATH -u ATTN_LIBRARY -u PYTHONPATH ATTN_TEST_MODULE=installed \
+        /usr/bin/python3 "$root/tests/test_python.py") 2>&1 | tail -3
     attn --help >/dev/null
     test -f /usr/share/man/man1/attn.1.gz
     ldd "$(command -v attn)" | grep 'libattn.so.1 => /lib\|libattn.so.1 => /usr/lib'
-    say "seed_example.c, wrapper_example.cpp, examples/cmake, attn.py and attn against /usr"
+    say "seed_example.c, wrapper_example.cpp, examples/cmake, python3-attn" \
+        "(test_python.py) and attn against /usr"
 }
 
 deb_lintian() {
@@ -247,10 +299,12 @@ step "install into a temporary prefix" deps install_prefix
 step "C++ example (examples/cpp/wrapper_example.cpp, pkg-config)" install_prefix cxx_example
 step "C++ wrapper tests (tests/test_cxx_wrapper*.cpp, installed attn.hpp)" install_prefix \
     cxx_wrapper_test
-step "Rust crate (examples/rust: cargo test, cargo run --example uva)" install_prefix rust_crate
+step "Rust crates (rust/: attn-sys and attn; tests, docs, examples)" install_prefix rust_crates
 step "CMake consumer (examples/cmake: find_package(attn 1.1), attn::attn)" install_prefix \
     cmake_consumer
 step "Python module (tests/test_python.py against NumPy)" install_prefix python_module
+step "Python module by pip (venv, --no-index; tests/test_python.py)" install_prefix python_pip
+step "Bindings' coverage of the C API (.ci/binding_coverage.py)" deps binding_coverage
 step "API reference (meson compile docs, Doxygen warnings)" deps api_reference
 step "Debian packages (dpkg-buildpackage -us -uc -b, nocheck)" deps deb_build
 step "Debian packages installed, examples built with pkg-config" deb_build deb_install
