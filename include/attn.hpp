@@ -117,8 +117,15 @@ inline unsigned version_number() noexcept { return attn_version_number(); }
  * schedule and advice (attn_runtime_info's "key: value" lines, whole). */
 inline std::string runtime_info()
 {
-    std::string text(attn_runtime_info(nullptr, 0), '\0');
-    attn_runtime_info(&text[0], text.size() + 1);   // C++17: the NUL slot is writable
+    // The text may change between two calls (the BLAS's thread count is read
+    // each time): ask again until the buffer held all of it.
+    std::string text;
+    std::size_t n = attn_runtime_info(nullptr, 0);
+    do {
+        text.assign(n, '\0');
+        n = attn_runtime_info(&text[0], text.size() + 1);   // C++17: the NUL slot is writable
+    } while (n > text.size());
+    text.resize(n);
     return text;
 }
 
@@ -304,8 +311,11 @@ private:
  * matching backward. It also remembers which layer filled it and the
  * shapes, so the backward checks d_out's extent and throws
  * ATTN_ERR_STATE for activations another layer (or no wrapper call)
- * filled. One forward/backward pair at a time; the next training forward
- * overwrites it. One thread at a time. Move-only.
+ * filled. Fill it through the wrapper only: a C call given get() leaves the
+ * record of the wrapper's last forward, whose shapes the backward would then
+ * check. One forward/backward pair at a time; the next training forward
+ * overwrites it. A training forward uses it alone; backwards only read it
+ * and may share it. Move-only.
  */
 class activations {
 public:
@@ -536,6 +546,8 @@ inline std::int64_t total_q(const char *func, view<const std::int64_t> seqs,
                             view<const std::int64_t> cu_q)
 {
     extent(func, "cu_q", cu_q, static_cast<std::int64_t>(seqs.size()) + 1);
+    if (cu_q.data() == nullptr)
+        throw error(ATTN_ERR_NULL_POINTER, std::string(func) + ": cu_q is NULL");
     const std::int64_t total = cu_q.data()[cu_q.size() - 1];   // cu_q[n_seqs]
     return total < 0 ? -1 : total;
 }
@@ -834,7 +846,9 @@ private:
 
 /**
  * Owns an attn_mha: a multi-head attention layer with PyTorch's numbers
- * (attn_mha_create). Move-only.
+ * (attn_mha_create). Concurrent forward, forward_train and backward calls
+ * may share it, each with its own context (and activations); setters must
+ * not overlap any call on it. Move-only.
  */
 class mha {
 public:
@@ -1010,8 +1024,10 @@ public:
 
     /**
      * attn_mha_forward_train: forward() that also fills act for backward(),
-     * with dropout if set. act keeps a pointer to m's arrays, which must
-     * stay valid and unchanged until the backward.
+     * with dropout if set. act keeps a pointer to the mask m (the C
+     * attn_mask it owns): m and the arrays it references must stay alive and
+     * unchanged (not destroyed, moved from, cleared or set) until the last
+     * backward that uses act.
      */
     void forward_train(context &ctx, std::int64_t batch, std::int64_t len_q,
                        std::int64_t len_kv, in query, in key, in value, const mask *m, out o,
@@ -1087,7 +1103,9 @@ private:
 
 /**
  * Owns an attn_additive: additive (Bahdanau) attention
- * (attn_additive_create). Move-only.
+ * (attn_additive_create). Concurrent forward, forward_train and backward
+ * calls may share it, each with its own context (and activations); setters
+ * must not overlap any call on it. Move-only.
  */
 class additive {
 public:
@@ -1169,7 +1187,8 @@ public:
     }
 
     /** attn_additive_forward_train: forward() that also fills act for
-     * backward(); act keeps a pointer to m's arrays. */
+     * backward(); act keeps a pointer to the mask m: m and its arrays must
+     * stay alive and unchanged until the last backward that uses act. */
     void forward_train(context &ctx, std::int64_t batch, std::int64_t len_q,
                        std::int64_t len_kv, std::int64_t dim_v, in queries, in keys, in values,
                        const mask *m, out o, out weights, activations &act) const
@@ -1308,7 +1327,9 @@ public:
     }
 
     /** The training forward (attn_encoder_layer_forward with act): dropout as
-     * set, and act keeps what backward() needs and a pointer to m's arrays. */
+     * set, and act keeps what backward() needs and a pointer to the mask m:
+     * m and its arrays must stay alive and unchanged until the last backward
+     * that uses act. */
     void forward_train(context &ctx, std::int64_t batch, std::int64_t len, in src,
                        const mask *m, out o, activations &act) const
     {

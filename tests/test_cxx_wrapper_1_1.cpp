@@ -3,8 +3,12 @@
 // score modifiers, RoPE, the KV cache and cached forwards, merging partial
 // results, and the error paths, each checked against float64 references
 // (test_util.c, reliability_util.c, or written here from the header's
-// formulas) or central differences of a float64 loss, never against the
-// wrapper's own earlier output.
+// formulas) or central differences of a float64 loss. Two comparisons are
+// with libattn's own numbers by definition: decoding with the cache against
+// the same layer's full forward (which the header promises, and which is
+// checked against float64 here and in test_encoder.c), and dropout's weights
+// against the keep mask the op reports (Philox itself is checked against
+// its published answers in test_python.py and test_dropout.c).
 #include <attn.hpp>
 
 #include <cmath>
@@ -71,8 +75,8 @@ void expect_error(F body, attn_status status, const char *prefix)
     fail_msg("no attn::error thrown (wanted %s)", attn_status_string(status));
 }
 
-// ∂L/∂p[i] of a float64 loss by central differences (test_util), for a few
-// indices spread over p, compared with the library's gradient g.
+// ∂L/∂p[i] of a float64 loss by central differences (test_util), for every
+// index of p (the problems are small), compared with the library's gradient g.
 template <class Loss>
 void check_param_gradient(const char *what, std::vector<float> &p, const std::vector<float> &g,
                           Loss loss, double tol)
@@ -82,12 +86,11 @@ void check_param_gradient(const char *what, std::vector<float> &p, const std::ve
         static double run(void *arg) { return (*static_cast<call *>(arg)->loss)(); }
     } c{&loss};
     double worst = 0;
-    const std::size_t step = p.size() / 23 + 1;
-    for (std::size_t i = 0; i < p.size(); i += step) {
+    for (std::size_t i = 0; i < p.size(); i++) {
         double num = tu_central_difference(&p[i], 0x1p-10, call::run, &c);
         double e = std::fabs(num - g[i]) / (1.0 + std::fabs(num));
         if (!(e <= tol))
-            fail_msg("%s: d_params[%zu] = %g, central difference %g", what, i,
+            fail_msg("%s: gradient[%zu] = %g, central difference %g", what, i,
                      static_cast<double>(g[i]), num);
         worst = e > worst ? e : worst;
     }
@@ -195,6 +198,18 @@ void sdpa_dropout_uses_its_keep_mask(void **)
     assert_close("out with dropout", out, rout, D);
     // 512 draws at p = 0.25: 384 expected, sd 9.8.
     assert_true(kept > 330 && kept < 440);
+
+    // The backward regenerates the mask: d_v = (P ∘ Z)ᵀ d_out, Z = keep / (1 − p).
+    std::vector<float> lse(op.lse_size()), d_out = normal(&rng, B * H * L * D);
+    op.forward(ctx, q, k, v, nullptr, out, {}, lse);
+    std::vector<float> d_q(op.q_size()), d_k(op.k_size()), d_v(op.v_size());
+    op.backward(ctx, q, k, v, nullptr, out, lse, d_out, d_q, d_k, d_v);
+    std::vector<double> rd_v(d_v.size(), 0.0);
+    for (std::int64_t r = 0; r < B * H * L; r++)   // row r = (b·H + h)·L + i
+        for (std::int64_t j = 0; j < L; j++)
+            for (std::int64_t c = 0; c < D; c++)
+                rd_v[(r / L) * L * D + j * D + c] += rw[r * L + j] * d_out[r * D + c];
+    assert_close("d_v with dropout", d_v, rd_v, D);
     op.set_dropout(0.0f, 0);
     for (std::uint8_t x : op.keep_mask())
         assert_int_equal(x, 1);
@@ -282,6 +297,110 @@ void mha_training_matches_reference(void **)
                  "attn_mha_backward");
 }
 
+// Cross-attention with GQA and kdim ≠ vdim ≠ embed_dim: every gradient in
+// its own buffer, against central differences of the float64 layer.
+void mha_cross_attention_gradients(void **)
+{
+    tu_rng rng;
+    tu_rng_seed(&rng, 24);
+    const std::int64_t E = 8, H = 4, Hkv = 2, kdim = 5, vdim = 3, B = 2, Lq = 3, Lkv = 4;
+    attn::mha layer(E, H, Hkv, kdim, vdim, true);
+    const std::int64_t kv = E / H * Hkv;
+    std::vector<float> params = normal(&rng, (std::int64_t)layer.param_count(), 0.3f);
+    assert_int_equal(params.size(), 2 * E * E + kv * (kdim + vdim) + E + 2 * kv + E);
+    layer.set_params(params).set_causal(ATTN_CAUSAL_BOTTOM_RIGHT);
+    std::vector<float> q = normal(&rng, B * Lq * E), k = normal(&rng, B * Lkv * kdim),
+                       v = normal(&rng, B * Lkv * vdim), d_out = normal(&rng, B * Lq * E);
+    attn::context ctx;
+    attn::activations act;
+    std::vector<float> out(q.size());
+    layer.forward_train(ctx, B, Lq, Lkv, q, k, v, nullptr, out, {}, act);
+    std::vector<float> d_q(q.size()), d_k(k.size()), d_v(v.size()), d_params(params.size());
+    layer.backward(ctx, act, d_out, d_q, d_k, d_v, d_params);
+    auto reference = [&](std::vector<double> &o) {
+        ru_mha m{};
+        m.embed = E, m.heads = H, m.kv_heads = Hkv, m.kdim = kdim, m.vdim = vdim;
+        m.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+        const float *at = params.data();   // Wq, Wk, Wv, bq, bk, bv, Wo, bo
+        m.w[0] = at, at += E * E;
+        m.w[1] = at, at += kv * kdim;
+        m.w[2] = at, at += kv * vdim;
+        m.b[0] = at, at += E;
+        m.b[1] = at, at += kv;
+        m.b[2] = at, at += kv;
+        m.w[3] = at, at += E * E;
+        m.b[3] = at;
+        ru_ref_mha(&m, B, Lq, Lkv, q.data(), k.data(), v.data(), nullptr, o.data(), nullptr);
+    };
+    std::vector<double> rout(out.size());
+    reference(rout);
+    assert_close("mha cross-attention forward_train", out, rout, E);
+    auto loss = [&] {
+        std::vector<double> o(out.size());
+        reference(o);
+        double l = 0;
+        for (std::size_t i = 0; i < o.size(); i++)
+            l += d_out[i] * o[i];
+        return l;
+    };
+    check_param_gradient("mha cross d_query", q, d_q, loss, 1e-4);
+    check_param_gradient("mha cross d_key", k, d_k, loss, 1e-4);
+    check_param_gradient("mha cross d_value", v, d_v, loss, 1e-4);
+    check_param_gradient("mha cross d_params", params, d_params, loss, 1e-4);
+    std::vector<float> short_key(k.size() - 1);
+    expect_error([&] { layer.backward(ctx, act, d_out, {}, short_key, {}); },
+                 ATTN_ERR_SHAPE_MISMATCH,
+                 "attn::mha::backward: d_key has 39 elements, the shapes need 40");
+}
+
+// The layer's window, softcap and ALiBi against the float64 layer with the
+// same modifiers; dropout leaves the inference forward alone and changes the
+// training forward.
+void mha_modifiers_and_dropout(void **)
+{
+    tu_rng rng;
+    tu_rng_seed(&rng, 25);
+    const std::int64_t E = 8, H = 2, B = 1, L = 7;
+    attn::mha layer(E, H);
+    std::vector<float> params = normal(&rng, (std::int64_t)layer.param_count(), 0.3f);
+    const std::vector<float> slopes = {0.3f, 0.7f};
+    layer.set_params(params).set_causal(ATTN_CAUSAL_TOP_LEFT);
+    layer.set_window(3, 0).set_softcap(2.0f).set_alibi(slopes);
+    assert_int_equal(layer.property(ATTN_MHA_HAS_MODIFIERS), 1);
+    std::vector<float> x = normal(&rng, B * L * E), out(x.size());
+    attn::context ctx;
+    layer.forward(ctx, B, L, L, x, x, x, nullptr, out);
+    ru_mha ref = mha_ref_of(params, E, H);
+    ref_mods mods{1, 3, 0, 2.0, slopes.data()};
+    ref.mods = &mods;
+    std::vector<double> rout(out.size());
+    ru_ref_mha(&ref, B, L, L, x.data(), x.data(), x.data(), nullptr, rout.data(), nullptr);
+    assert_close("mha with window, softcap and alibi", out, rout, E);
+    layer.clear_alibi().set_window(-1, -1).set_softcap(0.0f);
+    assert_int_equal(layer.property(ATTN_MHA_HAS_MODIFIERS), 0);
+
+    std::vector<float> plain(x.size()), dropped(x.size()), inference(x.size());
+    attn::activations act;
+    layer.forward_train(ctx, B, L, L, x, x, x, nullptr, plain, {}, act);
+    layer.set_dropout(0.5f, 9);
+    assert_int_equal(layer.property(ATTN_MHA_HAS_DROPOUT), 1);
+    layer.forward_train(ctx, B, L, L, x, x, x, nullptr, dropped, {}, act);
+    layer.forward(ctx, B, L, L, x, x, x, nullptr, inference);
+    assert_memory_equal(inference.data(), plain.data(), plain.size() * sizeof(float));
+    assert_memory_not_equal(dropped.data(), plain.data(), plain.size() * sizeof(float));
+
+    attn::encoder_layer enc(E, H, 16);
+    std::vector<float> ep = normal(&rng, (std::int64_t)enc.param_count(), 0.3f);
+    enc.set_params(ep);
+    std::vector<float> e_plain(x.size()), e_dropped(x.size()), e_inference(x.size());
+    enc.forward_train(ctx, B, L, x, nullptr, e_plain, act);
+    enc.set_dropout(0.5f, 9);
+    enc.forward_train(ctx, B, L, x, nullptr, e_dropped, act);
+    enc.forward(ctx, B, L, x, nullptr, e_inference);
+    assert_memory_equal(e_inference.data(), e_plain.data(), e_plain.size() * sizeof(float));
+    assert_memory_not_equal(e_dropped.data(), e_plain.data(), e_plain.size() * sizeof(float));
+}
+
 void mha_rope_matches_reference(void **)
 {
     tu_rng rng;
@@ -337,6 +456,55 @@ void rope_apply_matches_formula(void **)
     // The float inv_freq is rounded (2^-24 relative): at position 1000 that
     // turns an angle by up to ~1e-4 rad.
     assert_close("rope from inv_freq", z, want, D, 1e-3);
+    // Tables of cos and sin at positions 0..9 give the rotation of those positions.
+    const std::int64_t P = 10;
+    std::vector<float> cos_t(P * R / 2), sin_t(P * R / 2);
+    for (std::int64_t p = 0; p < P; p++)
+        for (std::int64_t i = 0; i < R / 2; i++) {
+            cos_t[p * R / 2 + i] = static_cast<float>(std::cos(p * inv[i]));
+            sin_t[p * R / 2 + i] = static_cast<float>(std::sin(p * inv[i]));
+        }
+    attn::rope tables(D, R);
+    tables.set_tables(cos_t, sin_t, P);
+    std::vector<float> t = x;
+    tables.apply(ctx, ATTN_LAYOUT_BHSD, B, H, S, t, {}, 3);   // positions 3..6
+    std::vector<double> want_t(x.begin(), x.end());
+    for (std::int64_t row = 0; row < B * H * S; row++)
+        ref_rope_row(&want_t[row * D], 0, R, inv.data(), static_cast<double>(3 + row % S), 0);
+    assert_close("rope from tables", t, want_t, D);
+    // Linear scaling: base's frequencies divided by the factor.
+    std::vector<double> inv_lin(inv);
+    for (double &f : inv_lin)
+        f /= 4.0;
+    attn::rope lin(D, R, 500000.0f);
+    lin.set_linear_scaling(4.0f);
+    std::vector<float> u = x;
+    lin.apply(ctx, ATTN_LAYOUT_BHSD, B, H, S, u, {}, 100);
+    std::vector<double> want_u(x.begin(), x.end());
+    for (std::int64_t row = 0; row < B * H * S; row++)
+        ref_rope_row(&want_u[row * D], 0, R, inv_lin.data(), static_cast<double>(100 + row % S),
+                     0);
+    assert_close("rope with linear scaling", u, want_u, D);
+    // Llama 3.1's scaling, from the header's formula (factor 8, 1, 4, L = 16).
+    std::vector<double> inv_l3(inv);
+    for (double &f : inv_l3) {
+        const double wavelength = 2 * std::acos(-1.0) / f, Lo = 16.0;
+        if (wavelength > Lo / 1.0)
+            f /= 8.0;
+        else if (wavelength >= Lo / 4.0) {
+            const double smooth = (Lo / wavelength - 1.0) / (4.0 - 1.0);
+            f = (1 - smooth) * f / 8.0 + smooth * f;
+        }
+    }
+    attn::rope l3(D, R, 500000.0f);
+    l3.set_llama3_scaling(8.0f, 1.0f, 4.0f, 16);
+    std::vector<float> w3 = x;
+    l3.apply(ctx, ATTN_LAYOUT_BHSD, B, H, S, w3, {}, 50);
+    std::vector<double> want_w3(x.begin(), x.end());
+    for (std::int64_t row = 0; row < B * H * S; row++)
+        ref_rope_row(&want_w3[row * D], 0, R, inv_l3.data(), static_cast<double>(50 + row % S),
+                     0);
+    assert_close("rope with llama3 scaling", w3, want_w3, D);
     expect_error([&] { attn::rope bad(D, 5); }, ATTN_ERR_INVALID_ARGUMENT, "attn_rope_create");
     expect_error([&] { same.set_inv_freq(std::vector<float>(R)); }, ATTN_ERR_SHAPE_MISMATCH,
                  "attn::rope::set_inv_freq: inv_freq has 6 elements, the shapes need 3");
@@ -368,16 +536,20 @@ void additive_training_matches_reference(void **)
     std::vector<double> rout(out.size());
     reference(rout);
     assert_close("additive forward_train", out, rout, Dv);
-    std::vector<float> d_params(params.size()), d_v(v.size());
-    op.backward(ctx, act, d_out, {}, {}, d_v, d_params);
-    check_param_gradient("additive", params, d_params, [&] {
+    std::vector<float> d_params(params.size()), d_q(q.size()), d_k(k.size()), d_v(v.size());
+    op.backward(ctx, act, d_out, d_q, d_k, d_v, d_params);
+    auto loss = [&] {
         std::vector<double> o(out.size());
         reference(o);
         double l = 0;
         for (std::size_t i = 0; i < o.size(); i++)
             l += d_out[i] * o[i];
         return l;
-    }, 1e-4);
+    };
+    check_param_gradient("additive d_params", params, d_params, loss, 1e-4);
+    check_param_gradient("additive d_queries", q, d_q, loss, 1e-4);
+    check_param_gradient("additive d_keys", k, d_k, loss, 1e-4);
+    check_param_gradient("additive d_values", v, d_v, loss, 1e-4);
     std::vector<float> three(3);
     expect_error([&] { op.backward(ctx, act, d_out, {}, {}, three); },
                  ATTN_ERR_SHAPE_MISMATCH,
@@ -766,6 +938,8 @@ int main(void)
         cmocka_unit_test(sdpa_backward_matches_reference),
         cmocka_unit_test(sdpa_dropout_uses_its_keep_mask),
         cmocka_unit_test(mha_training_matches_reference),
+        cmocka_unit_test(mha_cross_attention_gradients),
+        cmocka_unit_test(mha_modifiers_and_dropout),
         cmocka_unit_test(mha_rope_matches_reference),
         cmocka_unit_test(rope_apply_matches_formula),
         cmocka_unit_test(additive_training_matches_reference),
