@@ -41,9 +41,15 @@ def cxx(text):
 
 
 def python(text):
-    # The module declares each C function once, as _declare("attn_...", ...),
-    # and calls it through the name it binds (test_python.py checks both).
-    return set(re.findall(r'_declare\(\s*"(attn_[a-z0-9_]+)"', without_python_comments(text)))
+    # The module binds each C function once, as name = _declare("attn_...",
+    # ...), and calls it through that name: a function counts when its name is
+    # used again past the binding.
+    code = without_python_comments(text)
+    used = set()
+    for name, function in re.findall(r'\b(\w+)\s*=\s*_declare\(\s*"(attn_[a-z0-9_]+)"', code):
+        if len(re.findall(r"\b%s\b" % re.escape(name), code)) > 1:
+            used.add(function)
+    return used
 
 
 def rust_sys(text):

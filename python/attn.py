@@ -389,6 +389,12 @@ def runtime_info():
         size = n + 1   # the text grew between the calls (the BLAS copy loaded)
 
 
+def _read_only(array):
+    """The array, made read-only: libattn reads it until the mask changes."""
+    array.flags.writeable = False
+    return array
+
+
 class _Owner:
     """One libattn handle, freed by close(), at the end of a `with` block, or
     when collected. _free is the attn_*_destroy function (a class attribute,
@@ -396,6 +402,20 @@ class _Owner:
 
     _handle = None
     _free = None
+    # Attributes that size the buffers handed to libattn, or that hold arrays
+    # libattn references: each is bound once, by __init__ (the class's own
+    # setters rebind them with _rebind). Rebinding one from outside would let
+    # libattn write past a buffer or read freed memory: AttributeError.
+    _fixed = frozenset()
+
+    def __setattr__(self, name, value):
+        if name in self._fixed and name in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.{name} is read-only: it describes "
+                                 "the libattn object")
+        object.__setattr__(self, name, value)
+
+    def _rebind(self, name, value):
+        object.__setattr__(self, name, value)
 
     def close(self):
         """Frees the libattn object now (also done when collected); idempotent."""
@@ -472,11 +492,13 @@ class Mask(_Owner):
     mask= check its shapes against their own before libattn runs."""
 
     _free = _mask_destroy
+    _fixed = frozenset({"kv_lengths", "keep", "bias"})
 
     def __init__(self, kv_lengths=None, keep=None, bias=None):
         fn = "attn_mask_create"
         lengths, keep, bias = self._convert(fn, kv_lengths, keep, bias, _mask_4d(4))
-        self.kv_lengths = self.keep = self.bias = None
+        for name in self._fixed:
+            self._rebind(name, None)
         self._handle = _create(_mask_create)
         self._set(lengths, keep, bias)
 
@@ -499,13 +521,13 @@ class Mask(_Owner):
             per_query = lengths.ndim - 1
             _check(_mask_set_kv_lengths(self._handle, _ptr(lengths), lengths.shape[0],
                                         lengths.shape[1] if per_query else 0, per_query))
-            self.kv_lengths = lengths
+            self._rebind("kv_lengths", _read_only(lengths))
         if keep is not None:
             _check(_mask_set_bool(self._handle, _ptr(keep), *keep.shape))
-            self.keep = keep
+            self._rebind("keep", _read_only(keep))
         if bias is not None:
             _check(_mask_set_bias(self._handle, _ptr(bias), *bias.shape))
-            self.bias = bias
+            self._rebind("bias", _read_only(bias))
 
     def set_kv_lengths(self, kv_lengths):
         """attn_mask_set_kv_lengths: int [batch] or [batch, len_q] (copied)."""
@@ -522,7 +544,8 @@ class Mask(_Owner):
     def clear(self):
         """attn_mask_clear: removes every kind (nothing masked)."""
         _check(_mask_clear(self._handle))
-        self.kv_lengths = self.keep = self.bias = None
+        for name in self._fixed:
+            self._rebind(name, None)
 
     @staticmethod
     def _check_arrays(fn, dims, lengths, keep, bias):
@@ -585,6 +608,8 @@ class Sdpa(_Owner):
     modifiers count: pass 0 for batch, len_q and len_kv."""
 
     _free = _sdpa_destroy
+    _fixed = frozenset({"batch", "heads_q", "heads_kv", "len_q", "len_kv", "dim_qk", "dim_v",
+                        "layout"})
 
     def __init__(self, batch, heads_q, heads_kv, len_q, len_kv, dim_qk, dim_v=None, *,
                  layout="bhsd", scale=None, causal=None):
@@ -592,14 +617,14 @@ class Sdpa(_Owner):
         self.batch, self.heads_q, self.heads_kv = int(batch), int(heads_q), int(heads_kv)
         self.len_q, self.len_kv = int(len_q), int(len_kv)
         self.dim_qk, self.dim_v = int(dim_qk), int(dim_v)
-        self.layout = "bhsd"
+        self._rebind("layout", "bhsd")
         layout_value = _option(_LAYOUTS, layout, "layout")
         causal_value = _causal(causal)
         self._handle = _create(_sdpa_create, self.batch, self.heads_q, self.heads_kv,
                                self.len_q, self.len_kv, self.dim_qk, self.dim_v)
         try:
             _check(_sdpa_set_layout(self._handle, layout_value))
-            self.layout = layout
+            self._rebind("layout", layout)
             if scale is not None:
                 self.set_scale(scale)
             _check(_sdpa_set_causal(self._handle, causal_value))
@@ -610,7 +635,7 @@ class Sdpa(_Owner):
     def set_layout(self, layout):
         """attn_sdpa_set_layout: "bhsd" or "bshd" for q, k, v and out."""
         _check(_sdpa_set_layout(self._handle, _option(_LAYOUTS, layout, "layout")))
-        self.layout = layout
+        self._rebind("layout", layout)
 
     def set_scale(self, scale):
         """attn_sdpa_set_scale: the factor on q·k (finite)."""
@@ -837,6 +862,8 @@ class MultiheadAttention(_Owner):
     """
 
     _free = _mha_destroy
+    _fixed = frozenset({"embed_dim", "num_heads", "num_kv_heads", "kdim", "vdim", "bias",
+                        "head_dim", "param_count"})
 
     def __init__(self, embed_dim, num_heads, num_kv_heads=None, kdim=None, vdim=None,
                  bias=True):
@@ -1072,6 +1099,7 @@ class AdditiveAttention(_Owner):
     set_params. Masks apply with one head (no causal setting)."""
 
     _free = _additive_destroy
+    _fixed = frozenset({"query_dim", "key_dim", "hidden", "param_count"})
 
     def __init__(self, query_dim, key_dim, hidden):
         self.query_dim, self.key_dim, self.hidden = int(query_dim), int(key_dim), int(hidden)
@@ -1222,6 +1250,7 @@ class EncoderLayer(_Owner):
     Set the parameters with set_params (named_parameters() order)."""
 
     _free = _encoder_destroy
+    _fixed = frozenset({"d_model", "nhead", "dim_feedforward", "param_count"})
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, activation="relu",
                  norm_first=False, layer_norm_eps=1e-5):
@@ -1375,6 +1404,7 @@ class Rope(_Owner):
     (libattn copies the arrays)."""
 
     _free = _rope_destroy
+    _fixed = frozenset({"head_dim", "rotary_dim"})
 
     def __init__(self, head_dim, rotary_dim=None, base=10000.0, style="half"):
         self.head_dim = int(head_dim)
@@ -1434,6 +1464,7 @@ class KVCache(_Owner):
     ints (seq_open, seq_fork); fork shares pages copy-on-write."""
 
     _free = _kv_cache_destroy
+    _fixed = frozenset({"heads_kv", "dim_qk", "dim_v", "page_size", "num_pages"})
 
     def __init__(self, heads_kv, dim_qk, dim_v, page_size, num_pages):
         self.heads_kv, self.dim_qk, self.dim_v = int(heads_kv), int(dim_qk), int(dim_v)

@@ -1350,6 +1350,30 @@ class Errors(unittest.TestCase):
         self.assertEqual(cm.exception.status, attn.ATTN_ERR_STATE)
         self.assertIn("attn_encoder_layer_forward_cached", cm.exception.message)
 
+    def test_sizes_and_mask_arrays_cannot_be_changed(self):
+        """Attributes that size libattn's buffers, and the arrays a Mask hands
+        to libattn, cannot be rebound or written: libattn would write past a
+        buffer or read freed memory."""
+        op = attn.Sdpa(1, 2, 2, 3, 4, 8)
+        layer = attn.MultiheadAttention(8, 2)
+        cache = attn.KVCache(2, 4, 4, 4, 2)
+        for obj, name in ((op, "len_q"), (op, "layout"), (layer, "param_count"),
+                          (layer, "embed_dim"), (cache, "dim_v")):
+            with self.assertRaises(AttributeError):
+                setattr(obj, name, 1)
+        mask = attn.Mask(kv_lengths=[3])
+        with self.assertRaises(AttributeError):
+            mask.kv_lengths = None
+        with self.assertRaises(ValueError):
+            mask.kv_lengths[0] = 1
+        mask.set_kv_lengths([2])          # the class's own setters still work
+        self.assertEqual(mask.kv_lengths.tolist(), [2])
+        op.set_layout("bshd")
+        self.assertEqual(op.layout, "bshd")
+        layer.note = "a user's own attribute"   # other attributes are free
+        for obj in (op, layer, cache, mask):
+            obj.close()
+
     def test_every_exported_function_is_wrapped(self):
         """debian/libattn1.symbols lists libattn.so.1's ABI: the module calls all
         of it but attn_set_error (for C code that reports through libattn)."""
