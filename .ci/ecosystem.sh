@@ -170,6 +170,9 @@ cmake_consumer() {
                 { echo "find_package(attn ${want%:no}) succeeded"; false; }
         else
             [ "$want" != "${want%:no}" ] || { cat "$tmp/cmake-version/$want.log"; false; }
+            # Refused for its version, not for another reason.
+            grep -q "compatible with requested version \"${want%:no}\"" \
+                "$tmp/cmake-version/$want.log" || { cat "$tmp/cmake-version/$want.log"; false; }
         fi
     done
     say "cmake $(cmake --version | head -1 | awk '{print $3}'), C and C++;" \
@@ -191,6 +194,11 @@ python_pip() {
     /usr/bin/python3 -m venv --system-site-packages "$tmp/venv"
     "$tmp/venv/bin/pip" install --no-index --no-cache-dir "$root/python"
     "$tmp/venv/bin/pip" show attn
+    # python/attn_build.py repeats the project's version: they must agree.
+    local version
+    version=$(sed -n "s/^  version : '\([0-9.]*\)',$/\1/p" "$root/meson.build")
+    "$tmp/venv/bin/pip" show attn | grep -qx "Version: $version" ||
+        { echo "python/attn_build.py's version is not meson.build's ($version)"; false; }
     (cd "$tmp" && ATTN_TEST_MODULE=installed LD_LIBRARY_PATH="$prefix/lib" \
         "$tmp/venv/bin/python" "$root/tests/test_python.py") 2>&1 | tee "$tmp/pip.txt"
     grep -q "^test_python: attn .* from $tmp/venv/lib/python3[.0-9]*/site-packages/attn.py$" \

@@ -279,10 +279,11 @@ tsan() {
     export TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1"
     OPENBLAS_NUM_THREADS=1 build-tsan/tests/test_concurrency || return 1
     make_wrapper build-tsan "" "env -u LD_PRELOAD" "env LD_PRELOAD=$(gcc -print-file-name=libtsan.so)"
-    # The whole suite with ATTN_TEST_QUICK=1, as under Valgrind (fewer
-    # iterations, thread counts and rows): TSan sees a race from the order of
-    # the accesses of one run, not from many runs, and test_concurrency ran in
-    # full just above.
+    # The whole suite with ATTN_TEST_QUICK=1, as under Valgrind: fewer
+    # iterations and rows, and 2 threads where a test would go up to 4. TSan
+    # reports a race between two threads from the order of one run's
+    # accesses, not from repetition; test_concurrency ran in full (8 threads)
+    # just above.
     ATTN_TEST_QUICK=1 OPENBLAS_NUM_THREADS=1 \
         meson test -C build-tsan --print-errorlogs --timeout-multiplier 10 \
         --no-suite training --no-suite browser --no-suite mpi --wrapper "$root/build-tsan/rel-wrap"
