@@ -171,7 +171,7 @@ cmake_consumer() {
         else
             [ "$want" != "${want%:no}" ] || { cat "$tmp/cmake-version/$want.log"; false; }
             # Refused for its version, not for another reason.
-            grep -q "compatible with requested version \"${want%:no}\"" \
+            grep -q "requested version \"${want%:no}\"" \
                 "$tmp/cmake-version/$want.log" || { cat "$tmp/cmake-version/$want.log"; false; }
         fi
     done
@@ -195,9 +195,12 @@ python_pip() {
     "$tmp/venv/bin/pip" install --no-index --no-cache-dir "$root/python"
     "$tmp/venv/bin/pip" show attn
     # python/attn_build.py repeats the project's version: they must agree.
-    local version
+    # (pip's output is read whole: grep -q would end the pipe early, and
+    # pipefail would count pip's SIGPIPE as a failure.)
+    local version shown
     version=$(sed -n "s/^  version : '\([0-9.]*\)',$/\1/p" "$root/meson.build")
-    "$tmp/venv/bin/pip" show attn | grep -qx "Version: $version" ||
+    shown=$("$tmp/venv/bin/pip" show attn)
+    grep -qx "Version: $version" <<<"$shown" ||
         { echo "python/attn_build.py's version is not meson.build's ($version)"; false; }
     (cd "$tmp" && ATTN_TEST_MODULE=installed LD_LIBRARY_PATH="$prefix/lib" \
         "$tmp/venv/bin/python" "$root/tests/test_python.py") 2>&1 | tee "$tmp/pip.txt"
