@@ -225,18 +225,25 @@ struct mha_problem {
     }
 };
 
-// ru_mha pointing into a flat parameter vector (Wq, Wk, Wv, bq, bk, bv, Wo,
-// bo: attn_mha_get_params' layout for kdim = vdim = embed_dim, bias).
-ru_mha mha_ref_of(const std::vector<float> &p, std::int64_t E, std::int64_t H)
+// ru_mha pointing into a flat parameter vector: Wq [E, E], Wk [kv, kdim],
+// Wv [kv, vdim], bq [E], bk [kv], bv [kv], Wo [E, E], bo [E] with kv = Hkv ·
+// E / H (attn_mha_get_params' layout, bias); Hkv, kdim and vdim default to
+// H, E and E. Top-left causal unless changed.
+ru_mha mha_ref_of(const std::vector<float> &p, std::int64_t E, std::int64_t H,
+                  std::int64_t Hkv = 0, std::int64_t kdim = 0, std::int64_t vdim = 0)
 {
+    Hkv = Hkv ? Hkv : H, kdim = kdim ? kdim : E, vdim = vdim ? vdim : E;
+    const std::int64_t kv = E / H * Hkv;
     ru_mha m{};
-    m.embed = E, m.heads = H, m.kv_heads = H, m.kdim = E, m.vdim = E;
+    m.embed = E, m.heads = H, m.kv_heads = Hkv, m.kdim = kdim, m.vdim = vdim;
     m.causal = ATTN_CAUSAL_TOP_LEFT;
     const float *at = p.data();
-    for (int i = 0; i < 3; i++, at += E * E)
-        m.w[i] = at;
-    for (int i = 0; i < 3; i++, at += E)
-        m.b[i] = at;
+    m.w[0] = at, at += E * E;
+    m.w[1] = at, at += kv * kdim;
+    m.w[2] = at, at += kv * vdim;
+    m.b[0] = at, at += E;
+    m.b[1] = at, at += kv;
+    m.b[2] = at, at += kv;
     m.w[3] = at, at += E * E;
     m.b[3] = at;
     return m;
@@ -318,18 +325,8 @@ void mha_cross_attention_gradients(void **)
     std::vector<float> d_q(q.size()), d_k(k.size()), d_v(v.size()), d_params(params.size());
     layer.backward(ctx, act, d_out, d_q, d_k, d_v, d_params);
     auto reference = [&](std::vector<double> &o) {
-        ru_mha m{};
-        m.embed = E, m.heads = H, m.kv_heads = Hkv, m.kdim = kdim, m.vdim = vdim;
+        ru_mha m = mha_ref_of(params, E, H, Hkv, kdim, vdim);
         m.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
-        const float *at = params.data();   // Wq, Wk, Wv, bq, bk, bv, Wo, bo
-        m.w[0] = at, at += E * E;
-        m.w[1] = at, at += kv * kdim;
-        m.w[2] = at, at += kv * vdim;
-        m.b[0] = at, at += E;
-        m.b[1] = at, at += kv;
-        m.b[2] = at, at += kv;
-        m.w[3] = at, at += E * E;
-        m.b[3] = at;
         ru_ref_mha(&m, B, Lq, Lkv, q.data(), k.data(), v.data(), nullptr, o.data(), nullptr);
     };
     std::vector<double> rout(out.size());
@@ -777,19 +774,8 @@ void mha_decoding_matches_full_forward(void **)
             std::memcpy(&out[(s * L + t) * E], &got[s * E], E * sizeof(float));
     }
     assert_int_equal(cache.seq_len(seqs[1]), L);
-    ru_mha ref{};
-    ref.embed = E, ref.heads = H, ref.kv_heads = 2, ref.kdim = E, ref.vdim = E;
+    ru_mha ref = mha_ref_of(params, E, H, 2);
     ref.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
-    const std::int64_t kv = E / H * 2;
-    const float *at = params.data();
-    ref.w[0] = at, at += E * E;
-    ref.w[1] = at, at += kv * E;
-    ref.w[2] = at, at += kv * E;
-    ref.b[0] = at, at += E;
-    ref.b[1] = at, at += kv;
-    ref.b[2] = at, at += kv;
-    ref.w[3] = at, at += E * E;
-    ref.b[3] = at;
     std::vector<double> want(out.size());
     ru_ref_mha(&ref, 2, L, L, x.data(), x.data(), x.data(), nullptr, want.data(), nullptr);
     assert_close("mha decoded token by token", out, want, E);
