@@ -1011,12 +1011,7 @@ public:
                  in query, in key, in value, const mask *m, out o, out weights = {}) const
     {
         static const char fn[] = "attn::mha::forward";
-        detail::extent(fn, "query", query, detail::product({batch, len_q, embed_dim_}));
-        detail::extent(fn, "key", key, detail::product({batch, len_kv, kdim_}));
-        detail::extent(fn, "value", value, detail::product({batch, len_kv, vdim_}));
-        detail::extent(fn, "out", o, detail::product({batch, len_q, embed_dim_}));
-        detail::extent(fn, "weights", weights,
-                       detail::product({batch, num_heads_, len_q, len_kv}), true);
+        check_io(fn, batch, len_q, len_kv, query, key, value, o, weights);
         check(attn_mha_forward(ctx.get(), h_.get(), batch, len_q, len_kv, query.data(),
                                key.data(), value.data(), m ? m->get() : nullptr, o.data(),
                                detail::opt(weights)));
@@ -1034,12 +1029,7 @@ public:
                        out weights, activations &act) const
     {
         static const char fn[] = "attn::mha::forward_train";
-        detail::extent(fn, "query", query, detail::product({batch, len_q, embed_dim_}));
-        detail::extent(fn, "key", key, detail::product({batch, len_kv, kdim_}));
-        detail::extent(fn, "value", value, detail::product({batch, len_kv, vdim_}));
-        detail::extent(fn, "out", o, detail::product({batch, len_q, embed_dim_}));
-        detail::extent(fn, "weights", weights,
-                       detail::product({batch, num_heads_, len_q, len_kv}), true);
+        check_io(fn, batch, len_q, len_kv, query, key, value, o, weights);
         act.begin();
         check(attn_mha_forward_train(ctx.get(), h_.get(), batch, len_q, len_kv, query.data(),
                                      key.data(), value.data(), m ? m->get() : nullptr,
@@ -1095,6 +1085,18 @@ public:
 private:
     using handle_type = detail::handle<attn_mha, attn_mha_destroy>;
 
+    /* The extents of forward's and forward_train's tensors. */
+    void check_io(const char *fn, std::int64_t batch, std::int64_t len_q, std::int64_t len_kv,
+                  in query, in key, in value, out o, out weights) const
+    {
+        detail::extent(fn, "query", query, detail::product({batch, len_q, embed_dim_}));
+        detail::extent(fn, "key", key, detail::product({batch, len_kv, kdim_}));
+        detail::extent(fn, "value", value, detail::product({batch, len_kv, vdim_}));
+        detail::extent(fn, "out", o, detail::product({batch, len_q, embed_dim_}));
+        detail::extent(fn, "weights", weights,
+                       detail::product({batch, num_heads_, len_q, len_kv}), true);
+    }
+
     std::int64_t embed_dim_, num_heads_, kdim_, vdim_;
     std::int64_t kv_dim_ = 0;
     bool bias_;
@@ -1140,11 +1142,7 @@ public:
                  out weights = {}) const
     {
         static const char fn[] = "attn::additive::forward";
-        detail::extent(fn, "queries", queries, detail::product({batch, len_q, query_dim_}));
-        detail::extent(fn, "keys", keys, detail::product({batch, len_kv, key_dim_}));
-        detail::extent(fn, "values", values, detail::product({batch, len_kv, dim_v}));
-        detail::extent(fn, "out", o, detail::product({batch, len_q, dim_v}));
-        detail::extent(fn, "weights", weights, detail::product({batch, len_q, len_kv}), true);
+        check_io(fn, batch, len_q, len_kv, dim_v, queries, keys, values, o, weights);
         check(attn_additive_forward(ctx.get(), h_.get(), batch, len_q, len_kv, dim_v,
                                     queries.data(), keys.data(), values.data(),
                                     m ? m->get() : nullptr, o.data(), detail::opt(weights)));
@@ -1194,11 +1192,7 @@ public:
                        const mask *m, out o, out weights, activations &act) const
     {
         static const char fn[] = "attn::additive::forward_train";
-        detail::extent(fn, "queries", queries, detail::product({batch, len_q, query_dim_}));
-        detail::extent(fn, "keys", keys, detail::product({batch, len_kv, key_dim_}));
-        detail::extent(fn, "values", values, detail::product({batch, len_kv, dim_v}));
-        detail::extent(fn, "out", o, detail::product({batch, len_q, dim_v}));
-        detail::extent(fn, "weights", weights, detail::product({batch, len_q, len_kv}), true);
+        check_io(fn, batch, len_q, len_kv, dim_v, queries, keys, values, o, weights);
         act.begin();
         check(attn_additive_forward_train(ctx.get(), h_.get(), batch, len_q, len_kv, dim_v,
                                           queries.data(), keys.data(), values.data(),
@@ -1236,6 +1230,17 @@ public:
 
 private:
     using handle_type = detail::handle<attn_additive, attn_additive_destroy>;
+
+    /* The extents of forward's and forward_train's tensors. */
+    void check_io(const char *fn, std::int64_t batch, std::int64_t len_q, std::int64_t len_kv,
+                  std::int64_t dim_v, in queries, in keys, in values, out o, out weights) const
+    {
+        detail::extent(fn, "queries", queries, detail::product({batch, len_q, query_dim_}));
+        detail::extent(fn, "keys", keys, detail::product({batch, len_kv, key_dim_}));
+        detail::extent(fn, "values", values, detail::product({batch, len_kv, dim_v}));
+        detail::extent(fn, "out", o, detail::product({batch, len_q, dim_v}));
+        detail::extent(fn, "weights", weights, detail::product({batch, len_q, len_kv}), true);
+    }
 
     std::int64_t query_dim_, key_dim_, hidden_;
     handle_type h_;
